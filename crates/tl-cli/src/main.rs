@@ -1,1 +1,108 @@
-fn main() {}
+//! `tl`: transfer learning from pretrained ONNX models, from one binary.
+//!
+//! This file parses arguments and dispatches; the work lives in the library crates.
+
+mod classify;
+mod doctor;
+mod models;
+mod resolve;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+use tl_core::Device;
+
+/// Schema version of every `--json` output.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tl",
+    version,
+    about = "Transfer learning from pretrained ONNX models: fetch real weights, inspect them, run them.",
+    long_about = "Transfer learning from pretrained ONNX models: fetch real weights reproducibly, \
+inspect every layer, tap any node as a feature, and run them on CPU (or CUDA).\n\n\
+Everything `tl` fetches lives in TL_HOME (default: $XDG_CACHE_HOME/tl or ~/.cache/tl).",
+    after_help = "Examples:\n  tl models fetch efficientnet-lite0\n  tl classify --model efficientnet-lite0 cat.jpg\n  tl models inspect mobilenet-v2\n  tl doctor"
+)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Print machine-readable JSON (versioned schema) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but results and errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Cache directory for runtimes, models and data (overrides TL_HOME).
+    #[arg(long, global = true, env = "TL_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+}
+
+impl Global {
+    /// The `TL_HOME` in force.
+    pub fn home(&self) -> anyhow::Result<PathBuf> {
+        Ok(match &self.home {
+            Some(h) => h.clone(),
+            None => tl_core::home::tl_home()?,
+        })
+    }
+}
+
+/// Where and how to run a model.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA if usable, else CPU, and say so).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
+    /// Intra-op threads for ONNX Runtime (default: one per physical core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse().map_err(|e: tl_core::Error| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List, fetch and inspect models, runtimes and assets of the registry.
+    #[command(subcommand)]
+    Models(models::ModelsCmd),
+    /// Classify images with an ImageNet model (or any classifier with an input contract).
+    #[command(
+        after_help = "Examples:\n  tl classify --model efficientnet-lite0 photo.jpg other.png\n  \
+tl classify --model mobilenet-v2 --top 3 --json photo.jpg\n  \
+tl classify --model my.onnx --contract my-contract.toml photo.jpg"
+    )]
+    Classify(classify::ClassifyArgs),
+    /// Check the installation: ONNX Runtime library, version, providers, CUDA readiness, cache.
+    #[command(after_help = "Example:\n  tl doctor --json")]
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Models(cmd) => models::run(cmd, &cli.global),
+        Command::Classify(args) => classify::run(args, &cli.global),
+        Command::Doctor => doctor::run(&cli.global),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -230,6 +230,19 @@ impl Session {
         Ok(())
     }
 
+    /// Runs one batch and returns every output's element type and concrete shape,
+    /// whatever its type (used by `tl models inspect` to show the shape of every value).
+    pub fn run_shapes(&mut self, inputs: &[(&str, Input<'_>)]) -> Result<Vec<TensorInfo>> {
+        self.check_inputs(inputs)?;
+        let values = session_inputs(inputs)?;
+        let names: Vec<String> = self.outputs.iter().map(|o| o.name.clone()).collect();
+        let result = self.inner.run(values)?;
+        Ok(names
+            .iter()
+            .filter_map(|n| result.get(n).map(|v| TensorInfo::from_outlet(n, v.dtype())))
+            .collect())
+    }
+
     /// Runs one batch and returns the named float outputs (all outputs when `outputs` is empty).
     pub fn run(
         &mut self,
@@ -282,6 +295,23 @@ impl Session {
         }
         Ok(out)
     }
+}
+
+type InputValues<'a> = Vec<(
+    std::borrow::Cow<'a, str>,
+    ort::session::SessionInputValue<'a>,
+)>;
+
+fn session_inputs<'a>(inputs: &'a [(&str, Input<'_>)]) -> Result<InputValues<'a>> {
+    let mut values: InputValues<'a> = Vec::with_capacity(inputs.len());
+    for (name, input) in inputs {
+        let v: ort::session::SessionInputValue<'_> = match input {
+            Input::F32(a) => TensorRef::from_array_view(a.view())?.into(),
+            Input::I64(a) => TensorRef::from_array_view(a.view())?.into(),
+        };
+        values.push(((*name).into(), v));
+    }
+    Ok(values)
 }
 
 fn register_provider(

@@ -1,0 +1,33 @@
+//! The error type of `tl-features`.
+
+use std::path::PathBuf;
+
+/// Errors raised while preprocessing inputs.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Core(#[from] tl_core::Error),
+    /// An image that cannot be read or decoded.
+    #[error("cannot decode image `{}`: {reason}", path.display())]
+    Decode { path: PathBuf, reason: String },
+    /// Pixel data whose length does not match its dimensions.
+    #[error("image buffer of {len} bytes does not match {width}×{height}×{channels}")]
+    BadBuffer {
+        len: usize,
+        width: u32,
+        height: u32,
+        channels: usize,
+    },
+    /// An image too small for the contract's crop.
+    #[error("image `{}` is {width}×{height}, which cannot be resized for a {size}×{size} input", path.display())]
+    TooSmall {
+        path: PathBuf,
+        width: u32,
+        height: u32,
+        size: u32,
+    },
+}
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
