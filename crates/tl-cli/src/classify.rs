@@ -10,51 +10,51 @@ use tl_runtime::{Input, Runtime, RuntimeOptions, Session, SessionOptions};
 
 use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, resolve};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct ClassifyArgs {
     /// Registry id (`tl models list`) or path to an .onnx file.
     #[arg(long, short, default_value = "efficientnet-lite0")]
-    model: String,
+    pub model: String,
     /// Input contract (TOML) for a model file that does not carry one.
     #[arg(long, value_name = "FILE.toml")]
-    contract: Option<PathBuf>,
+    pub contract: Option<PathBuf>,
     /// How many classes to show per image.
     #[arg(long, default_value_t = 5)]
-    top: usize,
+    pub top: usize,
     /// Images per ONNX Runtime call.
     #[arg(long, default_value_t = 16)]
-    batch_size: usize,
+    pub batch_size: usize,
     /// Input side in pixels, for models with dynamic spatial size (default: the model's own).
     #[arg(long, value_name = "N")]
-    image_size: Option<u32>,
+    pub image_size: Option<u32>,
     #[command(flatten)]
-    run: RunArgs,
+    pub run: RunArgs,
     /// Image files (PNG, JPEG, GIF, BMP, TIFF, WebP).
     #[arg(required = true, value_name = "IMAGE")]
-    images: Vec<PathBuf>,
+    pub images: Vec<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
-struct Prediction {
-    class: usize,
-    label: Option<String>,
-    probability: f32,
+pub struct Prediction {
+    pub class: usize,
+    pub label: Option<String>,
+    pub probability: f32,
 }
 
 #[derive(Debug, Serialize)]
-struct ImageResult {
-    image: PathBuf,
-    top: Vec<Prediction>,
+pub struct ImageResult {
+    pub image: PathBuf,
+    pub top: Vec<Prediction>,
 }
 
 #[derive(Debug, Serialize)]
-struct Report {
-    schema_version: u32,
-    model: String,
-    provider: String,
-    device_note: Option<String>,
-    image_size: u32,
-    results: Vec<ImageResult>,
+pub struct Report {
+    pub schema_version: u32,
+    pub model: String,
+    pub provider: String,
+    pub device_note: Option<String>,
+    pub image_size: u32,
+    pub results: Vec<ImageResult>,
 }
 
 /// Row-wise softmax, computed stably in f64.
@@ -69,6 +69,37 @@ pub fn softmax_rows(logits: &Array2<f32>) -> Array2<f32> {
 }
 
 pub fn run(args: &ClassifyArgs, global: &Global) -> Result<()> {
+    let (report, elapsed) = classify(args, global)?;
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for r in &report.results {
+        println!("{}", r.image.display());
+        for p in &r.top {
+            println!(
+                "  {:>7.4}  {:>4}  {}",
+                p.probability,
+                p.class,
+                p.label.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if !global.quiet {
+        eprintln!(
+            "{} image(s), model {} at {} px, provider {}, {:.0} ms",
+            report.results.len(),
+            report.model,
+            report.image_size,
+            report.provider,
+            elapsed.as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
+
+/// Classifies the images of `args`; returns the report and the time spent in preprocessing and inference.
+pub fn classify(args: &ClassifyArgs, global: &Global) -> Result<(Report, std::time::Duration)> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -147,32 +178,7 @@ pub fn run(args: &ClassifyArgs, global: &Global) -> Result<()> {
         image_size: contract.size,
         results,
     };
-    if global.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    for r in &report.results {
-        println!("{}", r.image.display());
-        for p in &r.top {
-            println!(
-                "  {:>7.4}  {:>4}  {}",
-                p.probability,
-                p.class,
-                p.label.as_deref().unwrap_or("-")
-            );
-        }
-    }
-    if !global.quiet {
-        eprintln!(
-            "{} image(s), model {} at {} px, provider {}, {:.0} ms",
-            report.results.len(),
-            report.model,
-            report.image_size,
-            report.provider,
-            elapsed.as_secs_f64() * 1e3
-        );
-    }
-    Ok(())
+    Ok((report, elapsed))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 mod classify;
 mod doctor;
 mod models;
+mod quickstart;
 mod resolve;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -23,7 +24,7 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
     long_about = "Transfer learning from pretrained ONNX models: fetch real weights reproducibly, \
 inspect every layer, tap any node as a feature, and run them on CPU (or CUDA).\n\n\
 Everything `tl` fetches lives in TL_HOME (default: $XDG_CACHE_HOME/tl or ~/.cache/tl).",
-    after_help = "Examples:\n  tl models fetch efficientnet-lite0\n  tl classify --model efficientnet-lite0 cat.jpg\n  tl models inspect mobilenet-v2\n  tl doctor"
+    after_help = "Examples:\n  tl quickstart\n  tl models fetch efficientnet-lite0\n  tl classify --model efficientnet-lite0 cat.jpg\n  tl models inspect mobilenet-v2\n  tl doctor"
 )]
 struct Cli {
     #[command(flatten)]
@@ -83,6 +84,9 @@ tl classify --model mobilenet-v2 --top 3 --json photo.jpg\n  \
 tl classify --model my.onnx --contract my-contract.toml photo.jpg"
     )]
     Classify(classify::ClassifyArgs),
+    /// The main job on built-in defaults: fetch the models and classify the sample photos.
+    #[command(after_help = "Example:\n  tl quickstart")]
+    Quickstart(RunArgs),
     /// Check the installation: ONNX Runtime library, version, providers, CUDA readiness, cache.
     #[command(after_help = "Example:\n  tl doctor --json")]
     Doctor,
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
         Command::Models(cmd) => models::run(cmd, &cli.global),
         Command::Classify(args) => classify::run(args, &cli.global),
         Command::Doctor => doctor::run(&cli.global),
+        Command::Quickstart(run) => quickstart::run(run, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

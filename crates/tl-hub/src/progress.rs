@@ -32,10 +32,7 @@ impl Progress {
     }
 
     /// Wraps a reader so that reading advances the bar.
-    pub fn wrap<R: Read>(&self, reader: R) -> Box<dyn Read + '_>
-    where
-        R: 'static,
-    {
+    pub fn wrap<R: Read + 'static>(&self, reader: R) -> Box<dyn Read + '_> {
         match &self.bar {
             Some(bar) => Box::new(bar.wrap_read(reader)),
             None => Box::new(reader),

@@ -170,7 +170,8 @@ pub(crate) fn available_providers() -> Vec<&'static str> {
     use ort::ep::{self, ExecutionProvider};
     let mut out = Vec::new();
     // `ort` only exposes the providers whose cargo features are on.
-    let checks: Vec<(&'static str, fn() -> ort::Result<bool>)> = vec![
+    type Check = (&'static str, fn() -> ort::Result<bool>);
+    let checks: Vec<Check> = vec![
         ("CPUExecutionProvider", ep::CPU::is_available),
         #[cfg(feature = "cuda")]
         ("CUDAExecutionProvider", ep::CUDA::is_available),
