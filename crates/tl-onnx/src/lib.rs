@@ -7,6 +7,7 @@
 //! - [`builder`] builds graphs: inputs, initializers, nodes, attributes, outputs,
 //!   opset and metadata.
 //! - [`torch`] reads PyTorch checkpoints (legacy `torch.save` pickles and the zip format).
+//! - [`fixtures`] builds tiny VGG, ResNet, Inception and MobileNet networks for tests.
 //! - [`convert`] turns the ImageNet checkpoints of EfficientNet-Lite0 and MobileNetV2
 //!   into ONNX, with BatchNorm folded or kept.
 //!
@@ -29,6 +30,7 @@
 pub mod builder;
 pub mod convert;
 mod error;
+pub mod fixtures;
 mod model;
 pub mod proto;
 pub mod torch;
