@@ -1,0 +1,42 @@
+//! Decode + Pillow-compatible resize + crop + normalise of a real photo.
+
+use criterion::{Criterion, Throughput, criterion_group};
+use tl_core::{ImageContract, Layout, ResizePolicy, contract::ColourOrder};
+use tl_features::image::{batch, load_rgb, preprocess_files, resize_and_crop};
+
+fn contract(size: u32) -> ImageContract {
+    ImageContract {
+        input: "input".into(),
+        layout: Layout::Nchw,
+        size,
+        dynamic_size: true,
+        resize: ResizePolicy::ShorterSideCenterCrop {
+            crop_fraction: 0.875,
+        },
+        colour: ColourOrder::Rgb,
+        mean: vec![127.0; 3],
+        std: vec![128.0; 3],
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let photo = super::fetched("assets", "sample-photos", "chelsea.png");
+    let img = load_rgb(&photo).unwrap();
+    let mut g = c.benchmark_group("preprocess");
+    g.throughput(Throughput::Elements(1));
+    for size in [224u32, 112] {
+        let k = contract(size);
+        g.bench_function(format!("resize_crop_normalise/451x300->{size}"), |b| {
+            b.iter(|| batch(&k, &[resize_and_crop(&k, &img)]))
+        });
+    }
+    let k = contract(224);
+    let files = vec![photo.clone(); 16];
+    g.throughput(Throughput::Elements(16));
+    g.bench_function("decode_resize_normalise/16_png_files", |b| {
+        b.iter(|| preprocess_files(&k, &files).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
