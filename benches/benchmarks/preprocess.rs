@@ -1,22 +1,11 @@
 //! Decode + Pillow-compatible resize + crop + normalise of a real photo.
 
 use criterion::{Criterion, Throughput, criterion_group};
-use tl_core::{ImageContract, Layout, ResizePolicy, contract::ColourOrder};
+use tl_core::ImageContract;
 use tl_features::image::{batch, load_rgb, preprocess_files, resize_and_crop};
 
 fn contract(size: u32) -> ImageContract {
-    ImageContract {
-        input: "input".into(),
-        layout: Layout::Nchw,
-        size,
-        dynamic_size: true,
-        resize: ResizePolicy::ShorterSideCenterCrop {
-            crop_fraction: 0.875,
-        },
-        colour: ColourOrder::Rgb,
-        mean: vec![127.0; 3],
-        std: vec![128.0; 3],
-    }
+    ImageContract::rgb_center_crop("input", size, [127.0; 3], [128.0; 3])
 }
 
 fn bench(c: &mut Criterion) {

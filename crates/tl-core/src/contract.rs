@@ -105,6 +105,23 @@ pub struct ImageContract {
 }
 
 impl ImageContract {
+    /// An RGB, NCHW contract with the ImageNet evaluation recipe (shorter side to
+    /// `size / 0.875`, central crop) for a model that accepts any input size.
+    pub fn rgb_center_crop(input: &str, size: u32, mean: [f32; 3], std: [f32; 3]) -> Self {
+        Self {
+            input: input.to_string(),
+            layout: Layout::Nchw,
+            size,
+            dynamic_size: true,
+            resize: ResizePolicy::ShorterSideCenterCrop {
+                crop_fraction: 0.875,
+            },
+            colour: ColourOrder::Rgb,
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        }
+    }
+
     /// Checks sizes, statistics and policy.
     pub fn check(&self) -> Result<()> {
         let bad = |reason: String| {

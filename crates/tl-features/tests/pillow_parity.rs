@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tl_core::{ImageContract, Layout, ResizePolicy, contract::ColourOrder};
+use tl_core::ImageContract;
 use tl_features::image::{Rgb8, load_rgb, resize_and_crop, resize_bilinear};
 
 /// Largest allowed difference from Pillow, in 8-bit levels (the issue allows 1.5/255).
@@ -37,18 +37,7 @@ fn max_diff(a: &Rgb8, b: &Rgb8) -> u8 {
 }
 
 fn contract(size: u32) -> ImageContract {
-    ImageContract {
-        input: "input".into(),
-        layout: Layout::Nchw,
-        size,
-        dynamic_size: true,
-        resize: ResizePolicy::ShorterSideCenterCrop {
-            crop_fraction: 0.875,
-        },
-        colour: ColourOrder::Rgb,
-        mean: vec![0.0; 3],
-        std: vec![1.0; 3],
-    }
+    ImageContract::rgb_center_crop("input", size, [0.0; 3], [1.0; 3])
 }
 
 #[test]

@@ -59,34 +59,43 @@ pub fn value_info(name: &str, elem: DataType, dims: &[Dim]) -> ValueInfoProto {
 
 /// A float tensor stored as little-endian `raw_data`.
 pub fn tensor_f32(name: &str, dims: &[usize], data: &[f32]) -> TensorProto {
-    assert_eq!(
-        dims.iter().product::<usize>(),
+    raw_tensor(
+        name,
+        dims,
+        DataType::Float,
         data.len(),
-        "tensor `{name}`: dims {dims:?} do not match {} values",
-        data.len()
-    );
-    TensorProto {
-        name: name.to_string(),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Float as i32,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        ..Default::default()
-    }
+        data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
 }
 
 /// An int64 tensor stored as little-endian `raw_data`.
 pub fn tensor_i64(name: &str, dims: &[usize], data: &[i64]) -> TensorProto {
+    raw_tensor(
+        name,
+        dims,
+        DataType::Int64,
+        data.len(),
+        data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+fn raw_tensor(
+    name: &str,
+    dims: &[usize],
+    ty: DataType,
+    len: usize,
+    raw_data: Vec<u8>,
+) -> TensorProto {
     assert_eq!(
         dims.iter().product::<usize>(),
-        data.len(),
-        "tensor `{name}`: dims {dims:?} do not match {} values",
-        data.len()
+        len,
+        "tensor `{name}`: dims {dims:?} do not match {len} values"
     );
     TensorProto {
         name: name.to_string(),
         dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: DataType::Int64 as i32,
-        raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        data_type: ty as i32,
+        raw_data,
         ..Default::default()
     }
 }
@@ -220,6 +229,42 @@ impl GraphBuilder {
             attribute: attributes,
             ..Default::default()
         });
+    }
+
+    /// The usual classifier end of a CNN: global average pooling of `x` [N, width, H, W],
+    /// flattened to the output `features` [N, width], then `logits` [N, classes] through
+    /// `Gemm` with the initializers `weight` [classes, width] and `bias` [classes].
+    pub fn pooled_classifier(
+        &mut self,
+        x: &str,
+        weight: &str,
+        bias: &str,
+        width: usize,
+        classes: usize,
+    ) {
+        let pooled = self.op("GlobalAveragePool", "pool", &[x], vec![]);
+        let features = self.op(
+            "Flatten",
+            "features",
+            &[&pooled],
+            vec![attr::int("axis", 1)],
+        );
+        self.op(
+            "Gemm",
+            "logits",
+            &[&features, weight, bias],
+            vec![attr::int("transB", 1)],
+        );
+        self.output(
+            "logits",
+            DataType::Float,
+            &[Dim::param("N"), Dim::Fixed(classes as i64)],
+        );
+        self.output(
+            "features",
+            DataType::Float,
+            &[Dim::param("N"), Dim::Fixed(width as i64)],
+        );
     }
 
     /// Sets the graph's doc string.

@@ -91,36 +91,11 @@ impl Net {
         }
     }
 
-    fn head(mut self, x: &str, width: usize, classes: usize, opset_doc: &str) -> Result<OnnxModel> {
-        let pooled = self.g.op("GlobalAveragePool", "pool", &[x], vec![]);
-        let f = self.g.op(
-            "Flatten",
-            "features",
-            &[&pooled],
-            vec![attr::int("axis", 1)],
-        );
+    fn head(mut self, x: &str, width: usize, classes: usize, doc: &str) -> Result<OnnxModel> {
         let w = self.weights("fc.weight", &[classes, width], width);
         let b = self.weights("fc.bias", &[classes], width);
-        self.g.op(
-            "Gemm",
-            "logits",
-            &[&f, &w, &b],
-            vec![attr::int("transB", 1)],
-        );
-        self.g.output(
-            "logits",
-            DataType::Float,
-            &[Dim::param("N"), Dim::Fixed(classes as i64)],
-        );
-        self.g.output(
-            "features",
-            DataType::Float,
-            &[Dim::param("N"), Dim::Fixed(width as i64)],
-        );
-        ModelBuilder::new(self.g.build())
-            .opset(17)
-            .doc(opset_doc)
-            .build()
+        self.g.pooled_classifier(x, &w, &b, width, classes);
+        ModelBuilder::new(self.g.build()).opset(17).doc(doc).build()
     }
 }
 

@@ -27,18 +27,7 @@ pub fn efficientnet_lite0(
     let mut c = Ctx::new(ckpt, "efficientnet-lite0", form, 1e-3);
     let mut x = c.conv_unit(
         "input",
-        ConvUnit {
-            name: "stem".into(),
-            conv: "_conv_stem",
-            bn: "_bn0",
-            out_ch: 32,
-            in_ch: 3,
-            kernel: 3,
-            stride: 2,
-            depthwise: false,
-            padding: Padding::SameUpper,
-            relu6: true,
-        },
+        ConvUnit::stem("stem", "_conv_stem", "_bn0", 32, Padding::SameUpper),
     )?;
     let mut idx = 0;
     for (repeats, kernel, stride, expand, stage_in, out) in STAGES {
@@ -48,66 +37,35 @@ pub fn efficientnet_lite0(
             let p = format!("_blocks.{idx}");
             let name = format!("blocks.{idx}");
             let mid = inp * expand;
-            let (expand_conv, bn0, dw_conv, bn1, proj_conv, bn2) = (
-                format!("{p}._expand_conv"),
-                format!("{p}._bn0"),
-                format!("{p}._depthwise_conv"),
-                format!("{p}._bn1"),
-                format!("{p}._project_conv"),
-                format!("{p}._bn2"),
-            );
+            let key = |m: &str| format!("{p}.{m}");
             if expand != 1 {
+                let (cv, bn) = (key("_expand_conv"), key("_bn0"));
                 x = c.conv_unit(
                     &x,
-                    ConvUnit {
-                        name: format!("{name}.expand"),
-                        conv: &expand_conv,
-                        bn: &bn0,
-                        out_ch: mid,
-                        in_ch: inp,
-                        kernel: 1,
-                        stride: 1,
-                        depthwise: false,
-                        padding: Padding::Symmetric(0),
-                        relu6: true,
-                    },
+                    ConvUnit::pointwise(format!("{name}.expand"), &cv, &bn, inp, mid, true),
                 )?;
             }
+            let (cv, bn) = (key("_depthwise_conv"), key("_bn1"));
             x = c.conv_unit(
                 &x,
-                ConvUnit {
-                    name: format!("{name}.dw"),
-                    conv: &dw_conv,
-                    bn: &bn1,
-                    out_ch: mid,
-                    in_ch: mid,
+                ConvUnit::depthwise(
+                    format!("{name}.dw"),
+                    &cv,
+                    &bn,
+                    mid,
                     kernel,
-                    stride: s,
-                    depthwise: true,
-                    padding: Padding::SameUpper,
-                    relu6: true,
-                },
+                    s,
+                    Padding::SameUpper,
+                ),
             )?;
             let residual = s == 1 && inp == out;
-            x = c.conv_unit(
-                &x,
-                ConvUnit {
-                    name: if residual {
-                        format!("{name}.project")
-                    } else {
-                        name.clone()
-                    },
-                    conv: &proj_conv,
-                    bn: &bn2,
-                    out_ch: out,
-                    in_ch: mid,
-                    kernel: 1,
-                    stride: 1,
-                    depthwise: false,
-                    padding: Padding::Symmetric(0),
-                    relu6: false,
-                },
-            )?;
+            let project = if residual {
+                format!("{name}.project")
+            } else {
+                name.clone()
+            };
+            let (cv, bn) = (key("_project_conv"), key("_bn2"));
+            x = c.conv_unit(&x, ConvUnit::pointwise(project, &cv, &bn, mid, out, false))?;
             if residual {
                 x = c.g.op("Add", &name, &[&x, &block_in], vec![]);
             }
@@ -116,18 +74,7 @@ pub fn efficientnet_lite0(
     }
     x = c.conv_unit(
         &x,
-        ConvUnit {
-            name: "head".into(),
-            conv: "_conv_head",
-            bn: "_bn1",
-            out_ch: 1280,
-            in_ch: 320,
-            kernel: 1,
-            stride: 1,
-            depthwise: false,
-            padding: Padding::Symmetric(0),
-            relu6: true,
-        },
+        ConvUnit::pointwise("head".into(), "_conv_head", "_bn1", 320, 1280, true),
     )?;
     c.classifier_head(&x, "_fc", 1280, 1000)?;
     c.finish(source_sha256)

@@ -22,18 +22,13 @@ pub fn mobilenet_v2(ckpt: &Checkpoint, form: BatchNorm, source_sha256: &str) -> 
     let mut c = Ctx::new(ckpt, "mobilenet-v2", form, 1e-5);
     let mut x = c.conv_unit(
         "input",
-        ConvUnit {
-            name: "features.0".into(),
-            conv: "features.0.0",
-            bn: "features.0.1",
-            out_ch: 32,
-            in_ch: 3,
-            kernel: 3,
-            stride: 2,
-            depthwise: false,
-            padding: Padding::Symmetric(1),
-            relu6: true,
-        },
+        ConvUnit::stem(
+            "features.0",
+            "features.0.0",
+            "features.0.1",
+            32,
+            Padding::Symmetric(1),
+        ),
     )?;
     let mut inp = 32;
     let mut idx = 1;
@@ -41,71 +36,40 @@ pub fn mobilenet_v2(ckpt: &Checkpoint, form: BatchNorm, source_sha256: &str) -> 
         for r in 0..n {
             let s = if r == 0 { stride } else { 1 };
             let name = format!("features.{idx}");
-            let p = format!("features.{idx}.conv");
             let block_in = x.clone();
             let mid = inp * t;
             // torchvision numbers the sub-modules of `conv` in order; the expansion is absent when t == 1.
+            let key = |m: usize| format!("features.{idx}.conv.{m}");
             let mut k = 0;
-            let key = |k: usize, sub: Option<usize>| match sub {
-                Some(s) => format!("{p}.{k}.{s}"),
-                None => format!("{p}.{k}"),
-            };
             if t != 1 {
-                let (cv, bn) = (key(k, Some(0)), key(k, Some(1)));
+                let (cv, bn) = (format!("{}.0", key(k)), format!("{}.1", key(k)));
                 x = c.conv_unit(
                     &x,
-                    ConvUnit {
-                        name: format!("{name}.expand"),
-                        conv: &cv,
-                        bn: &bn,
-                        out_ch: mid,
-                        in_ch: inp,
-                        kernel: 1,
-                        stride: 1,
-                        depthwise: false,
-                        padding: Padding::Symmetric(0),
-                        relu6: true,
-                    },
+                    ConvUnit::pointwise(format!("{name}.expand"), &cv, &bn, inp, mid, true),
                 )?;
                 k += 1;
             }
-            let (cv, bn) = (key(k, Some(0)), key(k, Some(1)));
+            let (cv, bn) = (format!("{}.0", key(k)), format!("{}.1", key(k)));
             x = c.conv_unit(
                 &x,
-                ConvUnit {
-                    name: format!("{name}.dw"),
-                    conv: &cv,
-                    bn: &bn,
-                    out_ch: mid,
-                    in_ch: mid,
-                    kernel: 3,
-                    stride: s,
-                    depthwise: true,
-                    padding: Padding::Symmetric(1),
-                    relu6: true,
-                },
+                ConvUnit::depthwise(
+                    format!("{name}.dw"),
+                    &cv,
+                    &bn,
+                    mid,
+                    3,
+                    s,
+                    Padding::Symmetric(1),
+                ),
             )?;
             let residual = s == 1 && inp == out;
-            let (cv, bn) = (key(k + 1, None), key(k + 2, None));
-            x = c.conv_unit(
-                &x,
-                ConvUnit {
-                    name: if residual {
-                        format!("{name}.project")
-                    } else {
-                        name.clone()
-                    },
-                    conv: &cv,
-                    bn: &bn,
-                    out_ch: out,
-                    in_ch: mid,
-                    kernel: 1,
-                    stride: 1,
-                    depthwise: false,
-                    padding: Padding::Symmetric(0),
-                    relu6: false,
-                },
-            )?;
+            let project = if residual {
+                format!("{name}.project")
+            } else {
+                name.clone()
+            };
+            let (cv, bn) = (key(k + 1), key(k + 2));
+            x = c.conv_unit(&x, ConvUnit::pointwise(project, &cv, &bn, mid, out, false))?;
             if residual {
                 x = c.g.op("Add", &name, &[&x, &block_in], vec![]);
             }
@@ -115,18 +79,14 @@ pub fn mobilenet_v2(ckpt: &Checkpoint, form: BatchNorm, source_sha256: &str) -> 
     }
     x = c.conv_unit(
         &x,
-        ConvUnit {
-            name: "features.18".into(),
-            conv: "features.18.0",
-            bn: "features.18.1",
-            out_ch: 1280,
-            in_ch: 320,
-            kernel: 1,
-            stride: 1,
-            depthwise: false,
-            padding: Padding::Symmetric(0),
-            relu6: true,
-        },
+        ConvUnit::pointwise(
+            "features.18".into(),
+            "features.18.0",
+            "features.18.1",
+            320,
+            1280,
+            true,
+        ),
     )?;
     c.classifier_head(&x, "classifier.1", 1280, 1000)?;
     c.finish(source_sha256)

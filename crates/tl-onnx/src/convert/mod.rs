@@ -70,6 +70,71 @@ struct ConvUnit<'a> {
     relu6: bool,
 }
 
+impl<'a> ConvUnit<'a> {
+    /// A 1×1 convolution (expansion, projection, head).
+    fn pointwise(
+        name: String,
+        conv: &'a str,
+        bn: &'a str,
+        in_ch: usize,
+        out_ch: usize,
+        relu6: bool,
+    ) -> Self {
+        Self {
+            name,
+            conv,
+            bn,
+            out_ch,
+            in_ch,
+            kernel: 1,
+            stride: 1,
+            depthwise: false,
+            padding: Padding::Symmetric(0),
+            relu6,
+        }
+    }
+
+    /// A depthwise k×k convolution followed by ReLU6.
+    fn depthwise(
+        name: String,
+        conv: &'a str,
+        bn: &'a str,
+        ch: usize,
+        kernel: usize,
+        stride: usize,
+        padding: Padding,
+    ) -> Self {
+        Self {
+            name,
+            conv,
+            bn,
+            out_ch: ch,
+            in_ch: ch,
+            kernel,
+            stride,
+            depthwise: true,
+            padding,
+            relu6: true,
+        }
+    }
+
+    /// The 3×3 stride-2 stem from RGB to `out_ch` channels, followed by ReLU6.
+    fn stem(name: &str, conv: &'a str, bn: &'a str, out_ch: usize, padding: Padding) -> Self {
+        Self {
+            name: name.to_string(),
+            conv,
+            bn,
+            out_ch,
+            in_ch: 3,
+            kernel: 3,
+            stride: 2,
+            depthwise: false,
+            padding,
+            relu6: true,
+        }
+    }
+}
+
 /// Shared state of a conversion.
 struct Ctx<'c> {
     ckpt: &'c Checkpoint,
@@ -227,35 +292,12 @@ impl<'c> Ctx<'c> {
 
     /// Global average pool, flatten (`features`) and the classifier (`logits`).
     fn classifier_head(&mut self, x: &str, fc: &str, width: usize, classes: usize) -> Result<()> {
-        let pooled = self.g.op("GlobalAveragePool", "pool", &[x], vec![]);
-        let features = self.g.op(
-            "Flatten",
-            "features",
-            &[&pooled],
-            vec![attr::int("axis", 1)],
-        );
-        let w = self.tensor(&format!("{fc}.weight"), &[classes, width])?;
-        let b = self.tensor(&format!("{fc}.bias"), &[classes])?;
-        let wn = self
-            .g
-            .initializer(&format!("{fc}.weight"), &[classes, width], w);
-        let bn = self.g.initializer(&format!("{fc}.bias"), &[classes], b);
-        self.g.op(
-            "Gemm",
-            "logits",
-            &[&features, &wn, &bn],
-            vec![attr::int("transB", 1)],
-        );
-        self.g.output(
-            "logits",
-            DataType::Float,
-            &[Dim::param("N"), Dim::Fixed(classes as i64)],
-        );
-        self.g.output(
-            "features",
-            DataType::Float,
-            &[Dim::param("N"), Dim::Fixed(width as i64)],
-        );
+        let (wk, bk) = (format!("{fc}.weight"), format!("{fc}.bias"));
+        let w = self.tensor(&wk, &[classes, width])?;
+        let b = self.tensor(&bk, &[classes])?;
+        let wn = self.g.initializer(&wk, &[classes, width], w);
+        let bn = self.g.initializer(&bk, &[classes], b);
+        self.g.pooled_classifier(x, &wn, &bn, width, classes);
         Ok(())
     }
 
