@@ -1,0 +1,328 @@
+//! Stratified train/validation/test splits and label budgets, saved as `split.json`.
+
+use std::{collections::BTreeMap, path::Path};
+
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result, dataset::Dataset};
+
+/// Which part of a split a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Part {
+    Train,
+    Val,
+    Test,
+    /// No label for the task, or beyond the label budget: its label is not to be used.
+    Unlabelled,
+}
+
+/// How to split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct SplitConfig {
+    pub seed: u64,
+    /// The task whose classes stratify the split.
+    pub task: String,
+    pub val_fraction: f64,
+    pub test_fraction: f64,
+    /// At most this many training rows per class (the rest become unlabelled).
+    pub budget: Option<usize>,
+    /// Domain recorded on every row (`source`, `target`, ...).
+    pub domain: Option<String>,
+}
+
+impl SplitConfig {
+    /// A split on `task` with 10 % validation and 20 % test rows, no budget.
+    pub fn new(task: &str, seed: u64) -> Self {
+        Self {
+            seed,
+            task: task.to_string(),
+            val_fraction: 0.1,
+            test_fraction: 0.2,
+            budget: None,
+            domain: None,
+        }
+    }
+
+    /// Checks fractions and budget once, before any work.
+    pub fn check(&self) -> Result<()> {
+        let ok = |f: f64| (0.0..1.0).contains(&f);
+        if !ok(self.val_fraction)
+            || !ok(self.test_fraction)
+            || self.val_fraction + self.test_fraction >= 1.0
+        {
+            return Err(Error::Invalid(format!(
+                "validation ({}) and test ({}) fractions must be in [0, 1) and leave rows for training",
+                self.val_fraction, self.test_fraction
+            )));
+        }
+        if self.budget == Some(0) {
+            return Err(Error::Invalid(
+                "a label budget must be at least 1 per class".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One row of `split.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRow {
+    pub id: String,
+    pub content_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    pub split: Part,
+    /// Class name per task; only for train/val/test rows, and only the tasks the row has.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The `split.json` contract: every later step sees the same rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    pub schema_version: u32,
+    pub dataset: String,
+    pub dataset_sha256: String,
+    pub config: SplitConfig,
+    pub rows: Vec<SplitRow>,
+}
+
+impl Split {
+    /// Stratified split of `ds`: per class, rows shuffled by the seed, then the test and
+    /// validation shares (rounded, at least one each when the fraction is positive and
+    /// the class has three rows or more), the rest for training, cut to the budget.
+    pub fn stratified(ds: &Dataset, config: &SplitConfig) -> Result<Self> {
+        config.check()?;
+        let task = ds.task_index(&config.task)?;
+        let classes = &ds.tasks[task].classes;
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+        let mut parts = vec![Part::Unlabelled; ds.rows.len()];
+        for (i, r) in ds.rows.iter().enumerate() {
+            if let Some(c) = r.labels[task] {
+                by_class[c as usize].push(i);
+            }
+        }
+        for (c, idx) in by_class.iter_mut().enumerate() {
+            if idx.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "class `{}` of task `{}` has no examples",
+                    classes[c], config.task
+                )));
+            }
+            let mut rng =
+                tl_core::rng::seeded_rng(config.seed, &format!("split/{}/{c}", config.task));
+            idx.shuffle(&mut rng);
+            let n = idx.len();
+            let share = |f: f64| {
+                if f > 0.0 && n >= 3 {
+                    ((n as f64 * f).round() as usize).max(1)
+                } else {
+                    0
+                }
+            };
+            let (n_test, n_val) = (share(config.test_fraction), share(config.val_fraction));
+            let n_train = n - n_test - n_val;
+            if n_train == 0 {
+                return Err(Error::Invalid(format!(
+                    "class `{}` has {n} rows: too few to leave any for training",
+                    classes[c]
+                )));
+            }
+            let budget = config.budget.unwrap_or(usize::MAX);
+            for (k, &i) in idx.iter().enumerate() {
+                parts[i] = if k < n_test {
+                    Part::Test
+                } else if k < n_test + n_val {
+                    Part::Val
+                } else if k - n_test - n_val < budget {
+                    Part::Train
+                } else {
+                    Part::Unlabelled
+                };
+            }
+        }
+        let rows = ds
+            .rows
+            .iter()
+            .zip(&parts)
+            .map(|(r, &split)| {
+                let labels = if split == Part::Unlabelled {
+                    BTreeMap::new()
+                } else {
+                    ds.tasks
+                        .iter()
+                        .zip(&r.labels)
+                        .filter_map(|(t, l)| {
+                            l.map(|l| (t.name.clone(), t.classes[l as usize].clone()))
+                        })
+                        .collect()
+                };
+                Ok(SplitRow {
+                    id: r.id.clone(),
+                    content_hash: r.content.hash()?,
+                    domain: config.domain.clone(),
+                    split,
+                    labels,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Split {
+            schema_version: 1,
+            dataset: ds.name.clone(),
+            dataset_sha256: ds.sha256.clone(),
+            config: config.clone(),
+            rows,
+        })
+    }
+
+    /// Number of rows in each part.
+    pub fn counts(&self) -> BTreeMap<Part, usize> {
+        let mut m = BTreeMap::new();
+        for r in &self.rows {
+            *m.entry(r.split).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Writes `split.json` atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        Ok(tl_core::io::write_json(path, self)?)
+    }
+
+    /// Reads a `split.json`, checking that it belongs to `ds` (same name and sha256).
+    pub fn load_for(path: &Path, ds: &Dataset) -> Result<Self> {
+        let s: Split = tl_core::io::read_json(path)?;
+        if s.dataset != ds.name || s.dataset_sha256 != ds.sha256 {
+            return Err(Error::Invalid(format!(
+                "`{}` was made for dataset `{}` ({}), not `{}` ({})",
+                path.display(),
+                s.dataset,
+                &s.dataset_sha256[..s.dataset_sha256.len().min(12)],
+                ds.name,
+                &ds.sha256[..ds.sha256.len().min(12)]
+            )));
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::dataset::{Content, Row, Task};
+
+    fn ds(counts: &[usize]) -> Dataset {
+        let mut rows = Vec::new();
+        for (c, &n) in counts.iter().enumerate() {
+            for i in 0..n {
+                rows.push(Row {
+                    id: format!("{c}-{i}"),
+                    content: Content::Text(format!("class {c} row {i}")),
+                    labels: vec![Some(c as u32)],
+                });
+            }
+        }
+        Dataset {
+            name: "toy".into(),
+            sha256: "ab".repeat(32),
+            tasks: vec![Task {
+                name: "label".into(),
+                classes: (0..counts.len()).map(|c| format!("c{c}")).collect(),
+            }],
+            rows,
+        }
+    }
+
+    #[test]
+    fn same_seed_same_split_other_seed_other_split() {
+        let d = ds(&[50, 30, 20]);
+        let cfg = SplitConfig::new("label", 3);
+        let a = Split::stratified(&d, &cfg).unwrap();
+        assert_eq!(a, Split::stratified(&d, &cfg).unwrap());
+        let b = Split::stratified(&d, &SplitConfig::new("label", 4)).unwrap();
+        assert_ne!(a.rows, b.rows);
+        assert_eq!(a.counts(), b.counts());
+    }
+
+    #[test]
+    fn budget_caps_training_rows_per_class_and_hides_the_rest() {
+        let d = ds(&[50, 30]);
+        let mut cfg = SplitConfig::new("label", 1);
+        cfg.budget = Some(5);
+        let s = Split::stratified(&d, &cfg).unwrap();
+        for c in ["c0", "c1"] {
+            let train = s
+                .rows
+                .iter()
+                .filter(|r| r.split == Part::Train && r.labels["label"] == c)
+                .count();
+            assert_eq!(train, 5);
+        }
+        assert!(
+            s.rows
+                .iter()
+                .filter(|r| r.split == Part::Unlabelled)
+                .all(|r| r.labels.is_empty())
+        );
+    }
+
+    #[test]
+    fn impossible_splits_are_errors() {
+        let err = Split::stratified(&ds(&[5, 0]), &SplitConfig::new("label", 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`c1`") && err.contains("no examples"), "{err}");
+        let mut cfg = SplitConfig::new("label", 1);
+        cfg.val_fraction = 0.5;
+        cfg.test_fraction = 0.5;
+        assert!(Split::stratified(&ds(&[5]), &cfg).is_err());
+        assert!(
+            Split::stratified(&ds(&[5]), &SplitConfig::new("sentiment", 1))
+                .unwrap_err()
+                .to_string()
+                .contains("no task")
+        );
+    }
+
+    #[test]
+    fn saved_splits_reload_only_for_their_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("split.json");
+        let d = ds(&[10, 10]);
+        let s = Split::stratified(&d, &SplitConfig::new("label", 9)).unwrap();
+        s.save(&p).unwrap();
+        assert_eq!(Split::load_for(&p, &d).unwrap(), s);
+        let mut other = ds(&[10, 10]);
+        other.sha256 = "cd".repeat(32);
+        assert!(
+            Split::load_for(&p, &other)
+                .unwrap_err()
+                .to_string()
+                .contains("was made for")
+        );
+    }
+
+    proptest! {
+        /// Every row lands in exactly one part, every class is in train, and the test
+        /// and validation shares of each class are within one row of the fractions.
+        #[test]
+        fn stratification_invariants(counts in proptest::collection::vec(3usize..60, 1..5), seed in 0u64..1000) {
+            let d = ds(&counts);
+            let s = Split::stratified(&d, &SplitConfig::new("label", seed)).unwrap();
+            prop_assert_eq!(s.rows.len(), d.rows.len());
+            for (c, &n) in counts.iter().enumerate() {
+                let name = format!("c{c}");
+                let of = |p: Part| s.rows.iter().filter(|r| r.split == p && r.labels.get("label") == Some(&name)).count();
+                prop_assert!(of(Part::Train) >= 1);
+                prop_assert!((of(Part::Test) as f64 - n as f64 * 0.2).abs() <= 1.0);
+                prop_assert!((of(Part::Val) as f64 - n as f64 * 0.1).abs() <= 1.0);
+                prop_assert_eq!(of(Part::Train) + of(Part::Test) + of(Part::Val), n);
+            }
+        }
+    }
+}
