@@ -57,6 +57,10 @@ const TEST_ASSETS: &[&str] = &[
     "sample-photos",
     "vgg16-tumor",
     "resnet50-nsfw",
+    "mnist-5k",
+    "sklearn-digits",
+    "rotten-tomatoes",
+    "drug-reviews",
 ];
 
 fn run(cmd: &mut Command) -> Result<()> {

@@ -3,6 +3,7 @@
 //! This file parses arguments and dispatches; the work lives in the library crates.
 
 mod classify;
+mod data;
 mod doctor;
 mod models;
 mod quickstart;
@@ -77,6 +78,9 @@ enum Command {
     /// List, fetch and inspect models, runtimes and assets of the registry.
     #[command(subcommand)]
     Models(models::ModelsCmd),
+    /// List, fetch, describe and split labelled datasets.
+    #[command(subcommand)]
+    Data(data::DataCmd),
     /// Classify images with an ImageNet model (or any classifier with an input contract).
     #[command(
         after_help = "Examples:\n  tl classify --model efficientnet-lite0 photo.jpg other.png\n  \
@@ -96,6 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Models(cmd) => models::run(cmd, &cli.global),
+        Command::Data(cmd) => data::run(cmd, &cli.global),
         Command::Classify(args) => classify::run(args, &cli.global),
         Command::Doctor => doctor::run(&cli.global),
         Command::Quickstart(run) => quickstart::run(run, &cli.global),

@@ -289,3 +289,47 @@ fn help_teaches_with_examples() {
         assert!(text.contains("Example"), "{args:?}: {text}");
     }
 }
+
+#[test]
+fn data_info_and_split() {
+    let out = tl(&["data", "info", "--json", "sklearn-digits"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["rows"], 1797);
+    let dir = tempfile::tempdir().unwrap();
+    let split = dir.path().join("split.json");
+    let args = [
+        "data",
+        "split",
+        "sklearn-digits",
+        "--seed",
+        "7",
+        "--budget",
+        "5",
+        "--out",
+        split.to_str().unwrap(),
+    ];
+    assert!(tl(&args).status.success());
+    let first = std::fs::read(&split).unwrap();
+    assert!(tl(&args).status.success());
+    assert_eq!(
+        std::fs::read(&split).unwrap(),
+        first,
+        "same seed, same split.json bytes"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&first).unwrap();
+    let train = s["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["split"] == "train")
+        .count();
+    assert_eq!(train, 50, "5 labels for each of 10 classes");
+    let out = tl(&["data", "info", "imagenet-classes"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("imagenet-classes"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -99,6 +99,15 @@ pub struct Dataset {
     pub sha256: String,
     pub tasks: Vec<Task>,
     pub rows: Vec<Row>,
+    /// Rows the loader skipped (only where the spec allows skipping).
+    pub skipped: Vec<Skipped>,
+}
+
+/// A row a loader skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub id: String,
+    pub reason: String,
 }
 
 impl Dataset {
@@ -194,6 +203,7 @@ mod tests {
                 classes: vec!["neg".into(), "pos".into()],
             }],
             rows,
+            skipped: Vec::new(),
         }
     }
 

@@ -20,6 +20,7 @@
 //!     sha256: String::new(),
 //!     tasks: vec![Task { name: "label".into(), classes: vec!["a".into(), "b".into()] }],
 //!     rows,
+//!     skipped: vec![],
 //! };
 //! let split = Split::stratified(&ds, &SplitConfig::new("label", 42)).unwrap();
 //! assert_eq!(split.rows.len(), 20);
@@ -32,7 +33,7 @@ pub mod source;
 mod spec;
 mod split;
 
-pub use dataset::{Content, Dataset, Row, Task};
+pub use dataset::{Content, Dataset, Row, Skipped, Task};
 pub use error::{Error, Result};
 pub use spec::{DatasetSpec, TableFile};
 pub use split::{Part, Split, SplitConfig, SplitRow};

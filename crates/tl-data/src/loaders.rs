@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     Error, Result,
-    dataset::{Content, Row},
+    dataset::{Content, Row, Skipped},
     source,
 };
 
@@ -353,10 +353,19 @@ pub struct TextTable {
     /// Decode HTML entities and strip the quotes some exports wrap texts in.
     #[serde(default)]
     pub clean_html: bool,
+    /// Skip rows whose text is empty (they are listed in [`crate::Dataset::skipped`])
+    /// instead of failing on the first one.
+    #[serde(default)]
+    pub skip_empty_text: bool,
 }
 
-/// Reads a text table (CSV, TSV or JSONL; `.gz`, `.bz2`, or `member` of a zip).
-pub fn text_table(path: &Path, member: Option<&str>, spec: &TextTable) -> Result<Vec<Row>> {
+/// Reads a text table (CSV, TSV or JSONL; `.gz`, `.bz2`, or `member` of a zip); returns
+/// the rows and the (id, reason) of rows skipped under `skip_empty_text`.
+pub fn text_table(
+    path: &Path,
+    member: Option<&str>,
+    spec: &TextTable,
+) -> Result<(Vec<Row>, Vec<Skipped>)> {
     let bytes = source::read_all(path, member)?;
     let label = member.map(str::to_string).unwrap_or_else(|| {
         path.file_name()
@@ -461,6 +470,7 @@ pub fn text_table(path: &Path, member: Option<&str>, spec: &TextTable) -> Result
         }
     }
     let mut rows = Vec::with_capacity(records.len());
+    let mut skipped = Vec::new();
     for (line, rec) in records {
         let at = || Some(format!("{label} line {line}"));
         let text = rec.get(&spec.text_column).cloned().unwrap_or_default();
@@ -470,11 +480,15 @@ pub fn text_table(path: &Path, member: Option<&str>, spec: &TextTable) -> Result
             text
         };
         if text.trim().is_empty() {
-            return Err(Error::format(
-                path,
-                at(),
-                format!("empty text in column `{}`", spec.text_column),
-            ));
+            let why = format!("empty text in column `{}`", spec.text_column);
+            if spec.skip_empty_text {
+                skipped.push(Skipped {
+                    id: format!("{label}:{line}"),
+                    reason: why,
+                });
+                continue;
+            }
+            return Err(Error::format(path, at(), why));
         }
         let mut labels = Vec::with_capacity(spec.tasks.len());
         for task in &spec.tasks {
@@ -514,7 +528,7 @@ pub fn text_table(path: &Path, member: Option<&str>, spec: &TextTable) -> Result
             labels,
         });
     }
-    Ok(rows)
+    Ok((rows, skipped))
 }
 
 /// Decodes the HTML entities common in scraped text and strips wrapping quotes.
@@ -682,6 +696,7 @@ mod tests {
                 ignore: vec!["plot".into()],
             }],
             clean_html: false,
+            skip_empty_text: false,
         }
     }
 
@@ -699,7 +714,7 @@ mod tests {
             "{\"text\": \"good\", \"label\": \"pos\"}\n",
         )
         .unwrap();
-        let rows = text_table(&dir.path().join("t.csv"), None, &sentiment()).unwrap();
+        let (rows, _) = text_table(&dir.path().join("t.csv"), None, &sentiment()).unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].content, Content::Text("good, really".into()));
         assert_eq!(
@@ -707,7 +722,7 @@ mod tests {
             [Some(1), Some(0), None]
         );
         for f in ["t.tsv", "t.jsonl"] {
-            let rows = text_table(&dir.path().join(f), None, &sentiment()).unwrap();
+            let (rows, _) = text_table(&dir.path().join(f), None, &sentiment()).unwrap();
             assert_eq!(rows[0].labels, vec![Some(1)], "{f}");
         }
     }
@@ -728,6 +743,18 @@ mod tests {
             err.contains("`positive`") && err.contains("line 2"),
             "{err}"
         );
+        std::fs::write(&p, "text,label\n,pos\nfine,neg\n").unwrap();
+        assert!(
+            text_table(&p, None, &sentiment())
+                .unwrap_err()
+                .to_string()
+                .contains("empty text")
+        );
+        let mut lenient = sentiment();
+        lenient.skip_empty_text = true;
+        let (rows, skipped) = text_table(&p, None, &lenient).unwrap();
+        assert_eq!((rows.len(), skipped.len()), (1, 1));
+        assert_eq!(skipped[0].id, "t.csv:2");
         std::fs::write(&p, "body,label\ngood,pos\n").unwrap();
         let err = text_table(&p, None, &sentiment()).unwrap_err().to_string();
         assert!(

