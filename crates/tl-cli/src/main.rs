@@ -5,6 +5,7 @@
 mod classify;
 mod data;
 mod doctor;
+mod extract;
 mod models;
 mod quickstart;
 mod resolve;
@@ -91,6 +92,12 @@ tl classify --model my.onnx --contract my-contract.toml photo.jpg"
     /// The main job on built-in defaults: fetch the models and classify the sample photos.
     #[command(after_help = "Example:\n  tl quickstart")]
     Quickstart(RunArgs),
+    /// Features of a dataset at any layers of a model, cached by content and resumable.
+    #[command(
+        after_help = "Examples:\n  tl extract --model efficientnet-lite0 --data mnist-5k --image-size 112\n  \
+tl extract --model mobilenet-v2 --data ./photos --layer features.17 --layer features --out feats/"
+    )]
+    Extract(extract::ExtractArgs),
     /// Check the installation: ONNX Runtime library, version, providers, CUDA readiness, cache.
     #[command(after_help = "Example:\n  tl doctor --json")]
     Doctor,
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
         Command::Data(cmd) => data::run(cmd, &cli.global),
         Command::Classify(args) => classify::run(args, &cli.global),
         Command::Doctor => doctor::run(&cli.global),
+        Command::Extract(a) => extract::run(a, &cli.global),
         Command::Quickstart(run) => quickstart::run(run, &cli.global),
     };
     match result {

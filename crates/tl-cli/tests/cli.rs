@@ -333,3 +333,72 @@ fn data_info_and_split() {
         stderr(&out)
     );
 }
+
+#[test]
+fn extract_caches_by_content_and_writes_row_ordered_features() {
+    let home = tempfile::tempdir().unwrap();
+    let real = tl_core::home::tl_home().unwrap();
+    // A private TL_HOME for the feature store, sharing the fetched runtime, model and data.
+    for sub in ["runtimes", "models", "assets", "datasets"] {
+        std::os::unix::fs::symlink(real.join(sub), home.path().join(sub)).unwrap();
+    }
+    let out = home.path().join("out");
+    let args = [
+        "extract",
+        "--json",
+        "--data",
+        "sklearn-digits",
+        "--image-size",
+        "32",
+        "--layer",
+        "blocks.15",
+        "--layer",
+        "features",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let env = [("TL_HOME", home.path().to_str().unwrap())];
+    let first = tl_env(&args, &env, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert_eq!(v["report"]["computed"], 1797);
+    let second = tl_env(&args, &env, &[]);
+    let v: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(
+        (
+            v["report"]["computed"].as_u64(),
+            v["report"]["cached"].as_u64()
+        ),
+        (Some(0), Some(1797))
+    );
+    for f in [
+        "blocks.15.safetensors",
+        "features.safetensors",
+        "rows.json",
+        "extract.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("rows.json")).unwrap()).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1797);
+    assert!(
+        !std::fs::read_to_string(out.join("rows.json"))
+            .unwrap()
+            .contains("label"),
+        "features never carry labels"
+    );
+    let bad = tl_env(
+        &[
+            "extract",
+            "--data",
+            "sklearn-digits",
+            "--layer",
+            "blocks.99",
+        ],
+        &env,
+        &[],
+    );
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("blocks.99"), "{}", stderr(&bad));
+}

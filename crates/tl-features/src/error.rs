@@ -8,6 +8,16 @@ use std::path::PathBuf;
 pub enum Error {
     #[error(transparent)]
     Core(#[from] tl_core::Error),
+    #[error(transparent)]
+    Runtime(#[from] tl_runtime::Error),
+    #[error(transparent)]
+    Data(#[from] tl_data::Error),
+    /// The feature store is inconsistent or cannot be written.
+    #[error("feature store: {0}")]
+    Store(String),
+    /// An extraction setting that cannot work.
+    #[error("{0}")]
+    Invalid(String),
     /// An image that cannot be read or decoded.
     #[error("cannot decode image `{}`: {reason}", path.display())]
     Decode { path: PathBuf, reason: String },

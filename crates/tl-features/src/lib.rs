@@ -16,6 +16,8 @@
 //! ```
 
 mod error;
+pub mod extract;
 pub mod image;
+pub mod store;
 
 pub use error::{Error, Result};

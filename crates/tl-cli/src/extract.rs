@@ -1,0 +1,170 @@
+//! `tl extract`: features of a dataset at any nodes of a model, cached by content.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tl_features::extract::{ExtractOptions, Pool};
+use tl_onnx::OnnxModel;
+use tl_runtime::{Runtime, RuntimeOptions, Session, SessionOptions};
+
+use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, data, resolve};
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Registry id or path to an .onnx file.
+    #[arg(long, short, default_value = "efficientnet-lite0")]
+    model: String,
+    /// Input contract (TOML) for a model file that does not carry one.
+    #[arg(long, value_name = "FILE.toml")]
+    contract: Option<PathBuf>,
+    /// Registry dataset or a directory of images (one sub-folder per class, or unlabelled).
+    #[arg(long, short)]
+    data: String,
+    /// Graph value to extract (repeatable); `tl models inspect` lists them. Default: the model's feature output.
+    #[arg(long = "layer", value_name = "NODE")]
+    layers: Vec<String>,
+    /// How spatial maps become vectors: mean, max, or none (flatten).
+    #[arg(long, default_value = "mean")]
+    pool: Pool,
+    /// Input side in pixels, for models with dynamic spatial size.
+    #[arg(long, value_name = "N")]
+    image_size: Option<u32>,
+    /// Images per ONNX Runtime call.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Rows per stored part (the unit an interrupted run resumes from).
+    #[arg(long, default_value_t = 1024)]
+    part_size: usize,
+    /// Skip rows whose image cannot be decoded (they are counted and listed) instead of failing.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Also write the dataset's features in row order: <DIR>/<node>.safetensors, rows.json, extract.json.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
+    let home = global.home()?;
+    let model = resolve::resolve(&a.model, a.contract.as_deref(), &home)?;
+    let mut contract = model.image_contract()?.clone();
+    if let Some(size) = a.image_size {
+        contract = contract.with_size(size)?;
+    }
+    let layers: Vec<String> = if a.layers.is_empty() {
+        vec![
+            model
+                .entry
+                .as_ref()
+                .and_then(|e| e.outputs.as_ref().map(|o| o.features.clone()))
+                .or_else(|| model.logits.clone())
+                .context("cannot tell the model's feature output: name one with --layer")?,
+        ]
+    } else {
+        a.layers.clone()
+    };
+    let ds = data::load(&a.data, &home)?;
+    let onnx = OnnxModel::load(&model.path)?;
+    let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let tapped = onnx.with_outputs(&refs)?;
+    let rt = Runtime::init(&RuntimeOptions::device(a.run.device).with_home(home.clone()))?;
+    if let Some(note) = &rt.device().note
+        && !global.quiet
+    {
+        eprintln!("{note}");
+    }
+    let mut session = Session::from_model(
+        rt,
+        &tapped,
+        &model.name,
+        &SessionOptions::default().threads(a.run.threads),
+    )?;
+    let sha = tl_core::hash::sha256_file(&model.path)?;
+    let mut opts = ExtractOptions::new(layers.clone());
+    opts.pool = a.pool;
+    opts.batch_size = a.batch_size;
+    opts.part_size = a.part_size;
+    opts.skip_bad = a.skip_bad;
+    opts.quiet = global.quiet || global.json;
+    let (report, stores) =
+        tl_features::extract::extract(&mut session, &sha, &contract, &ds.rows, &home, &opts)?;
+    if let Some(out) = &a.out {
+        let skipped: std::collections::HashSet<&str> =
+            report.skipped.iter().map(|s| s.id.as_str()).collect();
+        let kept: Vec<&tl_data::Row> = ds
+            .rows
+            .iter()
+            .filter(|r| !skipped.contains(r.id.as_str()))
+            .collect();
+        let hashes: Vec<String> = kept
+            .iter()
+            .map(|r| r.content.hash())
+            .collect::<Result<_, _>>()?;
+        for (node, store) in layers.iter().zip(&stores) {
+            let features = store.gather(&hashes)?;
+            let file = out.join(format!("{}.safetensors", sanitize(node)));
+            tl_features::store::write_matrix(&file, &features)?;
+        }
+        let rows: Vec<_> = kept
+            .iter()
+            .zip(&hashes)
+            .map(|(r, h)| serde_json::json!({"id": r.id, "content_hash": h}))
+            .collect();
+        tl_core::io::write_json(&out.join("rows.json"), &rows)?;
+        tl_core::io::write_json(
+            &out.join("extract.json"),
+            &serde_json::json!({
+                "schema_version": JSON_SCHEMA_VERSION, "model": model.name, "model_sha256": sha, "dataset": ds.name,
+                "dataset_sha256": ds.sha256, "layers": layers, "pool": a.pool, "contract": contract, "report": report,
+            }),
+        )?;
+    }
+    if global.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"schema_version": JSON_SCHEMA_VERSION, "report": report})
+            )?
+        );
+        return Ok(());
+    }
+    if !global.quiet {
+        println!(
+            "{}: {} rows ({} distinct): {} computed, {} from the cache, {} skipped; {:.1} rows/s on {}",
+            ds.name,
+            report.rows,
+            report.unique_rows,
+            report.computed,
+            report.cached,
+            report.skipped.len(),
+            report.rows_per_second,
+            report.provider
+        );
+        for (node, store) in layers.iter().zip(&stores) {
+            println!(
+                "  {node}: width {} in {}",
+                store.width().unwrap_or(0),
+                store.dir().display()
+            );
+        }
+        for s in report.skipped.iter().take(10) {
+            println!("  skipped {}: {}", s.id, s.reason);
+        }
+    }
+    Ok(())
+}
+
+/// A node name as a file name (`blocks.15` stays, `a/b:0` becomes `a_b_0`).
+fn sanitize(node: &str) -> String {
+    node.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,405 @@
+//! The extraction pipeline: dataset rows in, features of any nodes out, into the store.
+//!
+//! Rows are identified by content hash; only rows missing from the store are computed,
+//! in fixed-size parts taken in dataset order, each published atomically. A run killed
+//! half way keeps every finished part, and the rerun computes exactly the parts that
+//! are missing, so it ends with the same bytes as an uninterrupted run. Decoding and
+//! resizing (rayon) run on a producer thread while ONNX Runtime runs the previous batch.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::mpsc,
+    time::Instant,
+};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{Array2, ArrayD, Axis};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use tl_core::ImageContract;
+use tl_data::{Content, Row, Skipped};
+use tl_runtime::{Input, Runtime, Session};
+
+use crate::{
+    Error, Result,
+    image::{Rgb8, batch, load_rgb, resize_and_crop},
+    store::{FeatureStore, StoreKey},
+};
+
+/// How a spatial feature map [N, C, H, W] becomes a vector per row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Pool {
+    /// Mean over every axis after the channel axis.
+    #[default]
+    Mean,
+    /// Maximum over every axis after the channel axis.
+    Max,
+    /// Flatten everything after the batch axis.
+    None,
+}
+
+impl std::str::FromStr for Pool {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "mean" => Ok(Pool::Mean),
+            "max" => Ok(Pool::Max),
+            "none" => Ok(Pool::None),
+            other => Err(format!("`{other}`: expected mean, max or none")),
+        }
+    }
+}
+
+impl Pool {
+    fn name(self) -> &'static str {
+        match self {
+            Pool::Mean => "mean",
+            Pool::Max => "max",
+            Pool::None => "none",
+        }
+    }
+
+    /// Pools a batch output [N, ...] to [N, D].
+    pub fn apply(self, x: &ArrayD<f32>) -> Array2<f32> {
+        let n = x.shape()[0];
+        if x.ndim() <= 2 || self == Pool::None {
+            let d = x.len() / n.max(1);
+            return x
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((n, d))
+                .expect("contiguous");
+        }
+        let c = x.shape()[1];
+        let per = x.len() / (n * c).max(1);
+        let flat = x
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((n, c, per))
+            .expect("contiguous");
+        match self {
+            Pool::Mean => flat.map_axis(Axis(2), |v| {
+                (v.iter().map(|&a| a as f64).sum::<f64>() / per as f64) as f32
+            }),
+            Pool::Max => flat.map_axis(Axis(2), |v| {
+                v.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+            }),
+            Pool::None => unreachable!(),
+        }
+    }
+}
+
+/// Options of an extraction.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ExtractOptions {
+    /// Graph values to extract (tapped as outputs of the session's model).
+    pub nodes: Vec<String>,
+    pub pool: Pool,
+    /// Images per ONNX Runtime call.
+    pub batch_size: usize,
+    /// Rows per stored part (the unit of resumption).
+    pub part_size: usize,
+    /// Skip rows whose image cannot be decoded, listing them, instead of failing.
+    pub skip_bad: bool,
+    pub quiet: bool,
+    /// Stop after writing this many new parts (to test resumption).
+    pub max_new_parts: Option<usize>,
+}
+
+impl ExtractOptions {
+    /// Defaults: mean pooling, batches of 32, parts of 1,024 rows.
+    pub fn new(nodes: Vec<String>) -> Self {
+        Self {
+            nodes,
+            pool: Pool::Mean,
+            batch_size: 32,
+            part_size: 1024,
+            skip_bad: false,
+            quiet: false,
+            max_new_parts: None,
+        }
+    }
+}
+
+/// What an extraction did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExtractReport {
+    pub rows: usize,
+    pub unique_rows: usize,
+    /// Rows whose features were computed now.
+    pub computed: usize,
+    /// Rows found in the store.
+    pub cached: usize,
+    pub skipped: Vec<Skipped>,
+    pub seconds: f64,
+    /// Computed rows per second, end to end (decode to store).
+    pub rows_per_second: f64,
+    pub provider: String,
+    pub stores: Vec<PathBuf>,
+}
+
+/// The 8-bit RGB image of a row (grayscale replicated), or an error naming it.
+pub fn row_image(row: &Row) -> Result<Rgb8> {
+    match &row.content {
+        Content::ImageFile(p) => load_rgb(p),
+        Content::Pixels {
+            width,
+            height,
+            channels,
+            data,
+        } => {
+            let rgb: Vec<u8> = match channels {
+                1 => data.iter().flat_map(|&v| [v, v, v]).collect(),
+                3 => data.to_vec(),
+                c => {
+                    return Err(Error::Invalid(format!(
+                        "row `{}`: {c} channels (1 or 3 supported)",
+                        row.id
+                    )));
+                }
+            };
+            Rgb8::new(*width, *height, rgb)
+        }
+        Content::Text(_) => Err(Error::Invalid(format!(
+            "row `{}` is text; an image model needs images",
+            row.id
+        ))),
+    }
+}
+
+/// Extracts the features of `rows` at `opts.nodes` with `session` (whose model must
+/// output those nodes), into one store per node under `home`.
+pub fn extract(
+    session: &mut Session,
+    model_sha256: &str,
+    contract: &ImageContract,
+    rows: &[Row],
+    home: &Path,
+    opts: &ExtractOptions,
+) -> Result<(ExtractReport, Vec<FeatureStore>)> {
+    if opts.batch_size == 0 || opts.part_size == 0 {
+        return Err(Error::Invalid(
+            "batch size and part size must be at least 1".into(),
+        ));
+    }
+    if opts.nodes.is_empty() {
+        return Err(Error::Invalid("no node to extract".into()));
+    }
+    let started = Instant::now();
+    let rt =
+        Runtime::get().ok_or_else(|| Error::Invalid("ONNX Runtime is not initialised".into()))?;
+    let provider = session.provider().to_string();
+    let mut stores: Vec<FeatureStore> = opts
+        .nodes
+        .iter()
+        .map(|node| {
+            FeatureStore::open(
+                home,
+                StoreKey {
+                    model_sha256: model_sha256.to_string(),
+                    node: node.clone(),
+                    pooling: opts.pool.name().to_string(),
+                    preprocessing: serde_json::to_value(contract).expect("contract serialises"),
+                    onnxruntime_version: rt.version().to_string(),
+                    provider: provider.clone(),
+                    precision: "f32".into(),
+                },
+            )
+        })
+        .collect::<Result<_>>()?;
+    let hashes: Vec<String> = rows
+        .par_iter()
+        .map(|r| r.content.hash().map_err(Error::from))
+        .collect::<Result<_>>()?;
+    // Unique missing rows, in dataset order: the same list on every run, hence the same parts.
+    let mut seen = std::collections::HashSet::new();
+    let mut missing: Vec<usize> = Vec::new();
+    let mut unique = 0;
+    for (i, h) in hashes.iter().enumerate() {
+        if seen.insert(h.as_str()) {
+            unique += 1;
+            if !stores.iter().all(|s| s.contains(h)) {
+                missing.push(i);
+            }
+        }
+    }
+    let bar = progress(missing.len(), opts.quiet);
+    let mut skipped = Vec::new();
+    let mut computed = 0;
+    for (p, part) in missing.chunks(opts.part_size).enumerate() {
+        if opts.max_new_parts.is_some_and(|m| p >= m) {
+            break;
+        }
+        let (part_hashes, outputs, bad) =
+            run_part(session, contract, rows, &hashes, part, opts, &bar)?;
+        skipped.extend(bad);
+        if part_hashes.is_empty() {
+            continue;
+        }
+        for (store, out) in stores.iter_mut().zip(&outputs) {
+            store.append(&part_hashes, out)?;
+        }
+        computed += part_hashes.len();
+    }
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    let report = ExtractReport {
+        rows: rows.len(),
+        unique_rows: unique,
+        computed,
+        cached: unique - missing.len(),
+        skipped,
+        seconds,
+        rows_per_second: if seconds > 0.0 {
+            computed as f64 / seconds
+        } else {
+            0.0
+        },
+        provider,
+        stores: stores.iter().map(|s| s.dir().to_path_buf()).collect(),
+    };
+    Ok((report, stores))
+}
+
+fn progress(n: usize, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "  extracting [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+type Batch = (Vec<usize>, Option<ndarray::Array4<f32>>, Vec<Skipped>);
+
+/// Computes one part: batches preprocessed on a producer thread, inference here.
+#[allow(clippy::type_complexity)]
+fn run_part(
+    session: &mut Session,
+    contract: &ImageContract,
+    rows: &[Row],
+    hashes: &[String],
+    part: &[usize],
+    opts: &ExtractOptions,
+    bar: &ProgressBar,
+) -> Result<(Vec<String>, Vec<Array2<f32>>, Vec<Skipped>)> {
+    let nodes: Vec<&str> = opts.nodes.iter().map(String::as_str).collect();
+    let mut kept: Vec<String> = Vec::with_capacity(part.len());
+    let mut per_node: Vec<Vec<Array2<f32>>> = vec![Vec::new(); nodes.len()];
+    let mut skipped = Vec::new();
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel::<Result<Batch>>(2);
+        scope.spawn(move || {
+            for chunk in part.chunks(opts.batch_size) {
+                let images: Vec<(usize, Result<Rgb8>)> = chunk
+                    .par_iter()
+                    .map(|&i| {
+                        (
+                            i,
+                            row_image(&rows[i]).map(|img| resize_and_crop(contract, &img)),
+                        )
+                    })
+                    .collect();
+                let mut ok_idx = Vec::new();
+                let mut ok_img = Vec::new();
+                let mut bad = Vec::new();
+                for (i, r) in images {
+                    match r {
+                        Ok(img) => {
+                            ok_idx.push(i);
+                            ok_img.push(img);
+                        }
+                        Err(e) if opts.skip_bad => bad.push(Skipped {
+                            id: rows[i].id.clone(),
+                            reason: e.to_string(),
+                        }),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let tensor = (!ok_img.is_empty()).then(|| batch(contract, &ok_img));
+                if tx.send(Ok((ok_idx, tensor, bad))).is_err() {
+                    return;
+                }
+            }
+        });
+        for msg in rx {
+            let (idx, tensor, bad) = msg?;
+            bar.inc((idx.len() + bad.len()) as u64);
+            skipped.extend(bad);
+            let Some(tensor) = tensor else { continue };
+            let x = tensor.into_dyn();
+            let out = session.run(&[(contract.input.as_str(), Input::F32(x.view()))], &nodes)?;
+            for (k, node) in nodes.iter().enumerate() {
+                per_node[k].push(opts.pool.apply(&out[*node]));
+            }
+            kept.extend(idx.iter().map(|&i| hashes[i].clone()));
+        }
+        Ok(())
+    })?;
+    let outputs = per_node
+        .into_iter()
+        .map(|parts| {
+            let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+            if views.is_empty() {
+                Ok(Array2::zeros((0, 0)))
+            } else {
+                ndarray::concatenate(Axis(0), &views).map_err(|e| Error::Store(e.to_string()))
+            }
+        })
+        .collect::<Result<_>>()?;
+    Ok((kept, outputs, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_reduces_spatial_axes() {
+        let x = ArrayD::from_shape_vec(vec![1, 2, 2, 2], vec![1., 2., 3., 4., -1., -2., -3., 10.])
+            .unwrap();
+        assert_eq!(
+            Pool::Mean.apply(&x).into_raw_vec_and_offset().0,
+            vec![2.5, 1.0]
+        );
+        assert_eq!(
+            Pool::Max.apply(&x).into_raw_vec_and_offset().0,
+            vec![4.0, 10.0]
+        );
+        assert_eq!(Pool::None.apply(&x).shape(), &[1, 8]);
+        let v = ArrayD::from_shape_vec(vec![2, 3], vec![1., 2., 3., 4., 5., 6.]).unwrap();
+        assert_eq!(Pool::Mean.apply(&v).shape(), &[2, 3]);
+    }
+
+    #[test]
+    fn pixels_become_rgb() {
+        let row = Row {
+            id: "r".into(),
+            content: Content::Pixels {
+                width: 2,
+                height: 1,
+                channels: 1,
+                data: std::sync::Arc::from(vec![7u8, 9]),
+            },
+            labels: vec![],
+        };
+        assert_eq!(row_image(&row).unwrap().pixels(), &[7, 7, 7, 9, 9, 9]);
+        let text = Row {
+            id: "t".into(),
+            content: Content::Text("hi".into()),
+            labels: vec![],
+        };
+        assert!(row_image(&text).unwrap_err().to_string().contains("`t`"));
+    }
+}

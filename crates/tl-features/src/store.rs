@@ -1,0 +1,341 @@
+//! The content-addressed feature store.
+//!
+//! One directory per cache key under `TL_HOME/features/<key>/`: `meta.json` (everything
+//! the key covers, plus width and row count) and shards `part-NNNNN.safetensors`, each
+//! with `features` [n, d] (f32) and `hashes` [n, 32] (the rows' sha256 content hashes,
+//! raw bytes). The key covers the model's sha256, the node, the pooling, every
+//! preprocessing setting, the ONNX Runtime version, the provider and the precision, so
+//! features of different settings never share an entry. Labels are never stored: the
+//! same image has the same features in every dataset, and is computed once.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+};
+
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Everything a cache key covers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreKey {
+    pub model_sha256: String,
+    pub node: String,
+    pub pooling: String,
+    /// The preprocessing, as the model's input contract with the size actually used.
+    pub preprocessing: serde_json::Value,
+    pub onnxruntime_version: String,
+    pub provider: String,
+    pub precision: String,
+}
+
+impl StoreKey {
+    /// The directory name: the first 32 hex digits of the sha256 of the key's canonical JSON.
+    pub fn id(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a key serialises");
+        tl_core::hash::sha256_bytes(&json)[..32].to_string()
+    }
+}
+
+/// `meta.json` of a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreMeta {
+    pub schema_version: u32,
+    pub key: StoreKey,
+    pub width: usize,
+    pub rows: usize,
+    pub parts: usize,
+    pub tl_version: String,
+}
+
+/// An open feature store.
+#[derive(Debug)]
+pub struct FeatureStore {
+    dir: PathBuf,
+    key: StoreKey,
+    width: Option<usize>,
+    /// content hash (hex) → (part, row in part)
+    index: HashMap<String, (usize, usize)>,
+    parts: usize,
+}
+
+fn part_name(i: usize) -> String {
+    format!("part-{i:05}.safetensors")
+}
+
+impl FeatureStore {
+    /// Opens (or prepares) the store for `key` under `home/features/`, indexing its shards.
+    pub fn open(home: &Path, key: StoreKey) -> Result<Self> {
+        let dir = home.join("features").join(key.id());
+        let mut store = Self {
+            dir,
+            key,
+            width: None,
+            index: HashMap::new(),
+            parts: 0,
+        };
+        if let Ok(meta) = tl_core::io::read_json::<StoreMeta>(&store.dir.join("meta.json")) {
+            if meta.key != store.key {
+                return Err(Error::Store(format!(
+                    "`{}` holds features for other settings (a key collision or a hand-edited meta.json)",
+                    store.dir.display()
+                )));
+            }
+            store.width = Some(meta.width);
+        }
+        // Shards are published by rename, so every part file present is complete.
+        while store.dir.join(part_name(store.parts)).is_file() {
+            let (hashes, features) = read_part(&store.dir.join(part_name(store.parts)))?;
+            store.width.get_or_insert(features.ncols());
+            for (r, h) in hashes.into_iter().enumerate() {
+                store.index.entry(h).or_insert((store.parts, r));
+            }
+            store.parts += 1;
+        }
+        Ok(store)
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The key.
+    pub fn key(&self) -> &StoreKey {
+        &self.key
+    }
+
+    /// Whether the features of this content hash are stored.
+    pub fn contains(&self, hash: &str) -> bool {
+        self.index.contains_key(hash)
+    }
+
+    /// Number of distinct rows stored.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Feature width, once anything is stored.
+    pub fn width(&self) -> Option<usize> {
+        self.width
+    }
+
+    /// Appends one shard atomically and updates `meta.json`.
+    pub fn append(&mut self, hashes: &[String], features: &Array2<f32>) -> Result<()> {
+        if hashes.len() != features.nrows() {
+            return Err(Error::Store(format!(
+                "{} hashes for {} feature rows",
+                hashes.len(),
+                features.nrows()
+            )));
+        }
+        if let Some(w) = self.width
+            && w != features.ncols()
+        {
+            return Err(Error::Store(format!(
+                "width {} does not match the store's {w}",
+                features.ncols()
+            )));
+        }
+        tl_core::io::create_dir_all(&self.dir)?;
+        let path = self.dir.join(part_name(self.parts));
+        tl_core::io::atomic_write(&path, &encode_part(hashes, features)?)?;
+        for (r, h) in hashes.iter().enumerate() {
+            self.index.entry(h.clone()).or_insert((self.parts, r));
+        }
+        self.parts += 1;
+        self.width = Some(features.ncols());
+        tl_core::io::write_json(
+            &self.dir.join("meta.json"),
+            &StoreMeta {
+                schema_version: 1,
+                key: self.key.clone(),
+                width: features.ncols(),
+                rows: self.index.len(),
+                parts: self.parts,
+                tl_version: tl_core::TL_VERSION.to_string(),
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The features of `hashes`, in that order (an error names the first one missing).
+    pub fn gather(&self, hashes: &[String]) -> Result<Array2<f32>> {
+        let width = self.width.unwrap_or(0);
+        let mut out = Array2::<f32>::zeros((hashes.len(), width));
+        let mut cache: HashMap<usize, Array2<f32>> = HashMap::new();
+        for (i, h) in hashes.iter().enumerate() {
+            let &(part, row) = self.index.get(h).ok_or_else(|| {
+                Error::Store(format!(
+                    "row with content hash {h} is not in `{}`",
+                    self.dir.display()
+                ))
+            })?;
+            if let std::collections::hash_map::Entry::Vacant(e) = cache.entry(part) {
+                e.insert(read_part(&self.dir.join(part_name(part)))?.1);
+            }
+            out.row_mut(i).assign(&cache[&part].row(row));
+        }
+        Ok(out)
+    }
+}
+
+fn encode_part(hashes: &[String], features: &Array2<f32>) -> Result<Vec<u8>> {
+    let raw_hashes: Vec<u8> = hashes
+        .iter()
+        .map(|h| {
+            hex::decode(h)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| Error::Store(format!("`{h}` is not a sha256")))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    let feats: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let n = hashes.len();
+    let views = vec![
+        (
+            "features",
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                vec![n, features.ncols()],
+                &feats,
+            )
+            .map_err(st)?,
+        ),
+        (
+            "hashes",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![n, 32], &raw_hashes)
+                .map_err(st)?,
+        ),
+    ];
+    // No free-form metadata: a HashMap would make the header order, and so the bytes, vary.
+    safetensors::serialize(views, None).map_err(st)
+}
+
+fn st(e: safetensors::SafeTensorError) -> Error {
+    Error::Store(format!("safetensors: {e}"))
+}
+
+fn read_part(path: &Path) -> Result<(Vec<String>, Array2<f32>)> {
+    let bytes = std::fs::read(path).map_err(|e| tl_core::Error::io("cannot read", path, e))?;
+    let bad = |why: String| Error::Store(format!("`{}`: {why}", path.display()));
+    let t = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let f = t.tensor("features").map_err(|e| bad(e.to_string()))?;
+    let h = t.tensor("hashes").map_err(|e| bad(e.to_string()))?;
+    let (n, d) = match f.shape() {
+        [n, d] => (*n, *d),
+        s => return Err(bad(format!("features has shape {s:?}"))),
+    };
+    if h.shape() != [n, 32] {
+        return Err(bad(format!(
+            "hashes has shape {:?}, expected [{n}, 32]",
+            h.shape()
+        )));
+    }
+    let values: Vec<f32> = f
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let hashes = h.data().chunks_exact(32).map(hex::encode).collect();
+    Ok((
+        hashes,
+        Array2::from_shape_vec((n, d), values).map_err(|e| bad(e.to_string()))?,
+    ))
+}
+
+/// Writes a matrix as a safetensors file with one tensor, `features` [n, d], atomically.
+pub fn write_matrix(path: &Path, features: &Array2<f32>) -> Result<()> {
+    let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(
+        safetensors::Dtype::F32,
+        features.shape().to_vec(),
+        &bytes,
+    )
+    .map_err(st)?;
+    let data = safetensors::serialize([("features", view)], None).map_err(st)?;
+    Ok(tl_core::io::atomic_write(path, &data)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(node: &str) -> StoreKey {
+        StoreKey {
+            model_sha256: "m".into(),
+            node: node.into(),
+            pooling: "mean".into(),
+            preprocessing: serde_json::json!({"size": 224}),
+            onnxruntime_version: "1.31.1".into(),
+            provider: "cpu".into(),
+            precision: "f32".into(),
+        }
+    }
+
+    fn h(i: u8) -> String {
+        tl_core::hash::sha256_bytes(&[i])
+    }
+
+    #[test]
+    fn append_reopen_gather() {
+        let home = tempfile::tempdir().unwrap();
+        let mut s = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert!(s.is_empty());
+        s.append(
+            &[h(1), h(2)],
+            &Array2::from_shape_vec((2, 3), vec![1., 2., 3., 4., 5., 6.]).unwrap(),
+        )
+        .unwrap();
+        s.append(
+            &[h(3)],
+            &Array2::from_shape_vec((1, 3), vec![7., 8., 9.]).unwrap(),
+        )
+        .unwrap();
+        let s = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert_eq!(s.len(), 3);
+        let g = s.gather(&[h(3), h(1)]).unwrap();
+        assert_eq!(
+            g,
+            Array2::from_shape_vec((2, 3), vec![7., 8., 9., 1., 2., 3.]).unwrap()
+        );
+        assert!(s.gather(&[h(4)]).unwrap_err().to_string().contains(&h(4)));
+        // Another setting is another store.
+        assert!(
+            FeatureStore::open(home.path(), key("b"))
+                .unwrap()
+                .is_empty()
+        );
+        assert_ne!(key("a").id(), key("b").id());
+    }
+
+    #[test]
+    fn shards_are_byte_identical_for_the_same_input() {
+        let f = Array2::from_shape_vec((2, 2), vec![0.5, -1.0, 3.25, 0.0]).unwrap();
+        assert_eq!(
+            encode_part(&[h(1), h(2)], &f).unwrap(),
+            encode_part(&[h(1), h(2)], &f).unwrap()
+        );
+    }
+
+    #[test]
+    fn mismatched_widths_are_refused() {
+        let home = tempfile::tempdir().unwrap();
+        let mut s = FeatureStore::open(home.path(), key("a")).unwrap();
+        s.append(&[h(1)], &Array2::zeros((1, 3))).unwrap();
+        assert!(
+            s.append(&[h(2)], &Array2::zeros((1, 4)))
+                .unwrap_err()
+                .to_string()
+                .contains("width")
+        );
+    }
+}
