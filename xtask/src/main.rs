@@ -54,6 +54,7 @@ const TEST_ASSETS: &[&str] = &[
     "onnxruntime",
     "efficientnet-lite0",
     "mobilenet-v2",
+    "minilm-l6",
     "sample-photos",
     "vgg16-tumor",
     "resnet50-nsfw",

@@ -19,5 +19,6 @@ mod error;
 pub mod extract;
 pub mod image;
 pub mod store;
+pub mod text;
 
 pub use error::{Error, Result};
