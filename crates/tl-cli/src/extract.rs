@@ -4,7 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use tl_features::extract::{ExtractOptions, Pool};
+use tl_core::InputContract;
+use tl_features::{
+    extract::{ExtractOptions, Pool},
+    text::TextEncoder,
+};
 use tl_onnx::OnnxModel;
 use tl_runtime::{Runtime, RuntimeOptions, Session, SessionOptions};
 
@@ -49,47 +53,81 @@ pub struct ExtractArgs {
 pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
     let home = global.home()?;
     let model = resolve::resolve(&a.model, a.contract.as_deref(), &home)?;
-    let mut contract = model.image_contract()?.clone();
-    if let Some(size) = a.image_size {
-        contract = contract.with_size(size)?;
-    }
-    let layers: Vec<String> = if a.layers.is_empty() {
-        vec![
-            model
-                .entry
-                .as_ref()
-                .and_then(|e| e.outputs.as_ref().map(|o| o.features.clone()))
-                .or_else(|| model.logits.clone())
-                .context("cannot tell the model's feature output: name one with --layer")?,
-        ]
-    } else {
-        a.layers.clone()
-    };
     let ds = data::load(&a.data, &home)?;
-    let onnx = OnnxModel::load(&model.path)?;
-    let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
-    let tapped = onnx.with_outputs(&refs)?;
     let rt = Runtime::init(&RuntimeOptions::device(a.run.device).with_home(home.clone()))?;
     if let Some(note) = &rt.device().note
         && !global.quiet
     {
         eprintln!("{note}");
     }
-    let mut session = Session::from_model(
-        rt,
-        &tapped,
-        &model.name,
-        &SessionOptions::default().threads(a.run.threads),
-    )?;
     let sha = tl_core::hash::sha256_file(&model.path)?;
-    let mut opts = ExtractOptions::new(layers.clone());
+    let session_opts = SessionOptions::default().threads(a.run.threads);
+    let mut opts = ExtractOptions::new(Vec::new());
     opts.pool = a.pool;
     opts.batch_size = a.batch_size;
     opts.part_size = a.part_size;
     opts.skip_bad = a.skip_bad;
     opts.quiet = global.quiet || global.json;
-    let (report, stores) =
-        tl_features::extract::extract(&mut session, &sha, &contract, &ds.rows, &home, &opts)?;
+    let (layers, contract_json, (report, stores)) = match &model.contract {
+        Some(InputContract::Text(contract)) => {
+            anyhow::ensure!(
+                a.layers.is_empty(),
+                "a text model gives one sentence embedding per row; --layer applies to image models"
+            );
+            anyhow::ensure!(
+                a.image_size.is_none(),
+                "--image-size applies to image models"
+            );
+            let dir = model.path.parent().context("model file has no directory")?;
+            let encoder = TextEncoder::new(dir, contract)?;
+            let mut session = Session::from_file(rt, &model.path, &session_opts)?;
+            let result = tl_features::extract::extract_text(
+                &mut session,
+                &encoder,
+                &sha,
+                contract,
+                &ds.rows,
+                &home,
+                &opts,
+            )?;
+            (
+                vec![contract.token_output.clone()],
+                serde_json::to_value(contract)?,
+                result,
+            )
+        }
+        _ => {
+            let mut contract = model.image_contract()?.clone();
+            if let Some(size) = a.image_size {
+                contract = contract.with_size(size)?;
+            }
+            let layers: Vec<String> = if a.layers.is_empty() {
+                vec![
+                    model
+                        .entry
+                        .as_ref()
+                        .and_then(|e| e.outputs.as_ref().map(|o| o.features.clone()))
+                        .or_else(|| model.logits.clone())
+                        .context("cannot tell the model's feature output: name one with --layer")?,
+                ]
+            } else {
+                a.layers.clone()
+            };
+            let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
+            let tapped = OnnxModel::load(&model.path)?.with_outputs(&refs)?;
+            let mut session = Session::from_model(rt, &tapped, &model.name, &session_opts)?;
+            opts.nodes = layers.clone();
+            let result = tl_features::extract::extract(
+                &mut session,
+                &sha,
+                &contract,
+                &ds.rows,
+                &home,
+                &opts,
+            )?;
+            (layers, serde_json::to_value(&contract)?, result)
+        }
+    };
     if let Some(out) = &a.out {
         let skipped: std::collections::HashSet<&str> =
             report.skipped.iter().map(|s| s.id.as_str()).collect();
@@ -117,7 +155,7 @@ pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
             &out.join("extract.json"),
             &serde_json::json!({
                 "schema_version": JSON_SCHEMA_VERSION, "model": model.name, "model_sha256": sha, "dataset": ds.name,
-                "dataset_sha256": ds.sha256, "layers": layers, "pool": a.pool, "contract": contract, "report": report,
+                "dataset_sha256": ds.sha256, "layers": layers, "pool": a.pool, "contract": contract_json, "report": report,
             }),
         )?;
     }

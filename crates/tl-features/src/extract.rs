@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayD, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tl_core::ImageContract;
+use tl_core::{ImageContract, contract::TextContract};
 use tl_data::{Content, Row, Skipped};
 use tl_runtime::{Input, Runtime, Session};
 
@@ -24,6 +24,7 @@ use crate::{
     Error, Result,
     image::{Rgb8, batch, load_rgb, resize_and_crop},
     store::{FeatureStore, StoreKey},
+    text::{TextEncoder, length_buckets},
 };
 
 /// How a spatial feature map [N, C, H, W] becomes a vector per row.
@@ -179,20 +180,83 @@ pub fn extract(
     home: &Path,
     opts: &ExtractOptions,
 ) -> Result<(ExtractReport, Vec<FeatureStore>)> {
-    if opts.batch_size == 0 || opts.part_size == 0 {
-        return Err(Error::Invalid(
-            "batch size and part size must be at least 1".into(),
-        ));
-    }
     if opts.nodes.is_empty() {
         return Err(Error::Invalid("no node to extract".into()));
     }
-    let started = Instant::now();
+    let preprocessing = serde_json::to_value(contract).expect("contract serialises");
+    let stores = open_stores(
+        session,
+        model_sha256,
+        &opts.nodes,
+        opts.pool.name(),
+        preprocessing,
+        home,
+    )?;
+    run_parts(session, stores, rows, opts, |session, part, hashes, bar| {
+        run_part(session, contract, rows, hashes, part, opts, bar)
+    })
+}
+
+/// Extracts sentence embeddings of text rows (the contract's token output, pooled and
+/// normalised as it says) into one store; rows are batched by token count.
+pub fn extract_text(
+    session: &mut Session,
+    encoder: &TextEncoder,
+    model_sha256: &str,
+    contract: &TextContract,
+    rows: &[Row],
+    home: &Path,
+    opts: &ExtractOptions,
+) -> Result<(ExtractReport, Vec<FeatureStore>)> {
+    let pooling = format!(
+        "{:?}{}",
+        contract.pooling,
+        if contract.normalize { "+l2" } else { "" }
+    )
+    .to_lowercase();
+    let preprocessing = serde_json::to_value(contract).expect("contract serialises");
+    let nodes = [contract.token_output.clone()];
+    let stores = open_stores(session, model_sha256, &nodes, &pooling, preprocessing, home)?;
+    run_parts(session, stores, rows, opts, |session, part, hashes, bar| {
+        let texts: Vec<&str> = part
+            .iter()
+            .map(|&i| match &rows[i].content {
+                Content::Text(t) => Ok(t.as_str()),
+                _ => Err(Error::Invalid(format!(
+                    "row `{}` is not text; a text model needs texts",
+                    rows[i].id
+                ))),
+            })
+            .collect::<Result<_>>()?;
+        let counts = encoder.token_counts(&texts)?;
+        let mut out = Array2::<f32>::zeros((0, 0));
+        for bucket in length_buckets(&counts, opts.batch_size) {
+            let batch: Vec<&str> = bucket.iter().map(|&k| texts[k]).collect();
+            let emb = encoder.embed(session, &batch)?;
+            if out.ncols() == 0 {
+                out = Array2::zeros((part.len(), emb.ncols()));
+            }
+            for (r, &k) in bucket.iter().enumerate() {
+                out.row_mut(k).assign(&emb.row(r));
+            }
+            bar.inc(bucket.len() as u64);
+        }
+        let kept = part.iter().map(|&i| hashes[i].clone()).collect();
+        Ok((kept, vec![out], Vec::new()))
+    })
+}
+
+fn open_stores(
+    session: &Session,
+    model_sha256: &str,
+    nodes: &[String],
+    pooling: &str,
+    preprocessing: serde_json::Value,
+    home: &Path,
+) -> Result<Vec<FeatureStore>> {
     let rt =
         Runtime::get().ok_or_else(|| Error::Invalid("ONNX Runtime is not initialised".into()))?;
-    let provider = session.provider().to_string();
-    let mut stores: Vec<FeatureStore> = opts
-        .nodes
+    nodes
         .iter()
         .map(|node| {
             FeatureStore::open(
@@ -200,15 +264,35 @@ pub fn extract(
                 StoreKey {
                     model_sha256: model_sha256.to_string(),
                     node: node.clone(),
-                    pooling: opts.pool.name().to_string(),
-                    preprocessing: serde_json::to_value(contract).expect("contract serialises"),
+                    pooling: pooling.to_string(),
+                    preprocessing: preprocessing.clone(),
                     onnxruntime_version: rt.version().to_string(),
-                    provider: provider.clone(),
+                    provider: session.provider().to_string(),
                     precision: "f32".into(),
                 },
             )
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+/// One part's result: the content hashes kept, one matrix per store, the rows skipped.
+type PartResult = (Vec<String>, Vec<Array2<f32>>, Vec<Skipped>);
+
+/// The part loop shared by images and texts: hashes, missing rows in dataset order,
+/// fixed-size parts computed by `compute` and appended to every store.
+fn run_parts(
+    session: &mut Session,
+    mut stores: Vec<FeatureStore>,
+    rows: &[Row],
+    opts: &ExtractOptions,
+    mut compute: impl FnMut(&mut Session, &[usize], &[String], &ProgressBar) -> Result<PartResult>,
+) -> Result<(ExtractReport, Vec<FeatureStore>)> {
+    if opts.batch_size == 0 || opts.part_size == 0 {
+        return Err(Error::Invalid(
+            "batch size and part size must be at least 1".into(),
+        ));
+    }
+    let started = Instant::now();
     let hashes: Vec<String> = rows
         .par_iter()
         .map(|r| r.content.hash().map_err(Error::from))
@@ -232,8 +316,7 @@ pub fn extract(
         if opts.max_new_parts.is_some_and(|m| p >= m) {
             break;
         }
-        let (part_hashes, outputs, bad) =
-            run_part(session, contract, rows, &hashes, part, opts, &bar)?;
+        let (part_hashes, outputs, bad) = compute(session, part, &hashes, &bar)?;
         skipped.extend(bad);
         if part_hashes.is_empty() {
             continue;
@@ -257,7 +340,7 @@ pub fn extract(
         } else {
             0.0
         },
-        provider,
+        provider: session.provider().to_string(),
         stores: stores.iter().map(|s| s.dir().to_path_buf()).collect(),
     };
     Ok((report, stores))
@@ -281,7 +364,6 @@ fn progress(n: usize, quiet: bool) -> ProgressBar {
 type Batch = (Vec<usize>, Option<ndarray::Array4<f32>>, Vec<Skipped>);
 
 /// Computes one part: batches preprocessed on a producer thread, inference here.
-#[allow(clippy::type_complexity)]
 fn run_part(
     session: &mut Session,
     contract: &ImageContract,
@@ -290,7 +372,7 @@ fn run_part(
     part: &[usize],
     opts: &ExtractOptions,
     bar: &ProgressBar,
-) -> Result<(Vec<String>, Vec<Array2<f32>>, Vec<Skipped>)> {
+) -> Result<PartResult> {
     let nodes: Vec<&str> = opts.nodes.iter().map(String::as_str).collect();
     let mut kept: Vec<String> = Vec::with_capacity(part.len());
     let mut per_node: Vec<Vec<Array2<f32>>> = vec![Vec::new(); nodes.len()];

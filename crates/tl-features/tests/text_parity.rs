@@ -87,3 +87,62 @@ fn embeddings_match_python_in_padded_bucketed_batches() {
     assert!(worst < MAX_ABS, "max abs difference {worst}");
     assert!(min_cos >= MIN_COSINE, "min cosine {min_cos}");
 }
+
+#[test]
+fn text_extraction_stores_the_same_embeddings_and_caches_them() {
+    use tl_data::{Content, Row};
+    use tl_features::extract::{ExtractOptions, extract_text};
+
+    let home = tl_core::home::tl_home().unwrap();
+    let dir = tl_core::home::model_dir(&home, "minilm-l6");
+    let golden: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/minilm_reference.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let rows: Vec<Row> = golden["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Row {
+            id: format!("s{i}"),
+            content: Content::Text(s.as_str().unwrap().to_string()),
+            labels: vec![],
+        })
+        .collect();
+    let c = contract();
+    let enc = TextEncoder::new(&dir, &c).unwrap();
+    let rt = Runtime::init(&RuntimeOptions::default()).unwrap();
+    let mut s =
+        Session::from_file(rt, &dir.join("model.onnx"), &SessionOptions::default()).unwrap();
+    let store_home = tempfile::tempdir().unwrap();
+    let mut opts = ExtractOptions::new(vec![]);
+    opts.batch_size = 4;
+    opts.part_size = 8;
+    opts.quiet = true;
+    let (rep, stores) =
+        extract_text(&mut s, &enc, "sha", &c, &rows, store_home.path(), &opts).unwrap();
+    assert_eq!(rep.computed, 20);
+    let hashes: Vec<String> = rows.iter().map(|r| r.content.hash().unwrap()).collect();
+    let got = stores[0].gather(&hashes).unwrap();
+    for (i, row) in got.outer_iter().enumerate() {
+        let want: Vec<f32> = golden["embeddings"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let d = row
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(d < MAX_ABS, "sentence {i}: {d}");
+    }
+    let (again, _) =
+        extract_text(&mut s, &enc, "sha", &c, &rows, store_home.path(), &opts).unwrap();
+    assert_eq!((again.computed, again.cached), (0, 20));
+}
