@@ -55,6 +55,7 @@ const TEST_ASSETS: &[&str] = &[
     "efficientnet-lite0",
     "mobilenet-v2",
     "minilm-l6",
+    "glove-6b-50d",
     "sample-photos",
     "vgg16-tumor",
     "resnet50-nsfw",

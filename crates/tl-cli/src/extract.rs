@@ -8,6 +8,7 @@ use tl_core::InputContract;
 use tl_features::{
     extract::{ExtractOptions, Pool},
     text::TextEncoder,
+    wordvec::{Weighting, WordVectors},
 };
 use tl_onnx::OnnxModel;
 use tl_runtime::{Runtime, RuntimeOptions, Session, SessionOptions};
@@ -43,6 +44,9 @@ pub struct ExtractArgs {
     /// Skip rows whose image cannot be decoded (they are counted and listed) instead of failing.
     #[arg(long)]
     skip_bad: bool,
+    /// For word vectors (`--model glove-6b-50d`): plain mean or TF-IDF-weighted mean.
+    #[arg(long, default_value = "mean")]
+    weighting: String,
     /// Also write the dataset's features in row order: <DIR>/<node>.safetensors, rows.json, extract.json.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -52,6 +56,13 @@ pub struct ExtractArgs {
 
 pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
     let home = global.home()?;
+    let registry = tl_hub::Registry::builtin()?;
+    if let Ok(entry) = registry.get(&a.model)
+        && entry.kind == tl_hub::Kind::Asset
+        && entry.files.iter().any(|f| f.name.ends_with(".npy"))
+    {
+        return word_vectors(a, global, entry, &home);
+    }
     let model = resolve::resolve(&a.model, a.contract.as_deref(), &home)?;
     let ds = data::load(&a.data, &home)?;
     let rt = Runtime::init(&RuntimeOptions::device(a.run.device).with_home(home.clone()))?;
@@ -190,6 +201,84 @@ pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
         for s in report.skipped.iter().take(10) {
             println!("  skipped {}: {}", s.id, s.reason);
         }
+    }
+    Ok(())
+}
+
+/// Sentence features from word vectors: computed directly (a TF-IDF weighting depends on
+/// the texts embedded together, so these are not cached in the feature store).
+fn word_vectors(
+    a: &ExtractArgs,
+    global: &Global,
+    entry: &tl_hub::Entry,
+    home: &std::path::Path,
+) -> Result<()> {
+    anyhow::ensure!(
+        tl_hub::Fetcher::is_present(home, entry),
+        "`{}` is not fetched: run `tl models fetch {}`",
+        entry.id,
+        entry.id
+    );
+    let weighting = match a.weighting.as_str() {
+        "mean" => Weighting::Mean,
+        "tfidf" => Weighting::Tfidf,
+        other => anyhow::bail!("--weighting `{other}`: expected mean or tfidf"),
+    };
+    let dir = entry.dir(home);
+    let npy = entry
+        .files
+        .iter()
+        .find(|f| f.name.ends_with(".npy"))
+        .map(|f| dir.join(&f.name))
+        .context("no .npy file")?;
+    let wv = WordVectors::load(&npy, &dir.join("vocab.txt"))?;
+    let ds = data::load(&a.data, home)?;
+    let texts: Vec<&str> = ds
+        .rows
+        .iter()
+        .map(|r| match &r.content {
+            tl_data::Content::Text(t) => Ok(t.as_str()),
+            _ => Err(anyhow::anyhow!(
+                "row `{}` of `{}` is not text; word vectors embed texts",
+                r.id,
+                ds.name
+            )),
+        })
+        .collect::<Result<_>>()?;
+    let started = std::time::Instant::now();
+    let e = wv.embed(&texts, weighting);
+    let seconds = started.elapsed().as_secs_f64();
+    let report = serde_json::json!({
+        "schema_version": JSON_SCHEMA_VERSION, "model": entry.id, "dataset": ds.name, "rows": texts.len(),
+        "weighting": a.weighting, "width": wv.dim(), "tokens": e.tokens, "oov_tokens": e.oov_tokens,
+        "oov_rate": e.oov_rate(), "rows_without_known_words": e.empty_rows, "seconds": seconds,
+    });
+    if let Some(out) = &a.out {
+        tl_features::store::write_matrix(
+            &out.join(format!("{}-{}.safetensors", entry.id, a.weighting)),
+            &e.features,
+        )?;
+        let rows: Vec<_> = ds
+            .rows
+            .iter()
+            .map(|r| Ok(serde_json::json!({"id": r.id, "content_hash": r.content.hash()?})))
+            .collect::<Result<_>>()?;
+        tl_core::io::write_json(&out.join("rows.json"), &rows)?;
+        tl_core::io::write_json(&out.join("extract.json"), &report)?;
+    }
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !global.quiet {
+        println!(
+            "{}: {} texts, {} tokens, out-of-vocabulary rate {:.2} % ({} rows without a known word), width {}, {:.2} s",
+            ds.name,
+            texts.len(),
+            e.tokens,
+            100.0 * e.oov_rate(),
+            e.empty_rows,
+            wv.dim(),
+            seconds
+        );
     }
     Ok(())
 }

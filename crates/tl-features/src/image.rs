@@ -201,21 +201,30 @@ pub fn resize_bilinear<const C: usize>(img: &Image8<C>, width: u32, height: u32)
 }
 
 /// The resized size and crop box `(resize_w, resize_h, left, top)` a contract gives an image.
+///
+/// Integer arithmetic throughout, as torchvision's `Resize`/`CenterCrop` and timm do it:
+/// the shorter side becomes `floor(size / crop_fraction)`, the longer side
+/// `floor(long * that / short)`, and the crop starts at `floor((side - size) / 2)`.
 pub fn plan(contract: &ImageContract, width: u32, height: u32) -> (u32, u32, u32, u32) {
     let size = contract.size;
+    // The epsilon keeps an exact quotient such as 224 / 0.875 = 256 from flooring to 255.
+    let target = |f: f32| ((size as f64 / f as f64) + 1e-9).floor() as u64;
     match contract.resize {
         ResizePolicy::Stretch => (size, size, 0, 0),
         ResizePolicy::StretchCenterCrop { crop_fraction } => {
-            let r = (size as f64 / crop_fraction as f64).round() as u32;
+            let r = target(crop_fraction).max(size as u64) as u32;
             (r, r, (r - size) / 2, (r - size) / 2)
         }
         ResizePolicy::ShorterSideCenterCrop { crop_fraction } => {
-            let target = (size as f64 / crop_fraction as f64).round();
-            let short = width.min(height) as f64;
-            let scale = target / short;
-            let w = ((width as f64 * scale).round() as u32).max(size);
-            let h = ((height as f64 * scale).round() as u32).max(size);
-            (w, h, (w - size) / 2, (h - size) / 2)
+            let t = target(crop_fraction);
+            let (w, h) = (width.max(1) as u64, height.max(1) as u64);
+            let (rw, rh) = if w <= h {
+                (t, h * t / w)
+            } else {
+                (w * t / h, t)
+            };
+            let (rw, rh) = (rw.max(size as u64) as u32, rh.max(size as u64) as u32);
+            (rw, rh, (rw - size) / 2, (rh - size) / 2)
         }
     }
 }
@@ -363,7 +372,10 @@ mod tests {
             std: vec![1.0; 3],
         };
         // scikit-image's chelsea is 451×300.
-        assert_eq!(plan(&c, 451, 300), (385, 256, 80, 16));
+        assert_eq!(plan(&c, 451, 300), (384, 256, 80, 16));
+        // 600×400 at 160 px: shorter side floor(182.86) = 182, longer floor(600·182/400) = 273.
+        let c160 = c.with_size(160).unwrap();
+        assert_eq!(plan(&c160, 600, 400), (273, 182, 56, 11));
         assert_eq!(plan(&c, 8, 8), (256, 256, 16, 16));
         let img = Rgb8::new(451, 300, vec![0; 451 * 300 * 3]).unwrap();
         let b = batch(&c, &[resize_and_crop(&c, &img)]);

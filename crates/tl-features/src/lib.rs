@@ -20,5 +20,6 @@ pub mod extract;
 pub mod image;
 pub mod store;
 pub mod text;
+pub mod wordvec;
 
 pub use error::{Error, Result};
