@@ -311,8 +311,8 @@ mod tests {
         let t = wv.embed(&["the good movie", "the bad"], Weighting::Tfidf);
         let g = (1.5f64).ln() + 1.0;
         let want = [(3.0 + g) / (1.0 + g), 3.0 / (1.0 + g)];
-        for k in 0..2 {
-            assert!((t.features[[0, k]] as f64 - want[k]).abs() < 1e-6);
+        for (k, w) in want.iter().enumerate() {
+            assert!((t.features[[0, k]] as f64 - w).abs() < 1e-6);
         }
         assert_eq!(
             wv.embed(&["unknown words only"], Weighting::Mean)
