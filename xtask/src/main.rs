@@ -7,6 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod bench_report;
+
 const USAGE: &str = "\
 cargo xtask <command>
 
@@ -15,6 +17,9 @@ commands:
         fetch registry entries (all non-optional ones when no ID is given) into TL_HOME
   test  fetch what the tests need, then cargo fmt --check, cargo clippy -D warnings,
         and cargo test over the whole workspace
+  bench-report [--runs N]
+        measure feature extraction (tl end to end, bare ONNX Runtime, a Python pipeline)
+        and the criterion benches on this machine, and regenerate docs/benchmarks.md
 ";
 
 fn main() -> Result<()> {
@@ -22,6 +27,7 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("fetch-models") => fetch_models(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("bench-report") => bench_report::run(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
@@ -30,7 +36,7 @@ fn main() -> Result<()> {
     }
 }
 
-fn fetch_models(args: &[String]) -> Result<()> {
+pub(crate) fn fetch_models(args: &[String]) -> Result<()> {
     let home = tl_core::home::tl_home()?;
     let mut opts = tl_hub::FetchOptions::new(home);
     let mut ids = Vec::new();
@@ -65,7 +71,7 @@ const TEST_ASSETS: &[&str] = &[
     "drug-reviews",
 ];
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: running {cmd:?}");
     let status = cmd
         .status()
