@@ -106,6 +106,36 @@ pub fn run(args: &[String]) -> Result<()> {
         }
         rows.push((size, median(ours), median(bare), median(py)));
     }
+    // Memory as the dataset grows: peak RSS of the whole `tl extract` process.
+    let mut rss = Vec::new();
+    for limit in [1000usize, 5000] {
+        let tmp = tempdir()?;
+        for sub in ["runtimes", "models", "datasets", "assets"] {
+            std::os::unix::fs::symlink(home.join(sub), tmp.join(sub))?;
+        }
+        let report = output(
+            Command::new(tl)
+                .args([
+                    "extract",
+                    "--json",
+                    "--quiet",
+                    "--data",
+                    "mnist-5k",
+                    "--image-size",
+                    "112",
+                    "--batch-size",
+                    &BATCH.to_string(),
+                    "--threads",
+                    &THREADS.to_string(),
+                    "--limit",
+                    &limit.to_string(),
+                ])
+                .arg("--home")
+                .arg(&tmp),
+        )?;
+        rss.push((limit, json_field(&report, &["report", "peak_rss_bytes"])?));
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
     let criterion = output(Command::new(&cargo).args([
         "bench",
         "-p",
@@ -152,6 +182,16 @@ pub fn run(args: &[String]) -> Result<()> {
         md,
         "\nThe Python baselines are `benches/python/extract_baseline.py` (its docstring names the package versions). The targets of issue 3 are tl ≥ 95 % of bare ONNX Runtime and ≥ 1.2× the Python pipeline.\n"
     )?;
+    writeln!(
+        md,
+        "## Memory: peak RSS of `tl extract` (mnist-5k at 112 px, batch {BATCH})\n"
+    )?;
+    writeln!(md, "| rows | peak RSS |")?;
+    writeln!(md, "|---|---|")?;
+    for (limit, bytes) in &rss {
+        writeln!(md, "| {limit} | {:.0} MB |", bytes / 1e6)?;
+    }
+    writeln!(md)?;
     writeln!(md, "## Criterion benches (`cargo bench -p tl-benches`)\n")?;
     writeln!(md, "| bench | time per iteration |")?;
     writeln!(md, "|---|---|")?;

@@ -41,6 +41,9 @@ pub struct ExtractArgs {
     /// Rows per stored part (the unit an interrupted run resumes from).
     #[arg(long, default_value_t = 1024)]
     part_size: usize,
+    /// Use only the first N rows of the dataset (a quick trial, or a benchmark at several sizes).
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     /// Skip rows whose image cannot be decoded (they are counted and listed) instead of failing.
     #[arg(long)]
     skip_bad: bool,
@@ -64,7 +67,10 @@ pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
         return word_vectors(a, global, entry, &home);
     }
     let model = resolve::resolve(&a.model, a.contract.as_deref(), &home)?;
-    let ds = data::load(&a.data, &home)?;
+    let mut ds = data::load(&a.data, &home)?;
+    if let Some(n) = a.limit {
+        ds.rows.truncate(n);
+    }
     let rt = Runtime::init(&RuntimeOptions::device(a.run.device).with_home(home.clone()))?;
     if let Some(note) = &rt.device().note
         && !global.quiet

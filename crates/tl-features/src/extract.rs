@@ -139,6 +139,21 @@ pub struct ExtractReport {
     pub rows_per_second: f64,
     pub provider: String,
     pub stores: Vec<PathBuf>,
+    /// Peak resident memory of this process so far (Linux `VmHWM`), when known.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process, from `/proc/self/status` (Linux only).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// The 8-bit RGB image of a row (grayscale replicated), or an error naming it.
@@ -342,6 +357,7 @@ fn run_parts(
         },
         provider: session.provider().to_string(),
         stores: stores.iter().map(|s| s.dir().to_path_buf()).collect(),
+        peak_rss_bytes: peak_rss_bytes(),
     };
     Ok((report, stores))
 }
