@@ -67,31 +67,8 @@ pub fn run(args: &[String]) -> Result<()> {
     for size in SIZES {
         let (mut ours, mut bare, mut py) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
-            // A private feature store per run, sharing the fetched runtime, model and data.
-            let tmp = tempdir()?;
-            for sub in ["runtimes", "models", "datasets", "assets"] {
-                std::os::unix::fs::symlink(home.join(sub), tmp.join(sub))?;
-            }
-            let report = output(
-                Command::new(tl)
-                    .args([
-                        "extract",
-                        "--json",
-                        "--quiet",
-                        "--data",
-                        "mnist-5k",
-                        "--image-size",
-                        &size.to_string(),
-                        "--batch-size",
-                        &BATCH.to_string(),
-                        "--threads",
-                        &THREADS.to_string(),
-                    ])
-                    .arg("--home")
-                    .arg(&tmp),
-            )?;
+            let report = tl_extract(tl, &home, &["--image-size", &size.to_string()])?;
             ours.push(json_field(&report, &["report", "rows_per_second"])?);
-            let _ = std::fs::remove_dir_all(&tmp);
             for (mode, sink) in [("bare", &mut bare), ("pipeline", &mut py)] {
                 let out = output(
                     Command::new("python3")
@@ -109,32 +86,12 @@ pub fn run(args: &[String]) -> Result<()> {
     // Memory as the dataset grows: peak RSS of the whole `tl extract` process.
     let mut rss = Vec::new();
     for limit in [1000usize, 5000] {
-        let tmp = tempdir()?;
-        for sub in ["runtimes", "models", "datasets", "assets"] {
-            std::os::unix::fs::symlink(home.join(sub), tmp.join(sub))?;
-        }
-        let report = output(
-            Command::new(tl)
-                .args([
-                    "extract",
-                    "--json",
-                    "--quiet",
-                    "--data",
-                    "mnist-5k",
-                    "--image-size",
-                    "112",
-                    "--batch-size",
-                    &BATCH.to_string(),
-                    "--threads",
-                    &THREADS.to_string(),
-                    "--limit",
-                    &limit.to_string(),
-                ])
-                .arg("--home")
-                .arg(&tmp),
+        let report = tl_extract(
+            tl,
+            &home,
+            &["--image-size", "112", "--limit", &limit.to_string()],
         )?;
         rss.push((limit, json_field(&report, &["report", "peak_rss_bytes"])?));
-        let _ = std::fs::remove_dir_all(&tmp);
     }
     let criterion = output(Command::new(&cargo).args([
         "bench",
@@ -214,6 +171,35 @@ pub fn run(args: &[String]) -> Result<()> {
     tl_core::io::atomic_write(Path::new("docs/benchmarks.md"), md.as_bytes())?;
     eprintln!("bench-report: wrote docs/benchmarks.md");
     Ok(())
+}
+
+/// `tl extract --json` of mnist-5k into a private, empty feature store (sharing the
+/// fetched runtime, model and data), so every run computes every row.
+fn tl_extract(tl: &Path, home: &Path, extra: &[&str]) -> Result<String> {
+    let tmp = tempdir()?;
+    for sub in ["runtimes", "models", "datasets", "assets"] {
+        std::os::unix::fs::symlink(home.join(sub), tmp.join(sub))?;
+    }
+    let (batch, threads) = (BATCH.to_string(), THREADS.to_string());
+    let result = output(
+        Command::new(tl)
+            .args([
+                "extract",
+                "--json",
+                "--quiet",
+                "--data",
+                "mnist-5k",
+                "--batch-size",
+                &batch,
+                "--threads",
+                &threads,
+            ])
+            .args(extra)
+            .arg("--home")
+            .arg(&tmp),
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
 }
 
 fn tempdir() -> Result<std::path::PathBuf> {

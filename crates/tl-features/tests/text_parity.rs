@@ -11,6 +11,12 @@ use tl_runtime::{Runtime, RuntimeOptions, Session, SessionOptions};
 const MAX_ABS: f32 = 1e-4;
 const MIN_COSINE: f64 = 0.9999;
 
+fn golden() -> serde_json::Value {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/minilm_reference.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
 fn contract() -> TextContract {
     let registry = tl_hub::Registry::builtin().unwrap();
     match registry.get("minilm-l6").unwrap().input_contract().unwrap() {
@@ -27,13 +33,7 @@ fn embeddings_match_python_in_padded_bucketed_batches() {
         dir.join("fetched.json").is_file(),
         "run `cargo xtask fetch-models minilm-l6`"
     );
-    let golden: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/minilm_reference.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let golden = golden();
     let sentences: Vec<&str> = golden["sentences"]
         .as_array()
         .unwrap()
@@ -95,13 +95,7 @@ fn text_extraction_stores_the_same_embeddings_and_caches_them() {
 
     let home = tl_core::home::tl_home().unwrap();
     let dir = tl_core::home::model_dir(&home, "minilm-l6");
-    let golden: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden/minilm_reference.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let golden = golden();
     let rows: Vec<Row> = golden["sentences"]
         .as_array()
         .unwrap()
