@@ -60,6 +60,7 @@ impl DatasetSpec {
             }]
         };
         let mut skipped = Vec::new();
+        let mut folder_sha = None;
         let (tasks, rows, files): (Vec<Task>, _, Vec<std::path::PathBuf>) = match self {
             DatasetSpec::PixelCsv {
                 file,
@@ -90,7 +91,12 @@ impl DatasetSpec {
                     .as_ref()
                     .map_or_else(|| dir.to_path_buf(), |s| dir.join(s));
                 let (classes, rows) = loaders::image_folder(&root)?;
-                // An image folder is identified by its rows' content, hashed when a split needs it.
+                // An image folder is identified by its rows: relative path, class and content.
+                let ids: Vec<String> = rows
+                    .iter()
+                    .map(|r| Ok(format!("{}\t{:?}\t{}", r.id, r.labels, r.content.hash()?)))
+                    .collect::<Result<_>>()?;
+                folder_sha = Some(combine_hashes(ids.iter().map(String::as_str)));
                 (label_task(&classes), rows, Vec::new())
             }
             DatasetSpec::TextTable { files, table } => {
@@ -120,10 +126,34 @@ impl DatasetSpec {
             .collect::<Result<_, _>>()?;
         Ok(Dataset {
             name: name.to_string(),
-            sha256: combine_hashes(hashes.iter().map(String::as_str)),
+            sha256: folder_sha.unwrap_or_else(|| combine_hashes(hashes.iter().map(String::as_str))),
             tasks,
             rows,
             skipped,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_folder_identity_follows_content_and_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        for (c, f, b) in [("a", "1.png", "x"), ("b", "2.png", "y")] {
+            std::fs::create_dir_all(dir.path().join(c)).unwrap();
+            std::fs::write(dir.path().join(c).join(f), b).unwrap();
+        }
+        let spec = DatasetSpec::ImageFolder { dir: None };
+        let first = spec.load("f", dir.path()).unwrap().sha256;
+        assert_eq!(first, spec.load("f", dir.path()).unwrap().sha256);
+        assert_ne!(
+            first,
+            tl_core::hash::sha256_bytes(b""),
+            "a folder's identity is not the empty hash"
+        );
+        std::fs::write(dir.path().join("b/2.png"), "changed").unwrap();
+        assert_ne!(first, spec.load("f", dir.path()).unwrap().sha256);
     }
 }
