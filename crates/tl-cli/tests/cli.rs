@@ -402,3 +402,55 @@ fn extract_caches_by_content_and_writes_row_ordered_features() {
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("blocks.99"), "{}", stderr(&bad));
 }
+
+#[test]
+fn image_folder_extraction_skips_and_lists_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let photos = dir.path().join("photos");
+    for (class, src) in [("cat", "chelsea.png"), ("drink", "coffee.png")] {
+        std::fs::create_dir_all(photos.join(class)).unwrap();
+        std::fs::copy(photo(src), photos.join(class).join(src)).unwrap();
+    }
+    std::fs::write(photos.join("drink/broken.png"), b"not an image").unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let real = tl_core::home::tl_home().unwrap();
+    for sub in ["runtimes", "models", "assets"] {
+        std::os::unix::fs::symlink(real.join(sub), home.join(sub)).unwrap();
+    }
+    let env = [("TL_HOME", home.to_str().unwrap())];
+    let strict = tl_env(
+        &[
+            "extract",
+            "--data",
+            photos.to_str().unwrap(),
+            "--image-size",
+            "64",
+        ],
+        &env,
+        &[],
+    );
+    assert!(!strict.status.success());
+    assert!(
+        stderr(&strict).contains("broken.png"),
+        "{}",
+        stderr(&strict)
+    );
+    let out = tl_env(
+        &[
+            "extract",
+            "--json",
+            "--skip-bad",
+            "--data",
+            photos.to_str().unwrap(),
+            "--image-size",
+            "64",
+        ],
+        &env,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["report"]["computed"], 2);
+    assert_eq!(v["report"]["skipped"][0]["id"], "drink/broken.png");
+}
