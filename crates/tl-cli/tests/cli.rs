@@ -25,6 +25,17 @@ fn tl_env(args: &[&str], env: &[(&str, &str)], remove: &[&str]) -> Output {
     cmd.output().expect("run tl")
 }
 
+/// A private TL_HOME sharing the fetched `subs` (runtimes, models, ...) but with its own
+/// feature store, so a test sees every row computed.
+fn private_home(subs: &[&str]) -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    let real = tl_core::home::tl_home().unwrap();
+    for sub in subs {
+        std::os::unix::fs::symlink(real.join(sub), home.path().join(sub)).unwrap();
+    }
+    home
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -336,12 +347,7 @@ fn data_info_and_split() {
 
 #[test]
 fn extract_caches_by_content_and_writes_row_ordered_features() {
-    let home = tempfile::tempdir().unwrap();
-    let real = tl_core::home::tl_home().unwrap();
-    // A private TL_HOME for the feature store, sharing the fetched runtime, model and data.
-    for sub in ["runtimes", "models", "assets", "datasets"] {
-        std::os::unix::fs::symlink(real.join(sub), home.path().join(sub)).unwrap();
-    }
+    let home = private_home(&["runtimes", "models", "assets", "datasets"]);
     let out = home.path().join("out");
     let args = [
         "extract",
@@ -412,13 +418,8 @@ fn image_folder_extraction_skips_and_lists_bad_files() {
         std::fs::copy(photo(src), photos.join(class).join(src)).unwrap();
     }
     std::fs::write(photos.join("drink/broken.png"), b"not an image").unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir_all(&home).unwrap();
-    let real = tl_core::home::tl_home().unwrap();
-    for sub in ["runtimes", "models", "assets"] {
-        std::os::unix::fs::symlink(real.join(sub), home.join(sub)).unwrap();
-    }
-    let env = [("TL_HOME", home.to_str().unwrap())];
+    let home = private_home(&["runtimes", "models", "assets"]);
+    let env = [("TL_HOME", home.path().to_str().unwrap())];
     let strict = tl_env(
         &[
             "extract",

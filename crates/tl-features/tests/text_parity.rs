@@ -17,6 +17,16 @@ fn golden() -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// The golden embedding of sentence `i`.
+fn embedding(golden: &serde_json::Value, i: usize) -> Vec<f32> {
+    golden["embeddings"][i]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect()
+}
+
 fn contract() -> TextContract {
     let registry = tl_hub::Registry::builtin().unwrap();
     match registry.get("minilm-l6").unwrap().input_contract().unwrap() {
@@ -62,12 +72,7 @@ fn embeddings_match_python_in_padded_bucketed_batches() {
         let texts: Vec<&str> = bucket.iter().map(|&i| sentences[i]).collect();
         let emb = enc.embed(&mut s, &texts).unwrap();
         for (k, &i) in bucket.iter().enumerate() {
-            let want: Vec<f32> = golden["embeddings"][i]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
+            let want = embedding(&golden, i);
             let got = emb.row(k);
             let d = got
                 .iter()
@@ -123,12 +128,7 @@ fn text_extraction_stores_the_same_embeddings_and_caches_them() {
     let hashes: Vec<String> = rows.iter().map(|r| r.content.hash().unwrap()).collect();
     let got = stores[0].gather(&hashes).unwrap();
     for (i, row) in got.outer_iter().enumerate() {
-        let want: Vec<f32> = golden["embeddings"][i]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap() as f32)
-            .collect();
+        let want = embedding(&golden, i);
         let d = row
             .iter()
             .zip(&want)

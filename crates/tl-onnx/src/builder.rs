@@ -178,6 +178,20 @@ impl GraphBuilder {
         name.to_string()
     }
 
+    /// Declares the usual image input: float [N, channels, H, W] with dynamic batch and size.
+    pub fn image_input(&mut self, name: &str, channels: i64) -> String {
+        self.input(
+            name,
+            DataType::Float,
+            &[
+                Dim::param("N"),
+                Dim::Fixed(channels),
+                Dim::param("H"),
+                Dim::param("W"),
+            ],
+        )
+    }
+
     /// Declares an existing value as a graph output, with its type and shape.
     pub fn output(&mut self, name: &str, elem: DataType, dims: &[Dim]) {
         self.graph.output.push(value_info(name, elem, dims));

@@ -7,8 +7,7 @@ use rand::Rng;
 
 use crate::{
     OnnxModel, Result,
-    builder::{Dim, GraphBuilder, ModelBuilder, attr},
-    proto::DataType,
+    builder::{GraphBuilder, ModelBuilder, attr},
 };
 
 /// The families [`tiny`] can build.
@@ -22,16 +21,7 @@ struct Net {
 impl Net {
     fn new(name: &str, seed: u64) -> Self {
         let mut g = GraphBuilder::new(name);
-        g.input(
-            "input",
-            DataType::Float,
-            &[
-                Dim::param("N"),
-                Dim::Fixed(3),
-                Dim::param("H"),
-                Dim::param("W"),
-            ],
-        );
+        g.image_input("input", 3);
         Self {
             g,
             rng: tl_core::rng::seeded_rng(seed, name),

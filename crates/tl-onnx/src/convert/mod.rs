@@ -20,8 +20,7 @@ pub use mobilenet_v2::mobilenet_v2;
 
 use crate::{
     Error, OnnxModel, Result,
-    builder::{Dim, GraphBuilder, ModelBuilder, attr},
-    proto::DataType,
+    builder::{GraphBuilder, ModelBuilder, attr},
     torch::Checkpoint,
 };
 
@@ -149,16 +148,7 @@ struct Ctx<'c> {
 impl<'c> Ctx<'c> {
     fn new(ckpt: &'c Checkpoint, arch: &'static str, form: BatchNorm, eps: f64) -> Self {
         let mut g = GraphBuilder::new(arch);
-        g.input(
-            "input",
-            DataType::Float,
-            &[
-                Dim::param("N"),
-                Dim::Fixed(3),
-                Dim::param("H"),
-                Dim::param("W"),
-            ],
-        );
+        g.image_input("input", 3);
         Self {
             ckpt,
             arch,
