@@ -148,15 +148,14 @@ pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
     if let Some(out) = &a.out {
         let skipped: std::collections::HashSet<&str> =
             report.skipped.iter().map(|s| s.id.as_str()).collect();
-        let kept: Vec<&tl_data::Row> = ds
+        // The extraction already hashed every row: reuse its hashes rather than read files again.
+        let (kept, hashes): (Vec<&tl_data::Row>, Vec<String>) = ds
             .rows
             .iter()
-            .filter(|r| !skipped.contains(r.id.as_str()))
-            .collect();
-        let hashes: Vec<String> = kept
-            .iter()
-            .map(|r| r.content.hash())
-            .collect::<Result<_, _>>()?;
+            .zip(&report.row_hashes)
+            .filter(|(r, _)| !skipped.contains(r.id.as_str()))
+            .map(|(r, h)| (r, h.clone()))
+            .unzip();
         for (node, store) in layers.iter().zip(&stores) {
             let features = store.gather(&hashes)?;
             let file = out.join(format!("{}.safetensors", sanitize(node)));

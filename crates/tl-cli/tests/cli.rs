@@ -36,6 +36,12 @@ fn private_home(subs: &[&str]) -> tempfile::TempDir {
     home
 }
 
+/// The command failed, and its error names `needle`.
+fn assert_fails_with(o: &Output, needle: &str) {
+    assert!(!o.status.success(), "expected a failure naming `{needle}`");
+    assert!(stderr(o).contains(needle), "{}", stderr(o));
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -144,8 +150,7 @@ fn own_model_with_a_contract_file() {
         model.to_str().unwrap(),
         photo("coffee.png").to_str().unwrap(),
     ]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("--contract"), "{}", stderr(&out));
+    assert_fails_with(&out, "--contract");
 }
 
 #[test]
@@ -189,12 +194,10 @@ fn bad_inputs_give_one_clear_error() {
     let not_image = dir.path().join("notes.jpg");
     std::fs::write(&not_image, b"this is text, not a JPEG").unwrap();
     let out = tl(&["classify", not_image.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("notes.jpg"), "{}", stderr(&out));
+    assert_fails_with(&out, "notes.jpg");
 
     let out = tl(&["classify", "--device", "tpu", coffee]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("tpu"), "{}", stderr(&out));
+    assert_fails_with(&out, "tpu");
 
     let out = tl(&[
         "classify",
@@ -204,8 +207,7 @@ fn bad_inputs_give_one_clear_error() {
         "vgg16-tumor",
         coffee,
     ]);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("240"), "{}", stderr(&out));
+    assert_fails_with(&out, "240");
 }
 
 #[test]
@@ -337,12 +339,7 @@ fn data_info_and_split() {
         .count();
     assert_eq!(train, 50, "5 labels for each of 10 classes");
     let out = tl(&["data", "info", "imagenet-classes"]);
-    assert!(!out.status.success());
-    assert!(
-        stderr(&out).contains("imagenet-classes"),
-        "{}",
-        stderr(&out)
-    );
+    assert_fails_with(&out, "imagenet-classes");
 }
 
 #[test]
@@ -405,8 +402,7 @@ fn extract_caches_by_content_and_writes_row_ordered_features() {
         &env,
         &[],
     );
-    assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("blocks.99"), "{}", stderr(&bad));
+    assert_fails_with(&bad, "blocks.99");
 }
 
 #[test]
@@ -431,12 +427,7 @@ fn image_folder_extraction_skips_and_lists_bad_files() {
         &env,
         &[],
     );
-    assert!(!strict.status.success());
-    assert!(
-        stderr(&strict).contains("broken.png"),
-        "{}",
-        stderr(&strict)
-    );
+    assert_fails_with(&strict, "broken.png");
     let out = tl_env(
         &[
             "extract",

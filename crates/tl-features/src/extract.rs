@@ -141,6 +141,10 @@ pub struct ExtractReport {
     pub stores: Vec<PathBuf>,
     /// Peak resident memory of this process so far (Linux `VmHWM`), when known.
     pub peak_rss_bytes: Option<u64>,
+    /// The content hash of every input row, in row order (kept so that callers need not
+    /// read image files again to join features to rows).
+    #[serde(skip)]
+    pub row_hashes: Vec<String>,
 }
 
 /// Peak resident set size of this process, from `/proc/self/status` (Linux only).
@@ -358,6 +362,7 @@ fn run_parts(
         provider: session.provider().to_string(),
         stores: stores.iter().map(|s| s.dir().to_path_buf()).collect(),
         peak_rss_bytes: peak_rss_bytes(),
+        row_hashes: hashes,
     };
     Ok((report, stores))
 }
