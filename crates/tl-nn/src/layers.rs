@@ -1,0 +1,774 @@
+//! Layers: linear, pointwise convolution, BatchNorm, activations, dropout, global
+//! average pooling and gradient reversal.
+//!
+//! Weights follow ONNX and PyTorch layouts (`[out, in]` for linear layers, `[out, in,
+//! 1, 1]` for pointwise convolutions), so imported and exported weights need no
+//! transposition.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicU32, Ordering},
+};
+
+use ndarray::{Array1, Array2, ArrayView2, Axis, Ix2, Ix4, s};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::{
+    Error, Result,
+    module::{Ctx, Module, Param, ParamKind, Tensor, cached, join},
+};
+
+fn as2<'a>(x: &'a Tensor, what: &str, width: Option<usize>) -> Result<ArrayView2<'a, f32>> {
+    let v = x
+        .view()
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| Error::shape(what, "[batch, features]", x.shape()))?;
+    if let Some(w) = width
+        && v.ncols() != w
+    {
+        return Err(Error::shape(what, format!("[batch, {w}]"), x.shape()));
+    }
+    Ok(v)
+}
+
+/// A fully connected layer `y = x Wᵀ + b`.
+#[derive(Debug)]
+pub struct Linear {
+    pub weight: Param,
+    pub bias: Param,
+    input: Option<Array2<f32>>,
+}
+
+impl Linear {
+    /// PyTorch's default initialisation: weights and biases uniform in ±1/√inputs.
+    pub fn new(inputs: usize, outputs: usize, rng: &mut ChaCha8Rng) -> Self {
+        let bound = 1.0 / (inputs as f32).sqrt();
+        let w = Array2::from_shape_fn((outputs, inputs), |_| rng.random_range(-bound..bound));
+        let b = Array1::from_shape_fn(outputs, |_| rng.random_range(-bound..bound));
+        Self::from_weights(w, b)
+    }
+
+    /// A layer with zero weights and biases (the linear probe's starting point).
+    pub fn zeros(inputs: usize, outputs: usize) -> Self {
+        Self::from_weights(Array2::zeros((outputs, inputs)), Array1::zeros(outputs))
+    }
+
+    /// A layer from `weight` `[out, in]` and `bias` `[out]`.
+    pub fn from_weights(weight: Array2<f32>, bias: Array1<f32>) -> Self {
+        Self {
+            weight: Param::new(weight.into_dyn(), ParamKind::Weight),
+            bias: Param::new(bias.into_dyn(), ParamKind::NoDecay),
+            input: None,
+        }
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.weight.value.shape()[1]
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.weight.value.shape()[0]
+    }
+
+    fn w(&self) -> ArrayView2<'_, f32> {
+        self.weight
+            .value
+            .view()
+            .into_dimensionality()
+            .expect("linear weight is 2-D")
+    }
+}
+
+impl Module for Linear {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let x = as2(x, "linear input", Some(self.inputs()))?;
+        let mut y = x.dot(&self.w().t());
+        y += &self
+            .bias
+            .value
+            .view()
+            .into_dimensionality::<ndarray::Ix1>()
+            .expect("1-D bias");
+        if ctx.train {
+            self.input = Some(x.to_owned());
+        }
+        Ok(y.into_dyn())
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        let x = cached(&self.input, "linear")?;
+        let g = as2(grad_out, "linear output gradient", Some(self.outputs()))?;
+        let dw = g.t().dot(x);
+        self.weight.grad += &dw.into_dyn();
+        self.bias.grad += &g.sum_axis(Axis(0)).into_dyn();
+        Ok(g.dot(&self.w()).into_dyn())
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        f(&join(prefix, "weight"), &self.weight);
+        f(&join(prefix, "bias"), &self.bias);
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&join(prefix, "weight"), &mut self.weight);
+        f(&join(prefix, "bias"), &mut self.bias);
+    }
+
+    fn describe(&self) -> String {
+        format!("linear {}→{}", self.inputs(), self.outputs())
+    }
+}
+
+/// Elementwise activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Act {
+    Relu,
+    /// `min(max(x, 0), 6)`, as MobileNet and EfficientNet-Lite use.
+    Relu6,
+    /// The exact GELU, `x Φ(x)`.
+    Gelu,
+}
+
+/// An activation layer.
+#[derive(Debug)]
+pub struct Activation {
+    pub act: Act,
+    input: Option<Tensor>,
+}
+
+impl Activation {
+    pub fn new(act: Act) -> Self {
+        Self { act, input: None }
+    }
+}
+
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+/// The error function, to about 1.2e-7 relative (Numerical Recipes' `erfc` Chebyshev fit).
+pub fn erf(x: f32) -> f32 {
+    let x = x as f64;
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let r = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    (if x >= 0.0 { 1.0 - r } else { r - 1.0 }) as f32
+}
+
+impl Act {
+    /// The activation of one value.
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            Act::Relu => x.max(0.0),
+            Act::Relu6 => x.clamp(0.0, 6.0),
+            Act::Gelu => 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)),
+        }
+    }
+
+    /// Its derivative at `x` (0 at the kinks, as PyTorch).
+    pub fn derivative(self, x: f32) -> f32 {
+        match self {
+            Act::Relu => f32::from(x > 0.0),
+            Act::Relu6 => f32::from(x > 0.0 && x < 6.0),
+            Act::Gelu => {
+                0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+                    + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
+            }
+        }
+    }
+}
+
+impl Module for Activation {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let act = self.act;
+        if ctx.train {
+            self.input = Some(x.clone());
+        }
+        Ok(x.mapv(|v| act.apply(v)))
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        let x = cached(&self.input, "activation")?;
+        let act = self.act;
+        let mut g = grad_out.clone();
+        g.zip_mut_with(x, |g, &x| *g *= act.derivative(x));
+        Ok(g)
+    }
+
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Param)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Param)) {}
+
+    fn describe(&self) -> String {
+        format!("{:?}", self.act).to_lowercase()
+    }
+}
+
+/// Inverted dropout: in training, zeroes each value with probability `p` and scales the
+/// rest by 1/(1 − p); the identity in evaluation.
+#[derive(Debug)]
+pub struct Dropout {
+    pub p: f32,
+    mask: Option<Tensor>,
+}
+
+impl Dropout {
+    pub fn new(p: f32) -> Result<Self> {
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid("dropout", format!("{p} is not in [0, 1)")));
+        }
+        Ok(Self { p, mask: None })
+    }
+}
+
+impl Module for Dropout {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        if !ctx.train || self.p == 0.0 {
+            self.mask = None;
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - self.p;
+        let scale = 1.0 / keep;
+        let rng = &mut ctx.rng;
+        let mask = Tensor::from_shape_fn(x.raw_dim(), |_| {
+            if rng.random::<f32>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        });
+        let y = x * &mask;
+        self.mask = Some(mask);
+        Ok(y)
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        Ok(match &self.mask {
+            Some(m) => grad_out * m,
+            None => grad_out.clone(),
+        })
+    }
+
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Param)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Param)) {}
+
+    fn describe(&self) -> String {
+        format!("dropout {}", self.p)
+    }
+}
+
+/// Samples per parallel chunk: partial gradients are summed chunk by chunk in a fixed
+/// order, so results do not depend on the thread count.
+const CHUNK: usize = 8;
+
+/// A 1×1 convolution over NCHW input: weight `[out, in, 1, 1]`, bias `[out]`.
+#[derive(Debug)]
+pub struct PointwiseConv {
+    pub weight: Param,
+    pub bias: Param,
+    input: Option<Tensor>,
+}
+
+impl PointwiseConv {
+    /// From ONNX/PyTorch weights `[out, in, 1, 1]` (or `[out, in]`) and a bias `[out]`.
+    pub fn from_weights(weight: Tensor, bias: Array1<f32>) -> Result<Self> {
+        let s = weight.shape().to_vec();
+        let ok = (s.len() == 4 && s[2] == 1 && s[3] == 1) || s.len() == 2;
+        if !ok || bias.len() != s[0] {
+            return Err(Error::shape(
+                "pointwise convolution weight",
+                format!("[out, in, 1, 1] with a bias [out] ({} values)", bias.len()),
+                &s,
+            ));
+        }
+        let w = weight
+            .into_shape_with_order((s[0], s[1], 1, 1))
+            .expect("checked")
+            .into_dyn();
+        Ok(Self {
+            weight: Param::new(w, ParamKind::Weight),
+            bias: Param::new(bias.into_dyn(), ParamKind::NoDecay),
+            input: None,
+        })
+    }
+
+    fn w(&self) -> ArrayView2<'_, f32> {
+        let s = self.weight.value.shape();
+        self.weight
+            .value
+            .view()
+            .into_shape_with_order((s[0], s[1]))
+            .expect("contiguous weight")
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.weight.value.shape()[1]
+    }
+
+    pub fn outputs(&self) -> usize {
+        self.weight.value.shape()[0]
+    }
+}
+
+fn as4<'a>(x: &'a Tensor, what: &str, channels: usize) -> Result<ndarray::ArrayView4<'a, f32>> {
+    let v = x.view().into_dimensionality::<Ix4>().map_err(|_| {
+        Error::shape(
+            what,
+            format!("[batch, {channels}, height, width]"),
+            x.shape(),
+        )
+    })?;
+    if v.shape()[1] != channels {
+        return Err(Error::shape(
+            what,
+            format!("[batch, {channels}, height, width]"),
+            x.shape(),
+        ));
+    }
+    Ok(v)
+}
+
+impl Module for PointwiseConv {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let xv = as4(x, "pointwise convolution input", self.inputs())?;
+        let (n, c, h, wd) = xv.dim();
+        let o = self.outputs();
+        let w = self.w();
+        let b = self.bias.value.as_slice().expect("contiguous bias");
+        let xc = xv.as_standard_layout();
+        let mut y = ndarray::Array4::<f32>::zeros((n, o, h, wd));
+        y.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(xc.axis_iter(Axis(0)).into_par_iter())
+            .for_each(|(mut yi, xi)| {
+                let xi = xi.into_shape_with_order((c, h * wd)).expect("contiguous");
+                let mut yi = yi
+                    .view_mut()
+                    .into_shape_with_order((o, h * wd))
+                    .expect("contiguous");
+                ndarray::linalg::general_mat_mul(1.0, &w, &xi, 0.0, &mut yi);
+                for (mut row, &bo) in yi.outer_iter_mut().zip(b) {
+                    row += bo;
+                }
+            });
+        if ctx.train {
+            self.input = Some(xc.into_owned().into_dyn());
+        }
+        Ok(y.into_dyn())
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        let x = cached(&self.input, "pointwise convolution")?;
+        let xv = x.view().into_dimensionality::<Ix4>().expect("cached 4-D");
+        let (n, c, h, wd) = xv.dim();
+        let o = self.outputs();
+        let g = as4(grad_out, "pointwise convolution output gradient", o)?;
+        let g = g.as_standard_layout();
+        let w = self.w().to_owned();
+        let hw = h * wd;
+        // Per chunk of samples: (dW, db); summed in chunk order.
+        let partial: Vec<(Array2<f32>, Array1<f32>)> = (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|ci| {
+                let mut dw = Array2::<f32>::zeros((o, c));
+                let mut db = Array1::<f32>::zeros(o);
+                for i in ci * CHUNK..((ci + 1) * CHUNK).min(n) {
+                    let gi = g
+                        .slice(s![i, .., .., ..])
+                        .into_shape_with_order((o, hw))
+                        .expect("contiguous");
+                    let xi = xv
+                        .slice(s![i, .., .., ..])
+                        .into_shape_with_order((c, hw))
+                        .expect("contiguous");
+                    ndarray::linalg::general_mat_mul(1.0, &gi, &xi.t(), 1.0, &mut dw);
+                    db += &gi.sum_axis(Axis(1));
+                }
+                (dw, db)
+            })
+            .collect();
+        let mut dw = Array2::<f32>::zeros((o, c));
+        let mut db = Array1::<f32>::zeros(o);
+        for (pw, pb) in partial {
+            dw += &pw;
+            db += &pb;
+        }
+        self.weight.grad += &dw
+            .into_shape_with_order((o, c, 1, 1))
+            .expect("shape")
+            .into_dyn();
+        self.bias.grad += &db.into_dyn();
+        let mut dx = ndarray::Array4::<f32>::zeros((n, c, h, wd));
+        dx.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .zip(g.axis_iter(Axis(0)).into_par_iter())
+            .for_each(|(mut dxi, gi)| {
+                let gi = gi.into_shape_with_order((o, hw)).expect("contiguous");
+                let mut dxi = dxi
+                    .view_mut()
+                    .into_shape_with_order((c, hw))
+                    .expect("contiguous");
+                ndarray::linalg::general_mat_mul(1.0, &w.t(), &gi, 0.0, &mut dxi);
+            });
+        Ok(dx.into_dyn())
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        f(&join(prefix, "weight"), &self.weight);
+        f(&join(prefix, "bias"), &self.bias);
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&join(prefix, "weight"), &mut self.weight);
+        f(&join(prefix, "bias"), &mut self.bias);
+    }
+
+    fn describe(&self) -> String {
+        format!("conv1x1 {}→{}", self.inputs(), self.outputs())
+    }
+}
+
+/// BatchNorm over the channel axis 1 of `[N, C]` or `[N, C, H, W]` input. Training uses
+/// the batch's statistics and updates the running ones (PyTorch's convention: biased
+/// variance to normalise, unbiased for the running estimate); evaluation uses the running
+/// statistics. `weight` and `bias` are trained; `running_mean` and `running_var` are
+/// buffers.
+#[derive(Debug)]
+pub struct BatchNorm {
+    pub weight: Param,
+    pub bias: Param,
+    pub running_mean: Param,
+    pub running_var: Param,
+    pub eps: f32,
+    pub momentum: f32,
+    /// Keep the running statistics fixed in training too (a frozen BatchNorm).
+    pub use_running_stats: bool,
+    cache: Option<BnCache>,
+}
+
+#[derive(Debug)]
+struct BnCache {
+    xhat: Tensor,
+    inv_std: Array1<f32>,
+}
+
+impl BatchNorm {
+    /// From ONNX `BatchNormalization` inputs (scale, bias, mean, var) and epsilon.
+    pub fn from_stats(
+        scale: Array1<f32>,
+        bias: Array1<f32>,
+        mean: Array1<f32>,
+        var: Array1<f32>,
+        eps: f32,
+        momentum: f32,
+    ) -> Result<Self> {
+        let c = scale.len();
+        if bias.len() != c || mean.len() != c || var.len() != c {
+            return Err(Error::shape(
+                "batch norm statistics",
+                format!("four vectors of {c} channels"),
+                &[bias.len(), mean.len(), var.len()],
+            ));
+        }
+        Ok(Self {
+            weight: Param::new(scale.into_dyn(), ParamKind::NoDecay),
+            bias: Param::new(bias.into_dyn(), ParamKind::NoDecay),
+            running_mean: Param::new(mean.into_dyn(), ParamKind::Buffer),
+            running_var: Param::new(var.into_dyn(), ParamKind::Buffer),
+            eps,
+            momentum,
+            use_running_stats: false,
+            cache: None,
+        })
+    }
+
+    /// A fresh layer: scale 1, shift 0, running mean 0 and variance 1.
+    pub fn new(channels: usize) -> Self {
+        Self::from_stats(
+            Array1::ones(channels),
+            Array1::zeros(channels),
+            Array1::zeros(channels),
+            Array1::ones(channels),
+            1e-5,
+            0.1,
+        )
+        .expect("equal lengths")
+    }
+
+    pub fn channels(&self) -> usize {
+        self.weight.value.len()
+    }
+}
+
+/// `[N, C, S]` view of `[N, C]` or `[N, C, H, W]` input.
+fn ncs(x: &Tensor, c: usize) -> Result<ndarray::ArrayView3<'_, f32>> {
+    let s = x.shape();
+    if s.len() < 2 || s[1] != c || !x.is_standard_layout() {
+        return Err(Error::shape(
+            "batch norm input",
+            format!("[batch, {c}, ...]"),
+            s,
+        ));
+    }
+    let spatial: usize = s[2..].iter().product();
+    Ok(x.view()
+        .into_shape_with_order((s[0], c, spatial))
+        .expect("standard layout"))
+}
+
+impl Module for BatchNorm {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let c = self.channels();
+        let x = x.as_standard_layout().into_owned();
+        let v = ncs(&x, c)?;
+        let count = (v.shape()[0] * v.shape()[2]) as f64;
+        let batch_stats = ctx.train && !self.use_running_stats;
+        let (mean, var): (Array1<f32>, Array1<f32>) = if batch_stats {
+            if count < 2.0 {
+                return Err(Error::shape(
+                    "batch norm input in training",
+                    "more than one value per channel",
+                    x.shape(),
+                ));
+            }
+            let mut mean = Array1::<f32>::zeros(c);
+            let mut var = Array1::<f32>::zeros(c);
+            for ch in 0..c {
+                let vals = v.slice(s![.., ch, ..]);
+                let m = vals.iter().map(|&a| a as f64).sum::<f64>() / count;
+                let q = vals.iter().map(|&a| (a as f64 - m).powi(2)).sum::<f64>() / count;
+                mean[ch] = m as f32;
+                var[ch] = q as f32;
+            }
+            let unbias = (count / (count - 1.0)) as f32;
+            let mo = self.momentum;
+            self.running_mean
+                .value
+                .zip_mut_with(&mean.view().into_dyn(), |r, &m| {
+                    *r = (1.0 - mo) * *r + mo * m
+                });
+            self.running_var
+                .value
+                .zip_mut_with(&var.view().into_dyn(), |r, &q| {
+                    *r = (1.0 - mo) * *r + mo * q * unbias
+                });
+            (mean, var)
+        } else {
+            (
+                self.running_mean
+                    .value
+                    .clone()
+                    .into_dimensionality()
+                    .expect("1-D"),
+                self.running_var
+                    .value
+                    .clone()
+                    .into_dimensionality()
+                    .expect("1-D"),
+            )
+        };
+        let inv_std = var.mapv(|q| 1.0 / (q + self.eps).sqrt());
+        let mut xhat = x.clone();
+        {
+            let mut xv = xhat
+                .view_mut()
+                .into_shape_with_order(v.raw_dim())
+                .expect("standard layout");
+            for ch in 0..c {
+                let (m, is) = (mean[ch], inv_std[ch]);
+                xv.slice_mut(s![.., ch, ..]).mapv_inplace(|a| (a - m) * is);
+            }
+        }
+        let mut y = xhat.clone();
+        {
+            let mut yv = y
+                .view_mut()
+                .into_shape_with_order(v.raw_dim())
+                .expect("standard layout");
+            for ch in 0..c {
+                let (g, b) = (self.weight.value[[ch]], self.bias.value[[ch]]);
+                yv.slice_mut(s![.., ch, ..]).mapv_inplace(|a| a * g + b);
+            }
+        }
+        self.cache = ctx.train.then_some(BnCache { xhat, inv_std });
+        Ok(y)
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        let c = self.channels();
+        let cache = cached(&self.cache, "batch norm")?;
+        let g = grad_out.as_standard_layout().into_owned();
+        let gv = ncs(&g, c)?;
+        let xh = ncs(&cache.xhat, c)?;
+        let count = (gv.shape()[0] * gv.shape()[2]) as f32;
+        let batch_stats = !self.use_running_stats;
+        let mut dx = Tensor::zeros(g.raw_dim());
+        {
+            let mut dxv = dx
+                .view_mut()
+                .into_shape_with_order(gv.raw_dim())
+                .expect("standard layout");
+            for ch in 0..c {
+                let gc = gv.slice(s![.., ch, ..]);
+                let xc = xh.slice(s![.., ch, ..]);
+                let dbeta: f32 = gc.iter().map(|&a| a as f64).sum::<f64>() as f32;
+                let dgamma: f32 = gc
+                    .iter()
+                    .zip(xc.iter())
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum::<f64>() as f32;
+                self.weight.grad[[ch]] += dgamma;
+                self.bias.grad[[ch]] += dbeta;
+                let k = self.weight.value[[ch]] * cache.inv_std[ch];
+                let mut out = dxv.slice_mut(s![.., ch, ..]);
+                if batch_stats {
+                    let (mb, mg) = (dbeta / count, dgamma / count);
+                    ndarray::Zip::from(&mut out)
+                        .and(&gc)
+                        .and(&xc)
+                        .for_each(|o, &gg, &xx| *o = k * (gg - mb - xx * mg));
+                } else {
+                    ndarray::Zip::from(&mut out)
+                        .and(&gc)
+                        .for_each(|o, &gg| *o = k * gg);
+                }
+            }
+        }
+        Ok(dx)
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
+        f(&join(prefix, "weight"), &self.weight);
+        f(&join(prefix, "bias"), &self.bias);
+        f(&join(prefix, "running_mean"), &self.running_mean);
+        f(&join(prefix, "running_var"), &self.running_var);
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
+        f(&join(prefix, "weight"), &mut self.weight);
+        f(&join(prefix, "bias"), &mut self.bias);
+        f(&join(prefix, "running_mean"), &mut self.running_mean);
+        f(&join(prefix, "running_var"), &mut self.running_var);
+    }
+
+    fn describe(&self) -> String {
+        format!("batchnorm {}", self.channels())
+    }
+}
+
+/// Global average pooling: `[N, C, H, W]` → `[N, C]`.
+#[derive(Debug, Default)]
+pub struct GlobalAvgPool {
+    shape: Option<[usize; 4]>,
+}
+
+impl GlobalAvgPool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Module for GlobalAvgPool {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let s = x.shape();
+        if s.len() != 4 {
+            return Err(Error::shape(
+                "global average pool input",
+                "[batch, channels, height, width]",
+                s,
+            ));
+        }
+        let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
+        let v = x.as_standard_layout();
+        let v = v
+            .view()
+            .into_shape_with_order((n, c, h * w))
+            .expect("standard layout");
+        let y = v
+            .mapv(|a| a as f64)
+            .sum_axis(Axis(2))
+            .mapv(|a| (a / (h * w) as f64) as f32);
+        if ctx.train {
+            self.shape = Some([n, c, h, w]);
+        }
+        Ok(y.into_dyn())
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        let [n, c, h, w] = *cached(&self.shape, "global average pool")?;
+        let g = as2(grad_out, "global average pool output gradient", Some(c))?;
+        let scale = 1.0 / (h * w) as f32;
+        Ok(
+            ndarray::Array4::from_shape_fn((n, c, h, w), |(i, j, _, _)| g[[i, j]] * scale)
+                .into_dyn(),
+        )
+    }
+
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Param)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Param)) {}
+
+    fn describe(&self) -> String {
+        "global-avg-pool".into()
+    }
+}
+
+/// The gradient-reversal layer of DANN: the identity forward, −λ × the gradient backward.
+/// λ is shared through a [`GrlHandle`] so a trainer can ramp it during training.
+#[derive(Debug)]
+pub struct GradReverse {
+    lambda: Arc<AtomicU32>,
+}
+
+/// Sets the λ of a [`GradReverse`] layer from outside the network.
+#[derive(Debug, Clone)]
+pub struct GrlHandle(Arc<AtomicU32>);
+
+impl GrlHandle {
+    pub fn set(&self, lambda: f32) {
+        self.0.store(lambda.to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> f32 {
+        f32::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+impl GradReverse {
+    pub fn new(lambda: f32) -> (Self, GrlHandle) {
+        let cell = Arc::new(AtomicU32::new(lambda.to_bits()));
+        (
+            Self {
+                lambda: cell.clone(),
+            },
+            GrlHandle(cell),
+        )
+    }
+}
+
+impl Module for GradReverse {
+    fn forward(&mut self, x: &Tensor, _: &mut Ctx) -> Result<Tensor> {
+        Ok(x.clone())
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        let l = f32::from_bits(self.lambda.load(Ordering::Relaxed));
+        Ok(grad_out.mapv(|g| -l * g))
+    }
+
+    fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Param)) {}
+    fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Param)) {}
+
+    fn describe(&self) -> String {
+        "grad-reverse".into()
+    }
+}
