@@ -16,7 +16,9 @@
 //! ```
 
 mod error;
+pub mod net;
 pub mod probe;
+pub mod train;
 
 pub use error::{Error, Result};
 

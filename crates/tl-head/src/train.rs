@@ -1,0 +1,486 @@
+//! The trainer: mini-batch training of a [`HeadNet`] with any `tl-nn` optimiser and
+//! schedule, per-group learning rates and gradual unfreezing, validation after every
+//! epoch, early stopping, and checkpoints that resume to the same bits.
+//!
+//! Randomness comes from named streams of the run seed: `shuffle/<epoch>` orders each
+//! epoch's rows and `dropout/<epoch>` draws its dropout masks. Nothing else is random, so
+//! a run resumed after epoch `e` takes exactly the steps an uninterrupted run takes.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Axis;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use tl_nn::{
+    CrossEntropy, Ctx, LrGroups, Module, ModuleExt, OptState, Optimizer, Schedule, Tensor,
+    checkpoint,
+};
+
+use crate::{
+    Error, Result,
+    net::{HeadNet, TaskSpec},
+};
+
+/// Schema version of `optimizer.json`.
+pub const STATE_SCHEMA_VERSION: u32 = 1;
+
+/// Gradual unfreezing: parameters under `prefix` stay frozen before `epoch` (0-based).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Unfreeze {
+    pub prefix: String,
+    pub epoch: usize,
+}
+
+/// How to train (the `[train]` table of the config schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TrainConfig {
+    pub seed: u64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// The head's learning rate; groups scale it.
+    pub lr: f32,
+    pub optimizer: Optimizer,
+    pub schedule: Schedule,
+    pub warmup_steps: usize,
+    pub label_smoothing: f32,
+    /// Stop after this many epochs without a better validation score.
+    pub patience: Option<usize>,
+    /// Learning-rate factors by parameter-name prefix (discriminative rates).
+    pub groups: LrGroups,
+    pub unfreeze: Vec<Unfreeze>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            epochs: 30,
+            batch_size: 64,
+            lr: 1e-3,
+            optimizer: Optimizer::default(),
+            schedule: Schedule::Cosine { min_factor: 0.0 },
+            warmup_steps: 0,
+            label_smoothing: 0.0,
+            patience: Some(5),
+            groups: LrGroups::default(),
+            unfreeze: Vec::new(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every setting once, before any training.
+    pub fn check(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::invalid("epochs", "must be ≥ 1"));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch size", "must be ≥ 1"));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::invalid(
+                "learning rate",
+                format!("{} must be finite and > 0", self.lr),
+            ));
+        }
+        if let Some((p, f)) = self
+            .groups
+            .0
+            .iter()
+            .find(|(_, f)| !(f.is_finite() && *f >= 0.0))
+        {
+            return Err(Error::invalid(
+                "learning-rate factor",
+                format!("`{p}`: {f} must be ≥ 0"),
+            ));
+        }
+        if self.patience == Some(0) {
+            return Err(Error::invalid("patience", "must be ≥ 1 epoch (or none)"));
+        }
+        self.optimizer.check()?;
+        self.schedule.check()?;
+        CrossEntropy {
+            label_smoothing: self.label_smoothing,
+            class_weights: None,
+        }
+        .check(2)?;
+        Ok(())
+    }
+
+    /// The learning-rate factors in force during `epoch`.
+    pub fn groups_at(&self, epoch: usize) -> LrGroups {
+        let mut g = self.groups.clone();
+        for u in &self.unfreeze {
+            if epoch < u.epoch {
+                g.0.push((u.prefix.clone(), 0.0));
+            }
+        }
+        g
+    }
+}
+
+/// Rows with features and labels per task (`labels[task][row]`, `None` where a row lacks
+/// that task's label).
+#[derive(Debug, Clone, Copy)]
+pub struct Labelled<'a> {
+    pub x: &'a Tensor,
+    pub labels: &'a [Vec<Option<u32>>],
+}
+
+impl Labelled<'_> {
+    pub fn len(&self) -> usize {
+        self.x.shape()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn check(&self, what: &str, tasks: &[TaskSpec]) -> Result<()> {
+        if self.labels.len() != tasks.len() {
+            return Err(Error::invalid(
+                what,
+                format!(
+                    "labels for {} tasks, the head has {}",
+                    self.labels.len(),
+                    tasks.len()
+                ),
+            ));
+        }
+        for (t, (labels, task)) in self.labels.iter().zip(tasks).enumerate() {
+            if labels.len() != self.len() {
+                return Err(Error::invalid(
+                    what,
+                    format!(
+                        "task `{}`: {} labels for {} rows",
+                        task.name,
+                        labels.len(),
+                        self.len()
+                    ),
+                ));
+            }
+            if let Some((i, y)) = labels.iter().enumerate().find_map(|(i, y)| {
+                y.filter(|&y| y as usize >= task.classes.len())
+                    .map(|y| (i, y))
+            }) {
+                return Err(Error::invalid(
+                    "labels",
+                    format!(
+                        "{what} row {i}: class {y} of task `{}` is outside its {} classes",
+                        task.name,
+                        task.classes.len()
+                    ),
+                ));
+            }
+            let _ = t;
+        }
+        tl_nn::check_finite(what, self.x.iter()).map_err(Error::from)
+    }
+}
+
+/// Validation (or test) figures of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskScore {
+    pub task: String,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub rows: usize,
+}
+
+/// One epoch's log line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub lr: f32,
+    pub val: Vec<TaskScore>,
+    pub seconds: f64,
+}
+
+/// What training did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    pub resumed_from_epoch: Option<usize>,
+    pub history: Vec<EpochLog>,
+    pub steps: u64,
+}
+
+/// `optimizer.json`: where training stands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    schema_version: u32,
+    config: TrainConfig,
+    epochs_done: usize,
+    steps: u64,
+    param_steps: std::collections::BTreeMap<String, u64>,
+    best: Option<(usize, f64, f64)>,
+    bad_epochs: usize,
+    history: Vec<EpochLog>,
+}
+
+/// Logits, loss and accuracy per task of `net` on `data`, in evaluation mode.
+pub fn evaluate(
+    net: &mut HeadNet,
+    data: &Labelled<'_>,
+    tasks: &[TaskSpec],
+    batch: usize,
+) -> Result<Vec<TaskScore>> {
+    let logits = predict(net, data.x, batch)?;
+    let mut out = Vec::new();
+    for (t, task) in tasks.iter().enumerate() {
+        let cols = net.columns(t);
+        let z = logits.slice(ndarray::s![.., cols]).to_owned().into_dyn();
+        let (loss, _) = CrossEntropy::default().forward_backward(&z, &data.labels[t])?;
+        let z2 = z.into_dimensionality::<ndarray::Ix2>().expect("2-D");
+        let (mut right, mut n) = (0usize, 0usize);
+        for (row, y) in z2.rows().into_iter().zip(&data.labels[t]) {
+            let Some(y) = y else { continue };
+            n += 1;
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (k, &v)| if v > b.1 { (k, v) } else { b },
+                )
+                .0;
+            right += usize::from(best == *y as usize);
+        }
+        out.push(TaskScore {
+            task: task.name.clone(),
+            loss: loss as f64,
+            accuracy: if n == 0 {
+                f64::NAN
+            } else {
+                right as f64 / n as f64
+            },
+            rows: n,
+        });
+    }
+    Ok(out)
+}
+
+/// All tasks' logits side by side for `x`, in evaluation mode, `batch` rows at a time.
+pub fn predict(net: &mut HeadNet, x: &Tensor, batch: usize) -> Result<ndarray::Array2<f32>> {
+    let n = x.shape()[0];
+    let mut parts = Vec::new();
+    for lo in (0..n).step_by(batch.max(1)) {
+        let xb = x
+            .slice_axis(Axis(0), ndarray::Slice::from(lo..(lo + batch).min(n)))
+            .to_owned();
+        parts.push(
+            net.predict(&xb)?
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("2-D logits"),
+        );
+    }
+    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    if views.is_empty() {
+        let w: usize = (0..net.tasks()).map(|t| net.columns(t).len()).sum();
+        return Ok(ndarray::Array2::zeros((0, w)));
+    }
+    Ok(ndarray::concatenate(Axis(0), &views).expect("same width"))
+}
+
+fn score(val: &[TaskScore]) -> (f64, f64) {
+    let k = val.len().max(1) as f64;
+    (
+        val.iter().map(|s| s.accuracy).sum::<f64>() / k,
+        val.iter().map(|s| s.loss).sum::<f64>() / k,
+    )
+}
+
+/// Where a run keeps its checkpoint (`<dir>/checkpoint/`).
+pub fn checkpoint_dir(dir: &Path) -> PathBuf {
+    dir.join("checkpoint")
+}
+
+/// Trains `net` on `train`, validating on `val` after each epoch; with `dir`, saves a
+/// checkpoint after each epoch and resumes from one left by an interrupted run with the
+/// same config. The best epoch's weights (by mean validation accuracy, then loss) are in
+/// `net` at the end; without validation rows, the last epoch's. `stop_after` ends the run
+/// after that many epochs of this call (to test resuming).
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    net: &mut HeadNet,
+    tasks: &[TaskSpec],
+    train: &Labelled<'_>,
+    val: Option<&Labelled<'_>>,
+    cfg: &TrainConfig,
+    dir: Option<&Path>,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+    stop_after: Option<usize>,
+) -> Result<TrainReport> {
+    cfg.check()?;
+    train.check("training rows", tasks)?;
+    if train.is_empty() {
+        return Err(Error::invalid("training data", "no rows"));
+    }
+    if let Some(v) = val {
+        v.check("validation rows", tasks)?;
+    }
+    for (t, task) in tasks.iter().enumerate() {
+        if train.labels[t].iter().all(Option::is_none) {
+            return Err(Error::invalid(
+                "training data",
+                format!("task `{}` has no labelled training rows", task.name),
+            ));
+        }
+    }
+    let losses: Vec<CrossEntropy> = tasks
+        .iter()
+        .map(|_| CrossEntropy {
+            label_smoothing: cfg.label_smoothing,
+            class_weights: None,
+        })
+        .collect();
+    let n = train.len();
+    let per_epoch = n.div_ceil(cfg.batch_size);
+    let total_steps = per_epoch * cfg.epochs;
+    let mut opt_state = OptState::default();
+    let mut state = TrainState {
+        schema_version: STATE_SCHEMA_VERSION,
+        config: cfg.clone(),
+        epochs_done: 0,
+        steps: 0,
+        param_steps: Default::default(),
+        best: None,
+        bad_epochs: 0,
+        history: Vec::new(),
+    };
+    let ck = dir.map(checkpoint_dir);
+    let mut resumed = None;
+    if let Some(ck) = &ck {
+        let json = ck.join("optimizer.json");
+        if json.exists() {
+            let saved: TrainState = tl_core::io::read_json(&json)?;
+            if saved.config == *cfg && saved.schema_version == STATE_SCHEMA_VERSION {
+                checkpoint::load_params(net, &ck.join("weights.safetensors"))?;
+                opt_state.slots = checkpoint::load_tensors(&ck.join("optimizer.safetensors"))?;
+                opt_state.steps = saved.param_steps.clone();
+                resumed = Some(saved.epochs_done);
+                state = saved;
+            }
+        }
+    }
+    let mut best_weights = match (&ck, state.best) {
+        (Some(ck), Some(_)) => Some(checkpoint::load_tensors(&ck.join("best.safetensors"))?),
+        _ => None,
+    };
+    let mut ran = 0;
+    let mut stopped_early = cfg.patience.is_some_and(|p| state.bad_epochs >= p);
+    while state.epochs_done < cfg.epochs && !stopped_early {
+        if stop_after.is_some_and(|s| ran >= s) {
+            break;
+        }
+        let epoch = state.epochs_done;
+        let start = std::time::Instant::now();
+        let groups = cfg.groups_at(epoch);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut tl_core::rng::seeded_rng(
+            cfg.seed,
+            &format!("shuffle/{epoch}"),
+        ));
+        let mut ctx = Ctx::train(tl_core::rng::seeded_rng(
+            cfg.seed,
+            &format!("dropout/{epoch}"),
+        ));
+        let (mut loss_sum, mut loss_rows) = (0.0f64, 0usize);
+        let mut lr = cfg.lr;
+        for idx in order.chunks(cfg.batch_size) {
+            let xb = train.x.select(Axis(0), idx);
+            net.zero_grad();
+            let logits = net.forward(&xb, &mut ctx)?;
+            let z = logits
+                .view()
+                .into_dimensionality::<ndarray::Ix2>()
+                .expect("2-D logits");
+            let mut grad = ndarray::Array2::<f32>::zeros(z.raw_dim());
+            let mut batch_loss = 0.0f64;
+            for (t, task) in tasks.iter().enumerate() {
+                let cols = net.columns(t);
+                let yb: Vec<Option<u32>> = idx.iter().map(|&i| train.labels[t][i]).collect();
+                let zt = z.slice(ndarray::s![.., cols.clone()]).to_owned().into_dyn();
+                let (l, g) = losses[t].forward_backward(&zt, &yb)?;
+                batch_loss += (task.weight * l) as f64;
+                let g = g.into_dimensionality::<ndarray::Ix2>().expect("2-D") * task.weight;
+                grad.slice_mut(ndarray::s![.., cols]).assign(&g);
+            }
+            if !batch_loss.is_finite() {
+                return Err(Error::invalid(
+                    "training",
+                    format!(
+                        "the loss became {batch_loss} at epoch {epoch} (lower the learning rate)"
+                    ),
+                ));
+            }
+            net.backward(&grad.into_dyn())?;
+            lr = cfg.lr
+                * cfg
+                    .schedule
+                    .factor(state.steps as usize, total_steps, cfg.warmup_steps);
+            tl_nn::step(&cfg.optimizer, &mut opt_state, net, lr, &groups);
+            state.steps += 1;
+            loss_sum += batch_loss * idx.len() as f64;
+            loss_rows += idx.len();
+        }
+        let val_scores = match val {
+            Some(v) if !v.is_empty() => evaluate(net, v, tasks, 512)?,
+            _ => Vec::new(),
+        };
+        let log = EpochLog {
+            epoch,
+            train_loss: loss_sum / loss_rows as f64,
+            lr,
+            val: val_scores,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        if !log.val.is_empty() {
+            let (acc, loss) = score(&log.val);
+            let better = state
+                .best
+                .is_none_or(|(_, a, l)| acc > a || (acc == a && loss < l));
+            if better {
+                state.best = Some((epoch, acc, loss));
+                state.bad_epochs = 0;
+                best_weights = Some(checkpoint::named_params(net));
+            } else {
+                state.bad_epochs += 1;
+            }
+            stopped_early = cfg.patience.is_some_and(|p| state.bad_epochs >= p);
+        }
+        on_epoch(&log);
+        state.history.push(log);
+        state.epochs_done += 1;
+        state.param_steps = opt_state.steps.clone();
+        ran += 1;
+        if let Some(ck) = &ck {
+            tl_core::io::create_dir_all(ck)?;
+            checkpoint::save_params(net, &ck.join("weights.safetensors"))?;
+            checkpoint::save_tensors(&ck.join("optimizer.safetensors"), &opt_state.slots)?;
+            if let Some(b) = &best_weights {
+                checkpoint::save_tensors(&ck.join("best.safetensors"), b)?;
+            }
+            // Written last: its presence means the files above belong to `epochs_done`.
+            tl_core::io::write_json(&ck.join("optimizer.json"), &state)?;
+        }
+    }
+    if let Some(b) = &best_weights {
+        checkpoint::set_params(net, b, Path::new("best weights"))?;
+    }
+    Ok(TrainReport {
+        epochs_run: state.epochs_done,
+        best_epoch: state
+            .best
+            .map_or(state.epochs_done.saturating_sub(1), |b| b.0),
+        stopped_early,
+        resumed_from_epoch: resumed,
+        history: state.history,
+        steps: state.steps,
+    })
+}

@@ -1,0 +1,277 @@
+//! The trainer on real data (the registry's digits): MLP heads learn, the same seed gives
+//! the same bits, a resumed run equals an uninterrupted one, multi-task heads train on rows
+//! that lack some tasks' labels, and the head network's gradients match finite differences.
+
+use ndarray::Array2;
+use tl_head::{
+    net::{HeadNet, HeadSpec, TaskSpec},
+    train::{Labelled, TrainConfig, evaluate, train},
+};
+use tl_nn::{Act, Ctx, Tensor, checkpoint::named_params, gradcheck::check_module};
+
+fn digits() -> (Tensor, Vec<u32>) {
+    let home = tl_core::home::tl_home().unwrap();
+    let ds = tl_hub::Registry::builtin()
+        .unwrap()
+        .get("sklearn-digits")
+        .unwrap()
+        .load_dataset(&home)
+        .expect("run `cargo xtask fetch-models sklearn-digits`");
+    let mut x = Array2::<f32>::zeros((ds.rows.len(), 64));
+    for (i, r) in ds.rows.iter().enumerate() {
+        let tl_data::Content::Pixels { data, .. } = &r.content else {
+            panic!("pixels")
+        };
+        for (j, &v) in data.iter().enumerate() {
+            x[[i, j]] = f32::from(v) / 255.0;
+        }
+    }
+    (
+        x.into_dyn(),
+        ds.rows.iter().map(|r| r.labels[0].unwrap()).collect(),
+    )
+}
+
+fn digit_task() -> Vec<TaskSpec> {
+    vec![TaskSpec {
+        name: "digit".into(),
+        classes: (0..10).map(|d| d.to_string()).collect(),
+        weight: 1.0,
+    }]
+}
+
+fn cfg(epochs: usize) -> TrainConfig {
+    let mut c = TrainConfig::default();
+    c.epochs = epochs;
+    c.lr = 1e-2;
+    c.batch_size = 32;
+    c.seed = 5;
+    c
+}
+
+fn split(x: &Tensor, y: &[u32], lo: usize, hi: usize) -> (Tensor, Vec<Vec<Option<u32>>>) {
+    (
+        x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(lo..hi))
+            .to_owned(),
+        vec![y[lo..hi].iter().map(|&v| Some(v)).collect()],
+    )
+}
+
+fn mlp() -> HeadSpec {
+    let mut spec = HeadSpec::mlp(vec![32]);
+    spec.dropout = 0.1;
+    spec.activation = Act::Gelu;
+    spec
+}
+
+#[test]
+fn an_mlp_head_learns_digits_and_is_reproducible() {
+    let (x, y) = digits();
+    let (xtr, ytr) = split(&x, &y, 0, 1200);
+    let (xva, yva) = split(&x, &y, 1200, 1500);
+    let tasks = digit_task();
+    let run = || {
+        let mut net = HeadNet::build(&mlp(), 64, &tasks, 5).unwrap();
+        let report = train(
+            &mut net,
+            &tasks,
+            &Labelled {
+                x: &xtr,
+                labels: &ytr,
+            },
+            Some(&Labelled {
+                x: &xva,
+                labels: &yva,
+            }),
+            &cfg(30),
+            None,
+            &mut |_| {},
+            None,
+        )
+        .unwrap();
+        (net, report)
+    };
+    let (mut a, report) = run();
+    let (b, _) = run();
+    assert_eq!(named_params(&a), named_params(&b), "same seed, same bits");
+    let (xte, yte) = split(&x, &y, 1500, 1797);
+    let acc = evaluate(
+        &mut a,
+        &Labelled {
+            x: &xte,
+            labels: &yte,
+        },
+        &tasks,
+        100,
+    )
+    .unwrap()[0]
+        .accuracy;
+    println!(
+        "digits MLP: test accuracy {acc:.4}, best epoch {}",
+        report.best_epoch
+    );
+    // Chance is 10 %. The last rows of digits come from other writers and are harder: the
+    // exact linear probe gets 92 % on rows 1200.. (tests/golden/probe/digits.json).
+    assert!(acc > 0.85, "test accuracy {acc}");
+    let first = report.history[0].train_loss;
+    assert!(report.history.last().unwrap().train_loss < first / 3.0);
+}
+
+#[test]
+fn a_resumed_run_gives_the_same_bits() {
+    let (x, y) = digits();
+    let (xtr, ytr) = split(&x, &y, 0, 600);
+    let (xva, yva) = split(&x, &y, 600, 800);
+    let tasks = digit_task();
+    let c = cfg(6);
+    let go = |dir: Option<&std::path::Path>, stop: Option<usize>| {
+        let mut net = HeadNet::build(&mlp(), 64, &tasks, 5).unwrap();
+        let r = train(
+            &mut net,
+            &tasks,
+            &Labelled {
+                x: &xtr,
+                labels: &ytr,
+            },
+            Some(&Labelled {
+                x: &xva,
+                labels: &yva,
+            }),
+            &c,
+            dir,
+            &mut |_| {},
+            stop,
+        )
+        .unwrap();
+        (named_params(&net), r)
+    };
+    let (whole, _) = go(None, None);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, first) = go(Some(dir.path()), Some(2));
+    assert_eq!(first.epochs_run, 2);
+    // A fresh process would rebuild the network from the seed, then find the checkpoint.
+    let (resumed, r) = go(Some(dir.path()), None);
+    assert_eq!(r.resumed_from_epoch, Some(2));
+    assert_eq!(
+        resumed, whole,
+        "resumed after epoch 2, same bits as one run"
+    );
+}
+
+#[test]
+fn multi_task_heads_train_with_missing_labels() {
+    let (x, y) = digits();
+    let n = 1000;
+    let xtr = x
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+        .to_owned();
+    // Task 1: the digit, known for every other row only; task 2: even or odd, on all rows.
+    let digit: Vec<Option<u32>> = (0..n).map(|i| (i % 2 == 0).then_some(y[i])).collect();
+    let parity: Vec<Option<u32>> = (0..n).map(|i| Some(y[i] % 2)).collect();
+    let tasks = vec![
+        digit_task().remove(0),
+        TaskSpec {
+            name: "parity".into(),
+            classes: vec!["even".into(), "odd".into()],
+            weight: 0.5,
+        },
+    ];
+    let labels = vec![digit, parity];
+    let mut net = HeadNet::build(&mlp(), 64, &tasks, 1).unwrap();
+    let (xte, yte) = split(&x, &y, 1200, 1797);
+    let te_labels = vec![
+        yte[0].clone(),
+        yte[0].iter().map(|v| v.map(|d| d % 2)).collect(),
+    ];
+    train(
+        &mut net,
+        &tasks,
+        &Labelled {
+            x: &xtr,
+            labels: &labels,
+        },
+        None,
+        &cfg(25),
+        None,
+        &mut |_| {},
+        None,
+    )
+    .unwrap();
+    let scores = evaluate(
+        &mut net,
+        &Labelled {
+            x: &xte,
+            labels: &te_labels,
+        },
+        &tasks,
+        128,
+    )
+    .unwrap();
+    println!("multi-task: {scores:?}");
+    assert!(
+        scores[0].accuracy > 0.85 && scores[1].accuracy > 0.85,
+        "{scores:?}"
+    );
+}
+
+#[test]
+fn the_head_networks_gradients_match_finite_differences() {
+    let tasks = vec![
+        TaskSpec {
+            name: "a".into(),
+            classes: vec!["x".into(), "y".into(), "z".into()],
+            weight: 1.0,
+        },
+        TaskSpec {
+            name: "b".into(),
+            classes: vec!["p".into(), "q".into()],
+            weight: 1.0,
+        },
+    ];
+    let mut spec = HeadSpec::mlp(vec![6]);
+    spec.activation = Act::Gelu;
+    let mut net = HeadNet::build(&spec, 5, &tasks, 2).unwrap();
+    let x = Tensor::from_shape_fn(vec![4, 5], |i| ((i[0] * 5 + i[1]) as f32 * 0.37).sin());
+    let w = Tensor::from_shape_fn(vec![4, 5], |i| ((i[0] * 5 + i[1]) as f32 * 0.71).cos());
+    let r = check_module(&mut net, &x, &w, 1e-2, 50, &|| {
+        Ctx::train(tl_core::rng::seeded_rng(0, "d"))
+    })
+    .unwrap();
+    assert!(r.max_error < 2e-3, "{r:?}");
+}
+
+#[test]
+fn bad_settings_and_labels_fail_before_training() {
+    let tasks = digit_task();
+    let x = Tensor::zeros(vec![4, 3]);
+    let labels = vec![vec![Some(0), Some(1), Some(12), None]];
+    let mut net = HeadNet::build(&HeadSpec::linear(), 3, &tasks, 0).unwrap();
+    let mut go = |c: &TrainConfig, labels: &[Vec<Option<u32>>], x: &Tensor| {
+        train(
+            &mut net,
+            &tasks,
+            &Labelled { x, labels },
+            None,
+            c,
+            None,
+            &mut |_| {},
+            None,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(
+        go(&cfg(1), &labels, &x)
+            .contains("row 2: class 12 of task `digit` is outside its 10 classes")
+    );
+    let mut c = cfg(1);
+    c.lr = -1.0;
+    assert!(go(&c, &labels, &x).contains("learning rate"));
+    let mut c = cfg(1);
+    c.batch_size = 0;
+    assert!(go(&c, &labels, &x).contains("batch size"));
+    let mut nan = x.clone();
+    nan[[1, 2]] = f32::INFINITY;
+    assert!(go(&cfg(1), &[vec![Some(0); 4]], &nan).contains("non-finite"));
+    assert!(HeadNet::build(&HeadSpec::mlp(vec![]), 3, &tasks, 0).is_err());
+}
