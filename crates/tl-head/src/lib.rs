@@ -16,6 +16,8 @@
 //! ```
 
 mod error;
+pub mod export;
+pub mod import;
 pub mod net;
 pub mod probe;
 pub mod train;

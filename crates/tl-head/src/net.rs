@@ -118,12 +118,40 @@ impl HeadNet {
 
     /// The head `spec` on `inputs` features for `tasks`, initialised from `seed`.
     pub fn build(spec: &HeadSpec, inputs: usize, tasks: &[TaskSpec], seed: u64) -> Result<Self> {
+        Self::build_on(spec, None, inputs, tasks, seed)
+    }
+
+    /// As [`HeadNet::build`], with pretrained `backbone` layers (named `trunk.backbone…`)
+    /// first; `inputs` is then the backbone's output width.
+    pub fn build_on(
+        spec: &HeadSpec,
+        backbone: Option<Sequential>,
+        inputs: usize,
+        tasks: &[TaskSpec],
+        seed: u64,
+    ) -> Result<Self> {
         spec.check()?;
         if inputs == 0 {
             return Err(Error::invalid("features", "width 0"));
         }
+        if tasks.is_empty() {
+            return Err(Error::invalid("tasks", "a head needs at least one task"));
+        }
+        if let Some(t) = tasks.iter().find(|t| t.classes.len() < 2) {
+            return Err(Error::invalid(
+                "tasks",
+                format!(
+                    "task `{}` has {} class: need at least 2",
+                    t.name,
+                    t.classes.len()
+                ),
+            ));
+        }
         let mut rng = tl_core::rng::seeded_rng(seed, "init");
         let mut trunk = Sequential::new();
+        if let Some(b) = backbone {
+            trunk.push_boxed("backbone", Box::new(b));
+        }
         let mut width = inputs;
         for (i, &h) in spec.hidden.iter().enumerate() {
             trunk.push_boxed(

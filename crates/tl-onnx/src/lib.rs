@@ -36,4 +36,4 @@ pub mod proto;
 pub mod torch;
 
 pub use error::{Error, Result};
-pub use model::{OnnxModel, ValueInfo, ValueKind};
+pub use model::{OnnxModel, ValueInfo, ValueKind, tensor_values_f32};

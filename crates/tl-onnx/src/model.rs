@@ -293,6 +293,39 @@ impl OnnxModel {
         }
     }
 
+    /// The initializer called `name`.
+    pub fn initializer(&self, name: &str) -> Option<&crate::proto::TensorProto> {
+        self.graph().initializer.iter().find(|t| t.name == name)
+    }
+
+    /// Replaces the values of the float initializer `name` (same shape).
+    pub fn set_initializer_f32(&mut self, name: &str, values: &[f32]) -> Result<()> {
+        let graph = self.proto.graph.as_mut().expect("checked at load");
+        let t = graph
+            .initializer
+            .iter_mut()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::Build(format!("no initializer `{name}`")))?;
+        let n: i64 = t.dims.iter().product();
+        if n as usize != values.len() {
+            return Err(Error::Build(format!(
+                "initializer `{name}` has {n} values, got {}",
+                values.len()
+            )));
+        }
+        *t = crate::builder::tensor_f32(
+            name,
+            &t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+            values,
+        );
+        Ok(())
+    }
+
+    /// The graph, mutably (for rewriting exported models).
+    pub fn graph_mut(&mut self) -> &mut crate::proto::GraphProto {
+        self.proto.graph.as_mut().expect("checked at load")
+    }
+
     /// Total number of scalar parameters held in initializers.
     pub fn parameter_count(&self) -> u64 {
         self.graph()
@@ -358,6 +391,36 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+/// The shape and values of a float tensor (from `raw_data` or `float_data`).
+pub fn tensor_values_f32(t: &crate::proto::TensorProto) -> Result<(Vec<usize>, Vec<f32>)> {
+    let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+    if t.data_type != crate::proto::DataType::Float as i32 {
+        return Err(Error::Build(format!("tensor `{}` is not float32", t.name)));
+    }
+    if !t.external_data.is_empty() {
+        return Err(Error::Build(format!(
+            "tensor `{}` keeps its data in an external file",
+            t.name
+        )));
+    }
+    let values: Vec<f32> = if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    if values.len() != shape.iter().product::<usize>() {
+        return Err(Error::Build(format!(
+            "tensor `{}`: {} values for shape {shape:?}",
+            t.name,
+            values.len()
+        )));
+    }
+    Ok((shape, values))
 }
 
 #[cfg(test)]

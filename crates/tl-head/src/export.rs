@@ -1,0 +1,345 @@
+//! Export: the backbone and the trained head(s) as one self-describing ONNX file.
+//!
+//! The backbone graph is kept up to the value the head reads; pooling as the extraction
+//! did it; the trunk's layers (`Gemm` and activations, GELU as its `Erf` form); one
+//! `Gemm` and `Softmax` per task. Layers imported for fine-tuning write their trained
+//! values back into their own initializers. Outputs are `probabilities` (and `logits`)
+//! for one task, `probabilities.<task>` for several. `metadata_props` carry the class
+//! names, the input contract and the source model's sha256 (DESIGN.md).
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+use tl_nn::{Act, Tensor};
+use tl_onnx::{
+    OnnxModel,
+    builder::{Dim, attr, tensor_f32, tensor_i64, value_info},
+    proto::{DataType, NodeProto, StringStringEntryProto},
+};
+
+use crate::{
+    Error, Result,
+    import::ImportedLayer,
+    net::{HeadSpec, TaskSpec},
+};
+
+/// How the head's input was pooled from the tapped value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportPool {
+    /// Mean over every axis after the channel axis (nothing for `[N, D]` values).
+    Mean,
+    Max,
+    /// Flattened to `[N, rest]`.
+    None,
+}
+
+/// What to export.
+#[derive(Debug)]
+pub struct ExportSpec<'a> {
+    /// The value the head reads: the tapped layer, or for fine-tuning the end of the imported chain.
+    pub input_value: &'a str,
+    pub pool: ExportPool,
+    pub head: &'a HeadSpec,
+    pub tasks: &'a [TaskSpec],
+    /// Named parameters of the trained `HeadNet`.
+    pub params: &'a BTreeMap<String, Tensor>,
+    /// Layers imported for fine-tuning, written back into their initializers.
+    pub imported: &'a [ImportedLayer],
+    /// Extra `metadata_props` (input contract, source sha256, tokenizer, ...).
+    pub metadata: BTreeMap<String, String>,
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attribute: Vec<tl_onnx::proto::AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        name: name.to_string(),
+        op_type: op.to_string(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn param<'a>(params: &'a BTreeMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
+    params
+        .get(name)
+        .ok_or_else(|| Error::invalid("export", format!("the trained weights have no `{name}`")))
+}
+
+/// The exported model.
+pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> {
+    let mut m = backbone.clone();
+    let opset = m.opset().unwrap_or(13);
+    // Fine-tuned layers: trained values into their own initializers.
+    for layer in spec.imported {
+        for (p, init) in &layer.params {
+            let t = param(spec.params, &format!("trunk.backbone.{}.{p}", layer.node))?;
+            let values = t.as_slice().expect("standard layout");
+            if init.is_empty() {
+                let name = format!("tl.{}.{p}", layer.node);
+                let g = m.graph_mut();
+                let n = g
+                    .node
+                    .iter_mut()
+                    .find(|n| n.name == layer.node)
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "export",
+                            format!("the backbone has no node `{}`", layer.node),
+                        )
+                    })?;
+                n.input.push(name.clone());
+                g.initializer.push(tensor_f32(&name, t.shape(), values));
+            } else {
+                m.set_initializer_f32(init, values)?;
+            }
+        }
+    }
+    let mut nodes: Vec<NodeProto> = Vec::new();
+    let mut inits = Vec::new();
+    let mut cur = spec.input_value.to_string();
+    // Pooling, for any rank ≥ 2: [N, C, ...] → [N, C, rest] → reduce over rest.
+    match spec.pool {
+        ExportPool::Mean | ExportPool::Max => {
+            inits.push(tensor_i64("tl.pool.shape", &[3], &[0, 0, -1]));
+            nodes.push(node(
+                "Reshape",
+                "tl.pool.reshape",
+                &[&cur, "tl.pool.shape"],
+                &["tl.pool.flat"],
+                vec![],
+            ));
+            let op = if spec.pool == ExportPool::Mean {
+                "ReduceMean"
+            } else {
+                "ReduceMax"
+            };
+            if opset >= 18 {
+                inits.push(tensor_i64("tl.pool.axes", &[1], &[2]));
+                nodes.push(node(
+                    op,
+                    "tl.pool",
+                    &["tl.pool.flat", "tl.pool.axes"],
+                    &["tl.pooled"],
+                    vec![attr::int("keepdims", 0)],
+                ));
+            } else {
+                nodes.push(node(
+                    op,
+                    "tl.pool",
+                    &["tl.pool.flat"],
+                    &["tl.pooled"],
+                    vec![attr::ints("axes", &[2]), attr::int("keepdims", 0)],
+                ));
+            }
+        }
+        ExportPool::None => nodes.push(node(
+            "Flatten",
+            "tl.pool",
+            &[&cur],
+            &["tl.pooled"],
+            vec![attr::int("axis", 1)],
+        )),
+    }
+    cur = "tl.pooled".into();
+    let gemm = |prefix: &str,
+                x: &str,
+                out: &str,
+                nodes: &mut Vec<NodeProto>,
+                inits: &mut Vec<_>|
+     -> Result<String> {
+        let w = param(spec.params, &format!("{prefix}.weight"))?;
+        let b = param(spec.params, &format!("{prefix}.bias"))?;
+        let (wn, bn) = (format!("tl.{prefix}.weight"), format!("tl.{prefix}.bias"));
+        inits.push(tensor_f32(
+            &wn,
+            w.shape(),
+            w.as_slice().expect("standard layout"),
+        ));
+        inits.push(tensor_f32(
+            &bn,
+            b.shape(),
+            b.as_slice().expect("standard layout"),
+        ));
+        nodes.push(node(
+            "Gemm",
+            &format!("tl.{prefix}"),
+            &[x, &wn, &bn],
+            &[out],
+            vec![attr::int("transB", 1)],
+        ));
+        Ok(out.to_string())
+    };
+    for i in 0..spec.head.hidden.len() {
+        let lin = format!("trunk.{}", 3 * i);
+        cur = gemm(&lin, &cur, &format!("tl.{lin}"), &mut nodes, &mut inits)?;
+        let out = format!("tl.trunk.{}", 3 * i + 1);
+        match spec.head.activation {
+            Act::Relu => nodes.push(node("Relu", &out, &[&cur], &[&out], vec![])),
+            Act::Relu6 => {
+                inits.push(tensor_f32(&format!("{out}.min"), &[], &[0.0]));
+                inits.push(tensor_f32(&format!("{out}.max"), &[], &[6.0]));
+                nodes.push(node(
+                    "Clip",
+                    &out,
+                    &[&cur, &format!("{out}.min"), &format!("{out}.max")],
+                    &[&out],
+                    vec![],
+                ));
+            }
+            Act::Gelu => {
+                // x · ½ · (1 + erf(x / √2))
+                let c = |n: &str| format!("{out}.{n}");
+                inits.push(tensor_f32(
+                    &c("inv_sqrt2"),
+                    &[],
+                    &[std::f32::consts::FRAC_1_SQRT_2],
+                ));
+                inits.push(tensor_f32(&c("one"), &[], &[1.0]));
+                inits.push(tensor_f32(&c("half"), &[], &[0.5]));
+                nodes.push(node(
+                    "Mul",
+                    &c("scaled"),
+                    &[&cur, &c("inv_sqrt2")],
+                    &[&c("scaled")],
+                    vec![],
+                ));
+                nodes.push(node(
+                    "Erf",
+                    &c("erf"),
+                    &[&c("scaled")],
+                    &[&c("erf")],
+                    vec![],
+                ));
+                nodes.push(node(
+                    "Add",
+                    &c("plus1"),
+                    &[&c("erf"), &c("one")],
+                    &[&c("plus1")],
+                    vec![],
+                ));
+                nodes.push(node(
+                    "Mul",
+                    &c("times_x"),
+                    &[&c("plus1"), &cur],
+                    &[&c("times_x")],
+                    vec![],
+                ));
+                nodes.push(node(
+                    "Mul",
+                    &out,
+                    &[&c("times_x"), &c("half")],
+                    &[&out],
+                    vec![],
+                ));
+            }
+        }
+        cur = out;
+    }
+    let single = spec.tasks.len() == 1;
+    let mut outputs = Vec::new();
+    for task in spec.tasks {
+        let (logits, probs) = if single {
+            ("logits".to_string(), "probabilities".to_string())
+        } else {
+            (
+                format!("logits.{}", task.name),
+                format!("probabilities.{}", task.name),
+            )
+        };
+        gemm(
+            &format!("heads.{}.0", task.name),
+            &cur,
+            &logits,
+            &mut nodes,
+            &mut inits,
+        )?;
+        nodes.push(node(
+            "Softmax",
+            &probs,
+            &[&logits],
+            &[&probs],
+            vec![attr::int("axis", 1)],
+        ));
+        let dims = [Dim::param("N"), Dim::Fixed(task.classes.len() as i64)];
+        outputs.push(value_info(&probs, DataType::Float, &dims));
+        outputs.push(value_info(&logits, DataType::Float, &dims));
+    }
+    {
+        let g = m.graph_mut();
+        // Names the backbone already uses would make the graph ambiguous.
+        let taken: HashSet<&str> = g
+            .node
+            .iter()
+            .flat_map(|n| n.output.iter().map(String::as_str))
+            .collect();
+        if let Some(clash) = nodes
+            .iter()
+            .flat_map(|n| &n.output)
+            .find(|o| taken.contains(o.as_str()))
+        {
+            return Err(Error::invalid(
+                "export",
+                format!("the backbone already has a value named `{clash}`"),
+            ));
+        }
+        g.node.extend(nodes);
+        g.initializer.extend(inits);
+        g.output = outputs;
+        prune(g);
+    }
+    let classes: BTreeMap<&str, &Vec<String>> = spec
+        .tasks
+        .iter()
+        .map(|t| (t.name.as_str(), &t.classes))
+        .collect();
+    let mut meta = spec.metadata.clone();
+    meta.insert("tl.version".into(), env!("CARGO_PKG_VERSION").into());
+    meta.insert(
+        "tl.class_names".into(),
+        if single {
+            serde_json::to_string(&spec.tasks[0].classes).expect("strings")
+        } else {
+            serde_json::to_string(&classes).expect("strings")
+        },
+    );
+    meta.insert(
+        "tl.tasks".into(),
+        serde_json::to_string(spec.tasks).expect("tasks"),
+    );
+    meta.insert(
+        "tl.head".into(),
+        serde_json::to_string(spec.head).expect("head"),
+    );
+    let mut proto = m.into_proto();
+    proto.metadata_props.retain(|e| !e.key.starts_with("tl."));
+    proto.metadata_props.extend(
+        meta.into_iter()
+            .map(|(key, value)| StringStringEntryProto { key, value }),
+    );
+    proto.producer_name = "tl".into();
+    Ok(OnnxModel::from_proto(proto)?)
+}
+
+/// Drops nodes, initializers and annotations that no output depends on.
+fn prune(g: &mut tl_onnx::proto::GraphProto) {
+    let mut needed: HashSet<String> = g.output.iter().map(|o| o.name.clone()).collect();
+    let mut keep = vec![false; g.node.len()];
+    for (i, n) in g.node.iter().enumerate().rev() {
+        if n.output.iter().any(|o| needed.contains(o)) {
+            keep[i] = true;
+            needed.extend(n.input.iter().cloned());
+        }
+    }
+    let mut k = keep.into_iter();
+    g.node.retain(|_| k.next().unwrap_or(false));
+    g.initializer.retain(|t| needed.contains(&t.name));
+    g.value_info.retain(|v| needed.contains(&v.name));
+}
