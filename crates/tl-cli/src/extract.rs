@@ -66,85 +66,34 @@ pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
     {
         return word_vectors(a, global, entry, &home);
     }
-    let model = resolve::resolve(&a.model, a.contract.as_deref(), &home)?;
     let mut ds = data::load(&a.data, &home)?;
     if let Some(n) = a.limit {
         ds.rows.truncate(n);
     }
-    let rt = Runtime::init(&RuntimeOptions::device(a.run.device).with_home(home.clone()))?;
-    if let Some(note) = &rt.device().note
-        && !global.quiet
-    {
-        eprintln!("{note}");
-    }
-    let sha = tl_core::hash::sha256_file(&model.path)?;
-    let session_opts = SessionOptions::default().threads(a.run.threads);
-    let mut opts = ExtractOptions::new(Vec::new());
-    opts.pool = a.pool;
-    opts.batch_size = a.batch_size;
-    opts.part_size = a.part_size;
-    opts.skip_bad = a.skip_bad;
-    opts.quiet = global.quiet || global.json;
-    let (layers, contract_json, (report, stores)) = match &model.contract {
-        Some(InputContract::Text(contract)) => {
-            anyhow::ensure!(
-                a.layers.is_empty(),
-                "a text model gives one sentence embedding per row; --layer applies to image models"
-            );
-            anyhow::ensure!(
-                a.image_size.is_none(),
-                "--image-size applies to image models"
-            );
-            let dir = model.path.parent().context("model file has no directory")?;
-            let encoder = TextEncoder::new(dir, contract)?;
-            let mut session = Session::from_file(rt, &model.path, &session_opts)?;
-            let result = tl_features::extract::extract_text(
-                &mut session,
-                &encoder,
-                &sha,
-                contract,
-                &ds.rows,
-                &home,
-                &opts,
-            )?;
-            (
-                vec![contract.token_output.clone()],
-                serde_json::to_value(contract)?,
-                result,
-            )
-        }
-        _ => {
-            let mut contract = model.image_contract()?.clone();
-            if let Some(size) = a.image_size {
-                contract = contract.with_size(size)?;
-            }
-            let layers: Vec<String> = if a.layers.is_empty() {
-                vec![
-                    model
-                        .entry
-                        .as_ref()
-                        .and_then(|e| e.outputs.as_ref().map(|o| o.features.clone()))
-                        .or_else(|| model.logits.clone())
-                        .context("cannot tell the model's feature output: name one with --layer")?,
-                ]
-            } else {
-                a.layers.clone()
-            };
-            let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
-            let tapped = OnnxModel::load(&model.path)?.with_outputs(&refs)?;
-            let mut session = Session::from_model(rt, &tapped, &model.name, &session_opts)?;
-            opts.nodes = layers.clone();
-            let result = tl_features::extract::extract(
-                &mut session,
-                &sha,
-                &contract,
-                &ds.rows,
-                &home,
-                &opts,
-            )?;
-            (layers, serde_json::to_value(&contract)?, result)
-        }
-    };
+    let Computed {
+        model,
+        sha,
+        layers,
+        contract_json,
+        report,
+        stores,
+    } = compute(
+        &Request {
+            model: &a.model,
+            contract: a.contract.as_deref(),
+            model_file: None,
+            layers: a.layers.clone(),
+            pool: a.pool,
+            image_size: a.image_size,
+            batch_size: a.batch_size,
+            part_size: a.part_size,
+            skip_bad: a.skip_bad,
+            run: &a.run,
+        },
+        &ds,
+        &home,
+        global,
+    )?;
     if let Some(out) = &a.out {
         let skipped: std::collections::HashSet<&str> =
             report.skipped.iter().map(|s| s.id.as_str()).collect();
@@ -208,6 +157,132 @@ pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `compute` needs.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub model: &'a str,
+    pub contract: Option<&'a std::path::Path>,
+    /// Another file of the same registry model (the BatchNorm-kept graph).
+    pub model_file: Option<PathBuf>,
+    pub layers: Vec<String>,
+    pub pool: Pool,
+    pub image_size: Option<u32>,
+    pub batch_size: usize,
+    pub part_size: usize,
+    pub skip_bad: bool,
+    pub run: &'a RunArgs,
+}
+
+/// Features of every row of a dataset, in the feature store.
+#[derive(Debug)]
+pub struct Computed {
+    pub model: resolve::ResolvedModel,
+    pub sha: String,
+    pub layers: Vec<String>,
+    pub contract_json: serde_json::Value,
+    pub report: tl_features::extract::ExtractReport,
+    pub stores: Vec<tl_features::store::FeatureStore>,
+}
+
+/// Runs (or finds in the cache) the extraction `r` asks for over `ds`.
+pub fn compute(
+    r: &Request<'_>,
+    ds: &tl_data::Dataset,
+    home: &std::path::Path,
+    global: &Global,
+) -> Result<Computed> {
+    let mut model = resolve::resolve(r.model, r.contract, home)?;
+    let rt = Runtime::init(&RuntimeOptions::device(r.run.device).with_home(home.to_path_buf()))?;
+    if let Some(note) = &rt.device().note
+        && !global.quiet
+    {
+        eprintln!("{note}");
+    }
+    if let Some(f) = &r.model_file {
+        model.path = f.clone();
+    }
+    let sha = tl_core::hash::sha256_file(&model.path)?;
+    let session_opts = SessionOptions::default().threads(r.run.threads);
+    let mut opts = ExtractOptions::new(Vec::new());
+    opts.pool = r.pool;
+    opts.batch_size = r.batch_size;
+    opts.part_size = r.part_size;
+    opts.skip_bad = r.skip_bad;
+    opts.quiet = global.quiet || global.json;
+    let (layers, contract_json, (report, stores)) = match &model.contract {
+        Some(InputContract::Text(contract)) => {
+            anyhow::ensure!(
+                r.layers.is_empty(),
+                "a text model gives one sentence embedding per row; --layer applies to image models"
+            );
+            anyhow::ensure!(
+                r.image_size.is_none(),
+                "--image-size applies to image models"
+            );
+            let dir = model.path.parent().context("model file has no directory")?;
+            let encoder = TextEncoder::new(dir, contract)?;
+            let mut session = Session::from_file(rt, &model.path, &session_opts)?;
+            let result = tl_features::extract::extract_text(
+                &mut session,
+                &encoder,
+                &sha,
+                contract,
+                &ds.rows,
+                home,
+                &opts,
+            )?;
+            (
+                vec![contract.token_output.clone()],
+                serde_json::to_value(InputContract::Text(contract.clone()))?,
+                result,
+            )
+        }
+        _ => {
+            let mut contract = model.image_contract()?.clone();
+            if let Some(size) = r.image_size {
+                contract = contract.with_size(size)?;
+            }
+            let layers: Vec<String> = if r.layers.is_empty() {
+                vec![
+                    model
+                        .entry
+                        .as_ref()
+                        .and_then(|e| e.outputs.as_ref().map(|o| o.features.clone()))
+                        .or_else(|| model.logits.clone())
+                        .context("cannot tell the model's feature output: name one with --layer")?,
+                ]
+            } else {
+                r.layers.clone()
+            };
+            let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
+            let tapped = OnnxModel::load(&model.path)?.with_outputs(&refs)?;
+            let mut session = Session::from_model(rt, &tapped, &model.name, &session_opts)?;
+            opts.nodes = layers.clone();
+            let result = tl_features::extract::extract(
+                &mut session,
+                &sha,
+                &contract,
+                &ds.rows,
+                home,
+                &opts,
+            )?;
+            (
+                layers,
+                serde_json::to_value(InputContract::Image(contract))?,
+                result,
+            )
+        }
+    };
+    Ok(Computed {
+        model,
+        sha,
+        layers,
+        contract_json,
+        report,
+        stores,
+    })
 }
 
 /// Sentence features from word vectors: computed directly (a TF-IDF weighting depends on

@@ -7,8 +7,10 @@ mod data;
 mod doctor;
 mod extract;
 mod models;
+mod predict;
 mod quickstart;
 mod resolve;
+mod train;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -98,6 +100,12 @@ tl classify --model my.onnx --contract my-contract.toml photo.jpg"
 tl extract --model mobilenet-v2 --data ./photos --layer features.17 --layer features --out feats/"
     )]
     Extract(extract::ExtractArgs),
+    /// Train a head (exact linear probe, MLP, several tasks) on a backbone's features, or fine-tune its last block.
+    Train(Box<train::TrainArgs>),
+    /// Class probabilities from a trained artifact or an exported model.
+    Predict(predict::PredictArgs),
+    /// Write a trained artifact as one ONNX file (backbone + head, softmax, metadata).
+    Export(train::ExportArgs),
     /// Check the installation: ONNX Runtime library, version, providers, CUDA readiness, cache.
     #[command(after_help = "Example:\n  tl doctor --json")]
     Doctor,
@@ -112,6 +120,9 @@ fn main() -> ExitCode {
         Command::Doctor => doctor::run(&cli.global),
         Command::Extract(a) => extract::run(a, &cli.global),
         Command::Quickstart(run) => quickstart::run(run, &cli.global),
+        Command::Train(a) => train::run(a, &cli.global),
+        Command::Predict(a) => predict::run(a, &cli.global),
+        Command::Export(a) => train::export_cmd(a, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

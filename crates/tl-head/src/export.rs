@@ -274,7 +274,10 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
     }
     {
         let g = m.graph_mut();
-        // Names the backbone already uses would make the graph ambiguous.
+        // Keep only what the head's input needs (the ImageNet classifier goes), then check
+        // that no remaining backbone value shares a name with the head's.
+        g.output = vec![value_info(spec.input_value, DataType::Float, &[])];
+        prune(g);
         let taken: HashSet<&str> = g
             .node
             .iter()
@@ -293,7 +296,6 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
         g.node.extend(nodes);
         g.initializer.extend(inits);
         g.output = outputs;
-        prune(g);
     }
     let classes: BTreeMap<&str, &Vec<String>> = spec
         .tasks

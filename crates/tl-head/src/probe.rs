@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// Tolerance of the points of a regularisation path (the final refit uses the config's).
+pub const PATH_TOL: f64 = 1e-7;
+
 /// Rows per parallel chunk of the objective.
 const CHUNK_ROWS: usize = 512;
 
@@ -77,6 +80,12 @@ impl ProbeConfig {
             c,
             ..Self::default()
         }
+    }
+
+    #[must_use]
+    pub fn with_c(mut self, c: f64) -> Self {
+        self.c = c;
+        self
     }
 
     #[must_use]
@@ -626,7 +635,12 @@ pub fn fit_path(
     let mut prev: Option<LinearProbe> = None;
     let mut best: Option<(f64, f64, LinearProbe)> = None;
     for &c in &cs {
-        let cfg_c = ProbeConfig { c, ..cfg.clone() };
+        // Points of the path only rank values of C: a looser tolerance than the refit's.
+        let cfg_c = ProbeConfig {
+            c,
+            tol: cfg.tol.max(PATH_TOL),
+            ..cfg.clone()
+        };
         let probe = fit(train, &cfg_c, prev.as_ref())?;
         let val_acc = accuracy(&probe.predict(val.x), val.y);
         points.push(PathPoint {

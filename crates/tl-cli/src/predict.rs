@@ -1,0 +1,137 @@
+//! `tl predict`: class probabilities from a trained artifact or an exported model.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use ndarray::Axis;
+use serde::Serialize;
+use tl_head::net::TaskSpec;
+use tl_runtime::{Input, Runtime, RuntimeOptions, Session, SessionOptions};
+
+use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, resolve};
+
+/// `tl predict`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  tl predict --model runs/probe digit1.png digit2.png\n  tl predict --model probe.onnx --json photo.jpg"
+)]
+pub struct PredictArgs {
+    /// An artifact directory from `tl train` (its model.onnx) or an ONNX file from `tl export`.
+    #[arg(long, short, value_name = "ARTIFACT_DIR|FILE.onnx")]
+    model: PathBuf,
+    /// Images per ONNX Runtime call.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Image files.
+    #[arg(required = true, value_name = "IMAGE")]
+    inputs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct TaskPrediction {
+    task: String,
+    class: String,
+    probability: f32,
+    probabilities: Vec<f32>,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    input: PathBuf,
+    predictions: Vec<TaskPrediction>,
+}
+
+pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
+    if a.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let path = if a.model.is_dir() {
+        a.model.join("model.onnx")
+    } else {
+        a.model.clone()
+    };
+    if !path.is_file() {
+        bail!(
+            "`{}` has no model.onnx: run `tl export {}` first",
+            a.model.display(),
+            a.model.display()
+        );
+    }
+    let home = global.home()?;
+    let model = resolve::resolve(&path.display().to_string(), None, &home)?;
+    let meta = tl_onnx::OnnxModel::load(&path)?.metadata();
+    let tasks: Vec<TaskSpec> = serde_json::from_str(meta.get("tl.tasks").with_context(|| {
+        format!(
+            "`{}` was not exported by tl (no `tl.tasks` metadata)",
+            path.display()
+        )
+    })?)
+    .context("metadata `tl.tasks`")?;
+    let contract = model.image_contract()?.clone();
+    for f in &a.inputs {
+        if !f.is_file() {
+            bail!("input `{}` does not exist", f.display());
+        }
+    }
+    let rt = Runtime::init(&RuntimeOptions::device(a.run.device).with_home(home))?;
+    let mut session =
+        Session::from_file(rt, &path, &SessionOptions::default().threads(a.run.threads))?;
+    let names: Vec<String> = if tasks.len() == 1 {
+        vec!["probabilities".into()]
+    } else {
+        tasks
+            .iter()
+            .map(|t| format!("probabilities.{}", t.name))
+            .collect()
+    };
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut rows = Vec::new();
+    for chunk in a.inputs.chunks(a.batch_size) {
+        let batch = tl_features::image::preprocess_files(&contract, chunk)?.into_dyn();
+        let out = session.run(
+            &[(contract.input.as_str(), Input::F32(batch.view()))],
+            &refs,
+        )?;
+        for (i, input) in chunk.iter().enumerate() {
+            let predictions = tasks
+                .iter()
+                .zip(&names)
+                .map(|(t, n)| {
+                    let p: Vec<f32> = out[n].index_axis(Axis(0), i).iter().copied().collect();
+                    let best = (0..p.len()).fold(0, |b, k| if p[k] > p[b] { k } else { b });
+                    TaskPrediction {
+                        task: t.name.clone(),
+                        class: t.classes[best].clone(),
+                        probability: p[best],
+                        probabilities: p,
+                    }
+                })
+                .collect();
+            rows.push(Row {
+                input: input.clone(),
+                predictions,
+            });
+        }
+    }
+    if global.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "schema_version": JSON_SCHEMA_VERSION, "model": path, "provider": session.provider().to_string(), "results": rows,
+            }))?
+        );
+        return Ok(());
+    }
+    for r in &rows {
+        let parts: Vec<String> = r
+            .predictions
+            .iter()
+            .map(|p| format!("{} = {} ({:.4})", p.task, p.class, p.probability))
+            .collect();
+        println!("{}  {}", r.input.display(), parts.join(", "));
+    }
+    Ok(())
+}

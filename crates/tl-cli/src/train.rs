@@ -1,0 +1,946 @@
+//! `tl train`: a head (linear probe, MLP, several tasks) on a frozen backbone's features,
+//! or the backbone's last layers fine-tuned with it; the trained artifact directory; and
+//! `tl export`, which writes the backbone and the head as one ONNX file.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Args, ValueEnum};
+use ndarray::{Array2, Axis};
+use serde::{Deserialize, Serialize};
+use tl_data::{Dataset, Part, Split, SplitConfig};
+use tl_features::extract::Pool;
+use tl_head::{
+    export::{ExportPool, ExportSpec},
+    import::{ImportedLayer, import_chain},
+    net::{HeadKind, HeadNet, HeadSpec, TaskSpec},
+    probe::{ClassWeight, ProbeConfig, ProbeData},
+    train::{EpochLog, Labelled, TaskScore, TrainConfig, Unfreeze, evaluate},
+};
+use tl_nn::{Act, LrGroups, Module, Optimizer, Schedule, Tensor, checkpoint};
+use tl_onnx::OnnxModel;
+
+use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, data, extract, resolve};
+
+/// Schema version of `config.json`, `metrics.json` and `manifest.json`.
+pub const ARTIFACT_SCHEMA_VERSION: u32 = 1;
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Finetune {
+    /// A head on frozen features.
+    #[default]
+    None,
+    /// The backbone's last block (1×1 head convolution, BatchNorm) with the head.
+    Last,
+}
+
+/// Which graph of a converted CNN to fine-tune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchNormForm {
+    /// BatchNorm folded into the convolutions (the inference graph).
+    #[default]
+    Folded,
+    /// BatchNorm kept: trained with batch statistics, running statistics updated.
+    Kept,
+}
+
+/// The split part of the config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SplitSettings {
+    /// Reuse this `split.json` (made by `tl data split` or an earlier run).
+    pub file: Option<PathBuf>,
+    pub seed: u64,
+    pub val: f64,
+    pub test: f64,
+    /// Labelled training rows per class.
+    pub budget: Option<usize>,
+}
+
+impl Default for SplitSettings {
+    fn default() -> Self {
+        Self {
+            file: None,
+            seed: 0,
+            val: 0.1,
+            test: 0.2,
+            budget: None,
+        }
+    }
+}
+
+/// The linear probe's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeSettings {
+    /// Values of C tried (best on validation, refitted on train + validation); by default
+    /// ten values from 1e-4 to 10, evenly spaced in log scale.
+    pub cs: Vec<f64>,
+    pub class_weight: ClassWeight,
+    pub standardize: bool,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        Self {
+            cs: (0..10)
+                .map(|i| 10f64.powf(-4.0 + 5.0 * i as f64 / 9.0))
+                .collect(),
+            class_weight: ClassWeight::None,
+            standardize: false,
+        }
+    }
+}
+
+/// The run config: flags map onto it, `--config FILE.toml` is written in it, and every
+/// artifact saves it as `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    pub schema_version: u32,
+    pub model: String,
+    pub data: String,
+    /// Tasks trained together (default: the dataset's first).
+    pub tasks: Vec<String>,
+    /// The node whose features the head reads (default: the model's feature output).
+    pub layer: Option<String>,
+    pub pool: Pool,
+    pub image_size: Option<u32>,
+    pub head: HeadSpec,
+    pub finetune: Finetune,
+    pub batchnorm: BatchNormForm,
+    /// The pretrained layers' learning rate as a fraction of the head's.
+    pub pretrained_lr: f32,
+    /// Epoch from which the pretrained layers train (gradual unfreezing).
+    pub unfreeze_epoch: usize,
+    pub split: SplitSettings,
+    pub probe: ProbeSettings,
+    pub train: TrainConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            schema_version: ARTIFACT_SCHEMA_VERSION,
+            model: "efficientnet-lite0".into(),
+            data: "mnist-5k".into(),
+            tasks: Vec::new(),
+            layer: None,
+            pool: Pool::Mean,
+            image_size: None,
+            head: HeadSpec::linear(),
+            finetune: Finetune::None,
+            batchnorm: BatchNormForm::Folded,
+            pretrained_lr: 0.1,
+            unfreeze_epoch: 0,
+            split: SplitSettings::default(),
+            probe: ProbeSettings::default(),
+            train: TrainConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum HeadArg {
+    Linear,
+    Mlp,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OptArg {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Constant,
+    Cosine,
+    OneCycle,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ActArg {
+    Relu,
+    Gelu,
+}
+
+/// `tl train`.
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:
+  tl train --model efficientnet-lite0 --data mnist-5k --budget 10 --out runs/probe
+  tl train --data mnist-5k --head mlp --hidden 256 --epochs 30 --out runs/mlp
+  tl train --data mnist-5k --finetune last --image-size 112 --pretrained-lr 0.1 --out runs/ft
+  tl train --model minilm-l6 --data rotten-tomatoes --task sentiment --task subjectivity --head mlp --hidden 128 --out runs/mt
+  tl train --config experiment.toml --out runs/x     (flags given beside it override the file)")]
+pub struct TrainArgs {
+    /// Run config (TOML, the schema of config.json); flags override it.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    /// Registry id or path to an .onnx file (default efficientnet-lite0).
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Input contract (TOML) for a model file that does not carry one.
+    #[arg(long, value_name = "FILE.toml")]
+    contract: Option<PathBuf>,
+    /// Registry dataset or image folder (default mnist-5k).
+    #[arg(long, short)]
+    data: Option<String>,
+    /// Task to train (repeat for a multi-task head; default: the dataset's first task).
+    #[arg(long = "task", value_name = "NAME")]
+    tasks: Vec<String>,
+    /// Node whose features the head reads (default: the model's feature output).
+    #[arg(long, value_name = "NODE")]
+    layer: Option<String>,
+    /// Pooling of spatial features: mean, max or none.
+    #[arg(long)]
+    pool: Option<Pool>,
+    /// Input side in pixels (EfficientNet works at 96–224).
+    #[arg(long, value_name = "N")]
+    image_size: Option<u32>,
+    /// linear: the exact probe (L-BFGS, C chosen on validation); mlp: hidden layers trained by the trainer.
+    #[arg(long, value_enum)]
+    head: Option<HeadArg>,
+    /// Hidden widths of an mlp head, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    hidden: Option<Vec<usize>>,
+    #[arg(long, value_enum)]
+    activation: Option<ActArg>,
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// none: a head on frozen features; last: also fine-tune the backbone's last block.
+    #[arg(long, value_enum)]
+    finetune: Option<Finetune>,
+    /// Fine-tune the BatchNorm-folded graph or the BatchNorm-kept one.
+    #[arg(long, value_enum)]
+    batchnorm: Option<BatchNormForm>,
+    /// The pretrained layers' learning rate as a fraction of the head's.
+    #[arg(long, value_name = "FRACTION")]
+    pretrained_lr: Option<f32>,
+    /// Train only the head before this epoch (gradual unfreezing).
+    #[arg(long, value_name = "EPOCH")]
+    unfreeze_epoch: Option<usize>,
+    /// Reuse a split file; otherwise one is made from --seed, --val, --test, --budget.
+    #[arg(long, value_name = "split.json")]
+    split: Option<PathBuf>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long, value_name = "FRACTION")]
+    val: Option<f64>,
+    #[arg(long, value_name = "FRACTION")]
+    test: Option<f64>,
+    /// Labelled training rows per class.
+    #[arg(long, value_name = "K")]
+    budget: Option<usize>,
+    /// Probe: values of C to try, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "C,...")]
+    cs: Option<Vec<f64>>,
+    /// Probe: weight classes by inverse frequency.
+    #[arg(long)]
+    balanced: bool,
+    /// Probe: standardise features first.
+    #[arg(long)]
+    standardize: bool,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptArg>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
+    #[arg(long, value_name = "STEPS")]
+    warmup: Option<usize>,
+    #[arg(long)]
+    label_smoothing: Option<f32>,
+    /// Early stopping: epochs without a better validation score (0: never stop early).
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Artifact directory (config.json, weights.safetensors, metrics.json, manifest.json, model.onnx).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl TrainArgs {
+    fn config(&self) -> Result<RunConfig> {
+        let mut c = match &self.config {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read `{}`", f.display()))?;
+                toml::from_str::<RunConfig>(&text)
+                    .with_context(|| format!("`{}` is not a valid run config", f.display()))?
+            }
+            None => RunConfig::default(),
+        };
+        macro_rules! set {
+            ($field:expr, $flag:expr) => {
+                if let Some(v) = $flag.clone() {
+                    $field = v;
+                }
+            };
+        }
+        set!(c.model, self.model);
+        set!(c.data, self.data);
+        if !self.tasks.is_empty() {
+            c.tasks = self.tasks.clone();
+        }
+        if self.layer.is_some() {
+            c.layer = self.layer.clone();
+        }
+        set!(c.pool, self.pool);
+        if self.image_size.is_some() {
+            c.image_size = self.image_size;
+        }
+        if let Some(h) = self.head {
+            c.head.kind = match h {
+                HeadArg::Linear => HeadKind::Linear,
+                HeadArg::Mlp => HeadKind::Mlp,
+            };
+            if c.head.kind == HeadKind::Linear {
+                c.head.hidden.clear();
+            } else if c.head.hidden.is_empty() {
+                c.head.hidden = vec![256];
+            }
+        }
+        set!(c.head.hidden, self.hidden);
+        if let Some(a) = self.activation {
+            c.head.activation = match a {
+                ActArg::Relu => Act::Relu,
+                ActArg::Gelu => Act::Gelu,
+            };
+        }
+        set!(c.head.dropout, self.dropout);
+        set!(c.finetune, self.finetune);
+        set!(c.batchnorm, self.batchnorm);
+        set!(c.pretrained_lr, self.pretrained_lr);
+        set!(c.unfreeze_epoch, self.unfreeze_epoch);
+        if self.split.is_some() {
+            c.split.file = self.split.clone();
+        }
+        set!(c.split.seed, self.seed);
+        set!(c.train.seed, self.seed);
+        set!(c.split.val, self.val);
+        set!(c.split.test, self.test);
+        if self.budget.is_some() {
+            c.split.budget = self.budget;
+        }
+        set!(c.probe.cs, self.cs);
+        if self.balanced {
+            c.probe.class_weight = ClassWeight::Balanced;
+        }
+        if self.standardize {
+            c.probe.standardize = true;
+        }
+        set!(c.train.epochs, self.epochs);
+        set!(c.train.lr, self.lr);
+        set!(c.train.batch_size, self.batch_size);
+        if let Some(o) = self.optimizer {
+            let wd = self.weight_decay.unwrap_or(match o {
+                OptArg::Adamw => 0.01,
+                _ => 0.0,
+            });
+            c.train.optimizer = match o {
+                OptArg::Sgd => Optimizer::Sgd {
+                    momentum: 0.9,
+                    nesterov: true,
+                    weight_decay: wd,
+                },
+                OptArg::Adam => Optimizer::Adam {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: wd,
+                },
+                OptArg::Adamw => Optimizer::AdamW {
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: wd,
+                },
+            };
+        } else if let Some(wd) = self.weight_decay {
+            match &mut c.train.optimizer {
+                Optimizer::Sgd { weight_decay, .. }
+                | Optimizer::Adam { weight_decay, .. }
+                | Optimizer::AdamW { weight_decay, .. } => *weight_decay = wd,
+                _ => bail!("--weight-decay: unknown optimiser"),
+            }
+        }
+        if let Some(s) = self.schedule {
+            c.train.schedule = match s {
+                ScheduleArg::Constant => Schedule::Constant,
+                ScheduleArg::Cosine => Schedule::Cosine { min_factor: 0.0 },
+                ScheduleArg::OneCycle => Schedule::OneCycle {
+                    pct_start: 0.3,
+                    div_factor: 25.0,
+                    final_div_factor: 1e4,
+                },
+            };
+        }
+        set!(c.train.warmup_steps, self.warmup);
+        set!(c.train.label_smoothing, self.label_smoothing);
+        if let Some(p) = self.patience {
+            c.train.patience = (p > 0).then_some(p);
+        }
+        if c.finetune == Finetune::Last {
+            c.train.groups = LrGroups(vec![("trunk.backbone".into(), c.pretrained_lr)]);
+            c.train.unfreeze = if c.unfreeze_epoch > 0 {
+                vec![Unfreeze {
+                    prefix: "trunk.backbone".into(),
+                    epoch: c.unfreeze_epoch,
+                }]
+            } else {
+                Vec::new()
+            };
+        }
+        c.check()?;
+        Ok(c)
+    }
+}
+
+impl RunConfig {
+    /// Checks the settings that need no data, before any work.
+    pub fn check(&self) -> Result<()> {
+        self.head.check()?;
+        self.train.check()?;
+        ensure!(
+            self.pretrained_lr.is_finite() && self.pretrained_lr >= 0.0,
+            "--pretrained-lr {} must be ≥ 0",
+            self.pretrained_lr
+        );
+        ensure!(
+            !self.probe.cs.is_empty(),
+            "the probe needs at least one value of C"
+        );
+        if let Some(c) = self.probe.cs.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
+            bail!("C = {c}: each value of C must be finite and > 0");
+        }
+        if self.finetune == Finetune::Last {
+            ensure!(
+                self.layer.is_none(),
+                "--finetune last starts at the model's last block; --layer does not apply"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Rows of one part: features and labels per task.
+struct PartData {
+    x: Tensor,
+    labels: Vec<Vec<Option<u32>>>,
+}
+
+/// The metrics file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Metrics {
+    pub schema_version: u32,
+    pub test: Vec<TaskScore>,
+    pub val: Vec<TaskScore>,
+    pub rows: BTreeMap<String, usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_path: Vec<(String, Vec<tl_head::probe::PathPoint>)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<tl_head::train::TrainReport>,
+    pub seconds: BTreeMap<String, f64>,
+}
+
+pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
+    let cfg = a.config()?;
+    let started = Instant::now();
+    let home = global.home()?;
+    let out = &a.out;
+    tl_core::io::create_dir_all(out)?;
+    let say = |s: String| {
+        if !global.quiet && !global.json {
+            eprintln!("{s}");
+        }
+    };
+    // Data, tasks and split.
+    let ds = data::load(&cfg.data, &home)?;
+    let task_names: Vec<String> = if cfg.tasks.is_empty() {
+        vec![
+            ds.tasks
+                .first()
+                .context("the dataset has no labelled task")?
+                .name
+                .clone(),
+        ]
+    } else {
+        cfg.tasks.clone()
+    };
+    let task_idx: Vec<usize> = task_names
+        .iter()
+        .map(|t| ds.task_index(t))
+        .collect::<Result<_, _>>()?;
+    let tasks: Vec<TaskSpec> = task_idx
+        .iter()
+        .map(|&t| TaskSpec {
+            name: ds.tasks[t].name.clone(),
+            classes: ds.tasks[t].classes.clone(),
+            weight: 1.0,
+        })
+        .collect();
+    let split = match &cfg.split.file {
+        Some(f) => Split::load_for(f, &ds)?,
+        None => {
+            let mut sc = SplitConfig::new(&task_names[0], cfg.split.seed);
+            sc.val_fraction = cfg.split.val;
+            sc.test_fraction = cfg.split.test;
+            sc.budget = cfg.split.budget;
+            Split::stratified(&ds, &sc)?
+        }
+    };
+    split.save(&out.join("split.json"))?;
+    // Features of the rows the split uses.
+    let used: std::collections::HashSet<&str> = split
+        .rows
+        .iter()
+        .filter(|r| r.split != Part::Unlabelled)
+        .map(|r| r.id.as_str())
+        .collect();
+    let sub = Dataset {
+        rows: ds
+            .rows
+            .iter()
+            .filter(|r| used.contains(r.id.as_str()))
+            .cloned()
+            .collect(),
+        ..ds.clone()
+    };
+    let registry_entry = tl_hub::Registry::builtin()?.get(&cfg.model).ok().cloned();
+    let (layer, pool, model_file) = match cfg.finetune {
+        Finetune::None => (cfg.layer.clone(), cfg.pool, None),
+        Finetune::Last => {
+            let entry = registry_entry.as_ref().context(
+                "--finetune last needs a registry CNN (efficientnet-lite0, mobilenet-v2)",
+            )?;
+            let last = entry
+                .outputs
+                .as_ref()
+                .and_then(|o| o.last_block.clone())
+                .with_context(|| format!("`{}` names no last block to fine-tune from", entry.id))?;
+            let file = match cfg.batchnorm {
+                BatchNormForm::Folded => None,
+                BatchNormForm::Kept => Some(tl_hub::model_path(&home, entry, true)?),
+            };
+            (Some(last), Pool::None, file)
+        }
+    };
+    let t_extract = Instant::now();
+    let computed = extract::compute(
+        &extract::Request {
+            model: &cfg.model,
+            contract: a.contract.as_deref(),
+            model_file,
+            layers: layer.clone().into_iter().collect(),
+            pool,
+            image_size: cfg.image_size,
+            batch_size: 32,
+            part_size: 1024,
+            skip_bad: false,
+            run: &a.run,
+        },
+        &sub,
+        &home,
+        global,
+    )?;
+    let extract_seconds = t_extract.elapsed().as_secs_f64();
+    let store = &computed.stores[0];
+    let width = store.width().context("no features were extracted")?;
+    let class_of = |task: usize, name: &str| {
+        tasks[task]
+            .classes
+            .iter()
+            .position(|c| c == name)
+            .map(|i| i as u32)
+    };
+    let part = |p: Part| -> Result<PartData> {
+        let rows: Vec<&tl_data::SplitRow> = split.rows.iter().filter(|r| r.split == p).collect();
+        let hashes: Vec<String> = rows.iter().map(|r| r.content_hash.clone()).collect();
+        let x = store.gather(&hashes)?;
+        let labels = (0..tasks.len())
+            .map(|t| {
+                rows.iter()
+                    .map(|r| r.labels.get(&tasks[t].name).and_then(|c| class_of(t, c)))
+                    .collect()
+            })
+            .collect();
+        Ok(PartData {
+            x: x.into_dyn(),
+            labels,
+        })
+    };
+    let (mut train, mut val, mut test) = (part(Part::Train)?, part(Part::Val)?, part(Part::Test)?);
+    let counts: BTreeMap<String, usize> = [("train", &train), ("val", &val), ("test", &test)]
+        .iter()
+        .map(|(n, p)| (n.to_string(), p.x.shape()[0]))
+        .collect();
+    say(format!(
+        "{} rows: {} train, {} val, {} test; features `{}` width {width} ({:.1} s)",
+        ds.name,
+        counts["train"],
+        counts["val"],
+        counts["test"],
+        computed.layers[0],
+        extract_seconds
+    ));
+    // The backbone's last layers, for fine-tuning.
+    let backbone_model = OnnxModel::load(&computed.model.path)?;
+    let features_output = registry_entry
+        .as_ref()
+        .and_then(|e| e.outputs.as_ref().map(|o| o.features.clone()));
+    let mut imported: Vec<ImportedLayer> = Vec::new();
+    let mut backbone = None;
+    let mut head_width = width;
+    if cfg.finetune == Finetune::Last {
+        let to = features_output
+            .clone()
+            .context("the model names no feature output")?;
+        let imp = import_chain(&backbone_model, &computed.layers[0], &to)?;
+        let hw = width / imp.in_channels;
+        let side = (hw as f64).sqrt().round() as usize;
+        ensure!(
+            side * side * imp.in_channels == width,
+            "features of width {width} are not {} square maps",
+            imp.in_channels
+        );
+        for p in [&mut train, &mut val, &mut test] {
+            let n = p.x.shape()[0];
+            p.x = std::mem::take(&mut p.x).into_shape_with_order(vec![
+                n,
+                imp.in_channels,
+                side,
+                side,
+            ])?;
+        }
+        say(format!(
+            "fine-tuning {} from `{}` ({} layers, {}×{side}×{side} in), pretrained layers at {}× the head's rate",
+            imp.layers.describe(),
+            computed.layers[0],
+            imp.map.len(),
+            imp.in_channels,
+            cfg.pretrained_lr
+        ));
+        head_width = imp.width;
+        imported = imp.map;
+        backbone = Some(imp.layers);
+    }
+    let t_train = Instant::now();
+    let mut net = HeadNet::build_on(&cfg.head, backbone, head_width, &tasks, cfg.train.seed)?;
+    let mut probe_path = Vec::new();
+    let mut training = None;
+    if cfg.head.kind == HeadKind::Linear && cfg.finetune == Finetune::None {
+        // The exact probe, one per task (a linear head per task on shared features is
+        // exactly independent probes).
+        for (t, task) in tasks.iter().enumerate() {
+            let pick = |p: &PartData| -> (Array2<f32>, Vec<u32>) {
+                let idx: Vec<usize> = (0..p.labels[t].len())
+                    .filter(|&i| p.labels[t][i].is_some())
+                    .collect();
+                let x =
+                    p.x.view()
+                        .into_dimensionality::<ndarray::Ix2>()
+                        .expect("2-D")
+                        .select(Axis(0), &idx);
+                (
+                    x,
+                    idx.iter()
+                        .map(|&i| p.labels[t][i].expect("filtered"))
+                        .collect(),
+                )
+            };
+            let (xtr, ytr) = pick(&train);
+            let (xva, yva) = pick(&val);
+            let pcfg = ProbeConfig::new(1.0)
+                .class_weight(cfg.probe.class_weight.clone())
+                .standardize(cfg.probe.standardize);
+            let trd = ProbeData {
+                x: xtr.view(),
+                y: &ytr,
+                classes: task.classes.len(),
+            };
+            let result = if yva.is_empty() {
+                let c = cfg.probe.cs[cfg.probe.cs.len() / 2];
+                say(format!(
+                    "{}: no validation rows, fitting C = {c}",
+                    task.name
+                ));
+                let probe = tl_head::probe::fit(&trd, &pcfg.clone().with_c(c), None)?;
+                tl_head::probe::PathResult {
+                    points: Vec::new(),
+                    best_c: c,
+                    probe,
+                }
+            } else {
+                let vad = ProbeData {
+                    x: xva.view(),
+                    y: &yva,
+                    classes: task.classes.len(),
+                };
+                tl_head::probe::fit_path(&trd, &vad, &cfg.probe.cs, &pcfg)?
+            };
+            for p in &result.points {
+                say(format!(
+                    "  {}: C {:<9.3e} train {:.4}  val {:.4}  ({} iterations, {:.2} s)",
+                    task.name, p.c, p.train_accuracy, p.val_accuracy, p.iterations, p.seconds
+                ));
+            }
+            say(format!(
+                "  {}: best C {:.3e}, refitted on train + val",
+                task.name, result.best_c
+            ));
+            let (w, b) = result.probe.to_f32();
+            let mut params = checkpoint::named_params(&net);
+            params.insert(format!("heads.{}.0.weight", task.name), w.into_dyn());
+            params.insert(format!("heads.{}.0.bias", task.name), b.into_dyn());
+            checkpoint::set_params(&mut net, &params, Path::new("probe"))?;
+            probe_path.push((task.name.clone(), result.points));
+        }
+    } else {
+        let total = cfg.train.epochs;
+        let mut log = |e: &EpochLog| {
+            let val: Vec<String> = e
+                .val
+                .iter()
+                .map(|s| format!("{} {:.4}", s.task, s.accuracy))
+                .collect();
+            say(format!(
+                "epoch {:>3}/{total}  loss {:.4}  val acc {}  lr {:.2e}  {:.1} s",
+                e.epoch + 1,
+                e.train_loss,
+                if val.is_empty() {
+                    "-".into()
+                } else {
+                    val.join(", ")
+                },
+                e.lr,
+                e.seconds
+            ));
+        };
+        let report = tl_head::train::train(
+            &mut net,
+            &tasks,
+            &Labelled {
+                x: &train.x,
+                labels: &train.labels,
+            },
+            Some(&Labelled {
+                x: &val.x,
+                labels: &val.labels,
+            }),
+            &cfg.train,
+            Some(out),
+            &mut log,
+            None,
+        )?;
+        if let Some(from) = report.resumed_from_epoch {
+            say(format!("resumed from the checkpoint after epoch {from}"));
+        }
+        training = Some(report);
+    }
+    let train_seconds = t_train.elapsed().as_secs_f64();
+    let test_scores = evaluate(
+        &mut net,
+        &Labelled {
+            x: &test.x,
+            labels: &test.labels,
+        },
+        &tasks,
+        256,
+    )?;
+    let val_scores = if val.x.shape()[0] > 0 {
+        evaluate(
+            &mut net,
+            &Labelled {
+                x: &val.x,
+                labels: &val.labels,
+            },
+            &tasks,
+            256,
+        )?
+    } else {
+        Vec::new()
+    };
+    // The artifact: weights, config, metrics, manifest, then the exported model.
+    checkpoint::save_params(&net, &out.join("weights.safetensors"))?;
+    let mut saved_cfg = cfg.clone();
+    saved_cfg.split.file = Some(PathBuf::from("split.json"));
+    tl_core::io::write_json(&out.join("config.json"), &saved_cfg)?;
+    let head_meta = HeadMeta {
+        schema_version: ARTIFACT_SCHEMA_VERSION,
+        tasks: tasks.clone(),
+        input_value: if cfg.finetune == Finetune::Last {
+            features_output.clone().unwrap_or_default()
+        } else {
+            computed.layers[0].clone()
+        },
+        pool: if cfg.finetune == Finetune::Last {
+            Pool::None
+        } else {
+            pool
+        },
+        model_file: computed.model.path.clone(),
+        model_sha256: computed.sha.clone(),
+        contract: computed.contract_json.clone(),
+        imported,
+        feature_width: width,
+    };
+    tl_core::io::write_json(&out.join("head.json"), &head_meta)?;
+    let metrics = Metrics {
+        schema_version: ARTIFACT_SCHEMA_VERSION,
+        test: test_scores.clone(),
+        val: val_scores,
+        rows: counts,
+        probe_path,
+        training,
+        seconds: BTreeMap::from([
+            ("extract".to_string(), extract_seconds),
+            ("train".to_string(), train_seconds),
+            ("total".to_string(), started.elapsed().as_secs_f64()),
+        ]),
+    };
+    tl_core::io::write_json(&out.join("metrics.json"), &metrics)?;
+    let manifest = serde_json::json!({
+        "schema_version": ARTIFACT_SCHEMA_VERSION,
+        "tl_version": env!("CARGO_PKG_VERSION"),
+        "git_revision": option_env!("TL_GIT_REVISION"),
+        "command": std::env::args().collect::<Vec<_>>(),
+        "model": cfg.model, "model_file": computed.model.path, "model_sha256": computed.sha,
+        "dataset": ds.name, "dataset_sha256": ds.sha256,
+        "split_sha256": tl_core::hash::sha256_file(&out.join("split.json"))?,
+        "seed": cfg.train.seed, "split_seed": cfg.split.seed,
+        "provider": computed.report.provider, "feature_store": store.dir(),
+        "threads": rayon::current_num_threads(),
+        "weights_sha256": tl_core::hash::sha256_file(&out.join("weights.safetensors"))?,
+        "timings_seconds": metrics.seconds,
+    });
+    tl_core::io::write_json(&out.join("manifest.json"), &manifest)?;
+    let exported = export_artifact(out, &out.join("model.onnx"));
+    if global.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "schema_version": JSON_SCHEMA_VERSION, "out": out, "test": test_scores, "metrics": metrics,
+                "exported": exported.as_ref().ok(), "export_error": exported.as_ref().err().map(|e| format!("{e:#}")),
+            }))?
+        );
+    } else {
+        for s in &test_scores {
+            println!(
+                "{}: test accuracy {:.4} on {} rows (loss {:.4})",
+                s.task, s.accuracy, s.rows, s.loss
+            );
+        }
+        match &exported {
+            Ok(p) => println!("artifact in {} (model: {})", out.display(), p.display()),
+            Err(e) => println!("artifact in {} (not exported: {e:#})", out.display()),
+        }
+    }
+    Ok(())
+}
+
+/// What export needs beyond config.json: the tasks, where the head reads, the backbone.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadMeta {
+    pub schema_version: u32,
+    pub tasks: Vec<TaskSpec>,
+    pub input_value: String,
+    pub pool: Pool,
+    pub model_file: PathBuf,
+    pub model_sha256: String,
+    pub contract: serde_json::Value,
+    pub imported: Vec<ImportedLayer>,
+    pub feature_width: usize,
+}
+
+/// Writes the artifact in `dir` as one ONNX file at `dest`.
+pub fn export_artifact(dir: &Path, dest: &Path) -> Result<PathBuf> {
+    let cfg: RunConfig = tl_core::io::read_json(&dir.join("config.json"))?;
+    let meta: HeadMeta = tl_core::io::read_json(&dir.join("head.json"))?;
+    ensure!(
+        meta.contract.get("token_output").is_none(),
+        "exporting text models (tokenizer and pooling in the graph) is not implemented yet"
+    );
+    let backbone = OnnxModel::load(&meta.model_file)
+        .with_context(|| format!("the artifact's backbone `{}`", meta.model_file.display()))?;
+    let sha = tl_core::hash::sha256_file(&meta.model_file)?;
+    ensure!(
+        sha == meta.model_sha256,
+        "`{}` changed since training (sha256 {} , trained on {})",
+        meta.model_file.display(),
+        &sha[..12],
+        &meta.model_sha256[..12]
+    );
+    let params = checkpoint::load_tensors(&dir.join("weights.safetensors"))?;
+    let model = tl_head::export::export(
+        &backbone,
+        &ExportSpec {
+            input_value: &meta.input_value,
+            pool: match meta.pool {
+                Pool::Mean => ExportPool::Mean,
+                Pool::Max => ExportPool::Max,
+                Pool::None => ExportPool::None,
+            },
+            head: &cfg.head,
+            tasks: &meta.tasks,
+            params: &params,
+            imported: &meta.imported,
+            metadata: BTreeMap::from([
+                (
+                    resolve::CONTRACT_KEY.to_string(),
+                    serde_json::to_string(&meta.contract)?,
+                ),
+                ("tl.source_sha256".to_string(), meta.model_sha256.clone()),
+                ("tl.source_model".to_string(), cfg.model.clone()),
+            ]),
+        },
+    )?;
+    model.save(dest)?;
+    Ok(dest.to_path_buf())
+}
+
+/// `tl export`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  tl export runs/probe --out probe.onnx\n  tl predict --model probe.onnx digit.png"
+)]
+pub struct ExportArgs {
+    /// A directory written by `tl train`.
+    #[arg(value_name = "ARTIFACT_DIR")]
+    artifact: PathBuf,
+    /// Where to write the ONNX file (default: ARTIFACT_DIR/model.onnx).
+    #[arg(long, value_name = "FILE.onnx")]
+    out: Option<PathBuf>,
+}
+
+pub fn export_cmd(a: &ExportArgs, global: &Global) -> Result<()> {
+    let dest = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.artifact.join("model.onnx"));
+    let p = export_artifact(&a.artifact, &dest)?;
+    if global.json {
+        println!(
+            "{}",
+            serde_json::json!({"schema_version": JSON_SCHEMA_VERSION, "out": p})
+        );
+    } else if !global.quiet {
+        println!("exported {} to {}", a.artifact.display(), p.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,234 @@
+//! `tl train`, `tl export` and `tl predict` end to end on the registry's digits and
+//! EfficientNet-Lite0 (fetched by `cargo xtask test` first).
+
+use std::process::{Command, Output};
+
+fn tl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tl"))
+        .args(args)
+        .output()
+        .expect("run tl")
+}
+
+fn ok_json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn assert_fails_with(o: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected a failure naming `{needle}`");
+    assert!(err.contains(needle), "{err}");
+}
+
+/// Digit 1790 of sklearn's digits (an 8) as an 8×8 PNG, written from the fetched dataset.
+fn digit_png(dir: &std::path::Path) -> std::path::PathBuf {
+    let home = tl_core::home::tl_home().unwrap();
+    let ds = tl_hub::Registry::builtin()
+        .unwrap()
+        .get("sklearn-digits")
+        .unwrap()
+        .load_dataset(&home)
+        .unwrap();
+    let tl_data::Content::Pixels { data, .. } = &ds.rows[1790].content else {
+        panic!()
+    };
+    assert_eq!(ds.rows[1790].labels[0], Some(8));
+    let path = dir.join("eight.png");
+    image::GrayImage::from_raw(8, 8, data.to_vec())
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    path
+}
+
+#[test]
+fn probe_train_export_predict_on_digits() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("probe");
+    let o = tl(&[
+        "--json",
+        "train",
+        "--data",
+        "sklearn-digits",
+        "--image-size",
+        "64",
+        "--cs",
+        "0.01,0.1,1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let v = ok_json(&o);
+    let acc = v["test"][0]["accuracy"].as_f64().unwrap();
+    // EfficientNet-Lite0 features of 8×8 digits at 64 px: well above chance (10 %).
+    assert!(acc > 0.8, "test accuracy {acc}");
+    for f in [
+        "config.json",
+        "weights.safetensors",
+        "metrics.json",
+        "manifest.json",
+        "split.json",
+        "head.json",
+        "model.onnx",
+    ] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["probe_path"][0][1].as_array().unwrap().len(), 3);
+    // Export again: the same bytes.
+    let again = dir.path().join("again.onnx");
+    assert!(
+        tl(&[
+            "export",
+            out.to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    assert_eq!(
+        std::fs::read(&again).unwrap(),
+        std::fs::read(out.join("model.onnx")).unwrap()
+    );
+    // Predict from the artifact directory and from the exported file.
+    let png = digit_png(dir.path());
+    for m in [out.to_str().unwrap(), again.to_str().unwrap()] {
+        let v = ok_json(&tl(&[
+            "--json",
+            "predict",
+            "--model",
+            m,
+            png.to_str().unwrap(),
+        ]));
+        let p = &v["results"][0]["predictions"][0];
+        let probs: Vec<f64> = p["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(probs.len(), 10);
+        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+        assert_eq!(p["class"], "8", "{v}");
+    }
+}
+
+#[test]
+fn an_mlp_run_is_reproducible_and_a_rerun_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |out: &str| {
+        vec![
+            "--json",
+            "train",
+            "--data",
+            "sklearn-digits",
+            "--image-size",
+            "64",
+            "--head",
+            "mlp",
+            "--hidden",
+            "32",
+            "--epochs",
+            "3",
+            "--seed",
+            "4",
+            "--out",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain([out.to_string()])
+        .collect::<Vec<_>>()
+    };
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    for out in [&a, &b] {
+        let v: Vec<String> = args(out.to_str().unwrap());
+        ok_json(&tl(&v.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    let w = |d: &std::path::Path| std::fs::read(d.join("weights.safetensors")).unwrap();
+    assert_eq!(w(&a), w(&b), "same seed, same bits");
+    // Running again in a finished artifact directory resumes from its checkpoint: no epoch
+    // is trained again, and the weights stay the same.
+    let v: Vec<String> = args(a.to_str().unwrap());
+    let r = ok_json(&tl(&v.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert_eq!(r["metrics"]["training"]["resumed_from_epoch"], 3);
+    assert_eq!(w(&a), w(&b));
+}
+
+#[test]
+fn bad_settings_fail_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x");
+    let o = out.to_str().unwrap();
+    assert_fails_with(
+        &tl(&[
+            "train",
+            "--data",
+            "sklearn-digits",
+            "--head",
+            "mlp",
+            "--lr=-1",
+            "--out",
+            o,
+        ]),
+        "learning rate",
+    );
+    assert_fails_with(
+        &tl(&[
+            "train",
+            "--data",
+            "sklearn-digits",
+            "--head",
+            "mlp",
+            "--batch-size",
+            "0",
+            "--out",
+            o,
+        ]),
+        "batch size",
+    );
+    assert_fails_with(
+        &tl(&[
+            "train",
+            "--data",
+            "sklearn-digits",
+            "--cs=0.1,-2",
+            "--out",
+            o,
+        ]),
+        "C = -2",
+    );
+    assert_fails_with(
+        &tl(&[
+            "train",
+            "--data",
+            "sklearn-digits",
+            "--task",
+            "colour",
+            "--out",
+            o,
+        ]),
+        "has no task `colour`",
+    );
+    assert_fails_with(
+        &tl(&[
+            "train",
+            "--data",
+            "sklearn-digits",
+            "--finetune",
+            "last",
+            "--layer",
+            "blocks.3",
+            "--out",
+            o,
+        ]),
+        "--layer does not apply",
+    );
+    assert!(!out.join("weights.safetensors").exists());
+    assert_fails_with(
+        &tl(&["export", dir.path().to_str().unwrap()]),
+        "config.json",
+    );
+}
