@@ -25,9 +25,12 @@ pub struct PredictArgs {
     batch_size: usize,
     #[command(flatten)]
     run: RunArgs,
-    /// Image files.
-    #[arg(required = true, value_name = "IMAGE")]
-    inputs: Vec<PathBuf>,
+    /// For a text model: read the texts from FILE, one per line.
+    #[arg(long, value_name = "FILE")]
+    lines: Option<PathBuf>,
+    /// Image files, or texts for a text model.
+    #[arg(value_name = "IMAGE|TEXT")]
+    inputs: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,7 +43,7 @@ struct TaskPrediction {
 
 #[derive(Debug, Serialize)]
 struct Row {
-    input: PathBuf,
+    input: String,
     predictions: Vec<TaskPrediction>,
 }
 
@@ -70,12 +73,6 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
         )
     })?)
     .context("metadata `tl.tasks`")?;
-    let contract = model.image_contract()?.clone();
-    for f in &a.inputs {
-        if !f.is_file() {
-            bail!("input `{}` does not exist", f.display());
-        }
-    }
     let rt = Runtime::init(&RuntimeOptions::device(a.run.device).with_home(home))?;
     let mut session =
         Session::from_file(rt, &path, &SessionOptions::default().threads(a.run.threads))?;
@@ -88,32 +85,89 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
             .collect()
     };
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut inputs = a.inputs.clone();
     let mut rows = Vec::new();
-    for chunk in a.inputs.chunks(a.batch_size) {
-        let batch = tl_features::image::preprocess_files(&contract, chunk)?.into_dyn();
-        let out = session.run(
-            &[(contract.input.as_str(), Input::F32(batch.view()))],
-            &refs,
-        )?;
-        for (i, input) in chunk.iter().enumerate() {
-            let predictions = tasks
-                .iter()
-                .zip(&names)
-                .map(|(t, n)| {
-                    let p: Vec<f32> = out[n].index_axis(Axis(0), i).iter().copied().collect();
-                    let best = (0..p.len()).fold(0, |b, k| if p[k] > p[b] { k } else { b });
-                    TaskPrediction {
-                        task: t.name.clone(),
-                        class: t.classes[best].clone(),
-                        probability: p[best],
-                        probabilities: p,
-                    }
-                })
-                .collect();
-            rows.push(Row {
-                input: input.clone(),
-                predictions,
-            });
+    let mut push =
+        |chunk: &[String], out: &std::collections::HashMap<String, ndarray::ArrayD<f32>>| {
+            for (i, input) in chunk.iter().enumerate() {
+                let predictions = tasks
+                    .iter()
+                    .zip(&names)
+                    .map(|(t, n)| {
+                        let p: Vec<f32> = out[n].index_axis(Axis(0), i).iter().copied().collect();
+                        let best = (0..p.len()).fold(0, |b, k| if p[k] > p[b] { k } else { b });
+                        TaskPrediction {
+                            task: t.name.clone(),
+                            class: t.classes[best].clone(),
+                            probability: p[best],
+                            probabilities: p,
+                        }
+                    })
+                    .collect();
+                rows.push(Row {
+                    input: input.clone(),
+                    predictions,
+                });
+            }
+        };
+    match &model.contract {
+        Some(tl_core::InputContract::Text(contract)) => {
+            if let Some(f) = &a.lines {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read `{}`", f.display()))?;
+                inputs.extend(
+                    text.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(String::from),
+                );
+            }
+            if inputs.is_empty() {
+                bail!("no texts: give them as arguments or with --lines FILE");
+            }
+            let dir = path.parent().context("model file has no directory")?;
+            let encoder = tl_features::text::TextEncoder::new(dir, contract)?;
+            for chunk in inputs.chunks(a.batch_size) {
+                let texts: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                let b = encoder.tokenize(&texts)?;
+                let (ids, mask, types) =
+                    (b.ids.into_dyn(), b.mask.into_dyn(), b.type_ids.into_dyn());
+                let mut feed = vec![
+                    (contract.input_ids.as_str(), Input::I64(ids.view())),
+                    (contract.attention_mask.as_str(), Input::I64(mask.view())),
+                ];
+                if let Some(t) = &contract.token_type_ids {
+                    feed.push((t.as_str(), Input::I64(types.view())));
+                }
+                let out = session.run(&feed, &refs)?;
+                push(chunk, &out);
+            }
+        }
+        _ => {
+            let contract = model.image_contract()?.clone();
+            if a.lines.is_some() {
+                bail!(
+                    "--lines gives texts; `{}` is an image model",
+                    path.display()
+                );
+            }
+            if inputs.is_empty() {
+                bail!("no images given");
+            }
+            let files: Vec<PathBuf> = inputs.iter().map(PathBuf::from).collect();
+            for f in &files {
+                if !f.is_file() {
+                    bail!("input `{}` does not exist", f.display());
+                }
+            }
+            for (chunk, names_chunk) in files.chunks(a.batch_size).zip(inputs.chunks(a.batch_size))
+            {
+                let batch = tl_features::image::preprocess_files(&contract, chunk)?.into_dyn();
+                let out = session.run(
+                    &[(contract.input.as_str(), Input::F32(batch.view()))],
+                    &refs,
+                )?;
+                push(names_chunk, &out);
+            }
         }
     }
     if global.json {
@@ -131,7 +185,7 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
             .iter()
             .map(|p| format!("{} = {} ({:.4})", p.task, p.class, p.probability))
             .collect();
-        println!("{}  {}", r.input.display(), parts.join(", "));
+        println!("{}  {}", r.input, parts.join(", "));
     }
     Ok(())
 }

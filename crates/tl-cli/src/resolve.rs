@@ -68,10 +68,15 @@ pub fn resolve(spec: &str, contract_file: Option<&Path>, home: &Path) -> Result<
                 None => None,
             },
         };
+    // One task: a list of names; several tasks (`tl export` of a multi-task head): a map
+    // from task to names, which `tl predict` reads through `tl.tasks`.
     let labels = match meta.get(CLASS_NAMES_KEY) {
-        Some(json) => Some(serde_json::from_str::<Vec<String>>(json).with_context(|| {
-            format!("`{spec}`: metadata `{CLASS_NAMES_KEY}` is not a JSON list of names")
-        })?),
+        Some(json) => match serde_json::from_str::<serde_json::Value>(json) {
+            Ok(serde_json::Value::Object(_)) => None,
+            _ => Some(serde_json::from_str::<Vec<String>>(json).with_context(|| {
+                format!("`{spec}`: metadata `{CLASS_NAMES_KEY}` is not a JSON list of names")
+            })?),
+        },
         None => None,
     };
     let outputs = model.output_names();

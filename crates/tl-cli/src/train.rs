@@ -502,6 +502,7 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
             sc.val_fraction = cfg.split.val;
             sc.test_fraction = cfg.split.test;
             sc.budget = cfg.split.budget;
+            sc.also = task_names[1..].to_vec();
             Split::stratified(&ds, &sc)?
         }
     };
@@ -872,24 +873,58 @@ pub struct HeadMeta {
 pub fn export_artifact(dir: &Path, dest: &Path) -> Result<PathBuf> {
     let cfg: RunConfig = tl_core::io::read_json(&dir.join("config.json"))?;
     let meta: HeadMeta = tl_core::io::read_json(&dir.join("head.json"))?;
-    ensure!(
-        meta.contract.get("token_output").is_none(),
-        "exporting text models (tokenizer and pooling in the graph) is not implemented yet"
-    );
     let backbone = OnnxModel::load(&meta.model_file)
         .with_context(|| format!("the artifact's backbone `{}`", meta.model_file.display()))?;
     let sha = tl_core::hash::sha256_file(&meta.model_file)?;
     ensure!(
         sha == meta.model_sha256,
-        "`{}` changed since training (sha256 {} , trained on {})",
+        "`{}` changed since training (sha256 {}, trained on {})",
         meta.model_file.display(),
         &sha[..12],
         &meta.model_sha256[..12]
     );
+    let mut contract: tl_core::InputContract =
+        serde_json::from_value(meta.contract.clone()).context("head.json: the input contract")?;
+    // A text model's tokenizer goes beside the exported file, named in its contract.
+    let text = match &mut contract {
+        tl_core::InputContract::Text(t) => {
+            let src = meta
+                .model_file
+                .parent()
+                .context("model file has no directory")?
+                .join(&t.tokenizer);
+            let stem = dest.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+            let name = format!("{stem}.tokenizer.json");
+            let target = dest.parent().unwrap_or(Path::new(".")).join(&name);
+            let bytes =
+                std::fs::read(&src).with_context(|| format!("cannot read `{}`", src.display()))?;
+            tl_core::io::atomic_write(&target, &bytes)?;
+            t.tokenizer = name;
+            Some(tl_head::export::TextPoolSpec {
+                token_output: t.token_output.clone(),
+                attention_mask: t.attention_mask.clone(),
+                mean: t.pooling == tl_core::contract::TextPooling::Mean,
+                normalize: t.normalize,
+            })
+        }
+        _ => None,
+    };
     let params = checkpoint::load_tensors(&dir.join("weights.safetensors"))?;
+    let mut metadata = BTreeMap::from([
+        (
+            resolve::CONTRACT_KEY.to_string(),
+            serde_json::to_string(&contract)?,
+        ),
+        ("tl.source_sha256".to_string(), meta.model_sha256.clone()),
+        ("tl.source_model".to_string(), cfg.model.clone()),
+    ]);
+    if let tl_core::InputContract::Text(t) = &contract {
+        metadata.insert("tl.tokenizer".into(), t.tokenizer.clone());
+    }
     let model = tl_head::export::export(
         &backbone,
         &ExportSpec {
+            text,
             input_value: &meta.input_value,
             pool: match meta.pool {
                 Pool::Mean => ExportPool::Mean,
@@ -900,14 +935,7 @@ pub fn export_artifact(dir: &Path, dest: &Path) -> Result<PathBuf> {
             tasks: &meta.tasks,
             params: &params,
             imported: &meta.imported,
-            metadata: BTreeMap::from([
-                (
-                    resolve::CONTRACT_KEY.to_string(),
-                    serde_json::to_string(&meta.contract)?,
-                ),
-                ("tl.source_sha256".to_string(), meta.model_sha256.clone()),
-                ("tl.source_model".to_string(), cfg.model.clone()),
-            ]),
+            metadata,
         },
     )?;
     model.save(dest)?;

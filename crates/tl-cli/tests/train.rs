@@ -232,3 +232,59 @@ fn bad_settings_fail_before_any_work() {
         "config.json",
     );
 }
+
+#[test]
+fn a_text_head_trains_exports_with_its_tokenizer_and_predicts_texts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("text");
+    // A small labelled budget keeps the extraction to about 100 reviews.
+    let v = ok_json(&tl(&[
+        "--json",
+        "train",
+        "--model",
+        "minilm-l6",
+        "--data",
+        "drug-reviews",
+        "--budget",
+        "10",
+        "--val",
+        "0.05",
+        "--test",
+        "0.05",
+        "--cs",
+        "0.1,1",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert!(v["test"][0]["rows"].as_u64().unwrap() > 10);
+    assert!(
+        out.join("model.tokenizer.json").is_file(),
+        "the tokenizer is written beside the export"
+    );
+    let texts = dir.path().join("texts.txt");
+    std::fs::write(&texts, "This medicine worked wonders, no side effects at all.\n\nTerrible: it made me sick for weeks.\n").unwrap();
+    let v = ok_json(&tl(&[
+        "--json",
+        "predict",
+        "--model",
+        out.to_str().unwrap(),
+        "--lines",
+        texts.to_str().unwrap(),
+    ]));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2, "blank lines are skipped");
+    for r in results {
+        let p = &r["predictions"][0];
+        let sum: f64 = p["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-5);
+    }
+    assert_fails_with(
+        &tl(&["predict", "--model", out.to_str().unwrap()]),
+        "no texts",
+    );
+}

@@ -31,6 +31,10 @@ pub struct SplitConfig {
     pub budget: Option<usize>,
     /// Domain recorded on every row (`source`, `target`, ...).
     pub domain: Option<String>,
+    /// Further tasks of a multi-task run: rows without a `task` label but with a label of
+    /// one of these are split too, stratified by the first such task's class.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
 }
 
 impl SplitConfig {
@@ -43,6 +47,7 @@ impl SplitConfig {
             test_fraction: 0.2,
             budget: None,
             domain: None,
+            also: Vec::new(),
         }
     }
 
@@ -97,51 +102,77 @@ impl Split {
     pub fn stratified(ds: &Dataset, config: &SplitConfig) -> Result<Self> {
         config.check()?;
         let task = ds.task_index(&config.task)?;
-        let classes = &ds.tasks[task].classes;
-        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
         let mut parts = vec![Part::Unlabelled; ds.rows.len()];
-        for (i, r) in ds.rows.iter().enumerate() {
-            if let Some(c) = r.labels[task] {
-                by_class[c as usize].push(i);
+        // The main task's rows, then rows labelled only for one of the `also` tasks.
+        let mut passes: Vec<(usize, Vec<usize>, String)> = vec![(
+            task,
+            (0..ds.rows.len())
+                .filter(|&i| ds.rows[i].labels[task].is_some())
+                .collect(),
+            format!("split/{}", config.task),
+        )];
+        let mut taken: Vec<bool> = ds.rows.iter().map(|r| r.labels[task].is_some()).collect();
+        for name in &config.also {
+            let t = ds.task_index(name)?;
+            if t == task {
+                continue;
+            }
+            let rows: Vec<usize> = (0..ds.rows.len())
+                .filter(|&i| !taken[i] && ds.rows[i].labels[t].is_some())
+                .collect();
+            for &i in &rows {
+                taken[i] = true;
+            }
+            if !rows.is_empty() {
+                passes.push((t, rows, format!("split/{}/only", name)));
             }
         }
-        for (c, idx) in by_class.iter_mut().enumerate() {
-            if idx.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "class `{}` of task `{}` has no examples",
-                    classes[c], config.task
-                )));
+        for (pass, (task, rows, stream)) in passes.into_iter().enumerate() {
+            let classes = &ds.tasks[task].classes;
+            let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); classes.len()];
+            for &i in &rows {
+                by_class[ds.rows[i].labels[task].expect("filtered") as usize].push(i);
             }
-            let mut rng =
-                tl_core::rng::seeded_rng(config.seed, &format!("split/{}/{c}", config.task));
-            idx.shuffle(&mut rng);
-            let n = idx.len();
-            let share = |f: f64| {
-                if f > 0.0 && n >= 3 {
-                    ((n as f64 * f).round() as usize).max(1)
-                } else {
-                    0
+            for (c, idx) in by_class.iter_mut().enumerate() {
+                if idx.is_empty() {
+                    if pass > 0 {
+                        continue;
+                    }
+                    return Err(Error::Invalid(format!(
+                        "class `{}` of task `{}` has no examples",
+                        classes[c], ds.tasks[task].name
+                    )));
                 }
-            };
-            let (n_test, n_val) = (share(config.test_fraction), share(config.val_fraction));
-            let n_train = n - n_test - n_val;
-            if n_train == 0 {
-                return Err(Error::Invalid(format!(
-                    "class `{}` has {n} rows: too few to leave any for training",
-                    classes[c]
-                )));
-            }
-            let budget = config.budget.unwrap_or(usize::MAX);
-            for (k, &i) in idx.iter().enumerate() {
-                parts[i] = if k < n_test {
-                    Part::Test
-                } else if k < n_test + n_val {
-                    Part::Val
-                } else if k - n_test - n_val < budget {
-                    Part::Train
-                } else {
-                    Part::Unlabelled
+                let mut rng = tl_core::rng::seeded_rng(config.seed, &format!("{stream}/{c}"));
+                idx.shuffle(&mut rng);
+                let n = idx.len();
+                let share = |f: f64| {
+                    if f > 0.0 && n >= 3 {
+                        ((n as f64 * f).round() as usize).max(1)
+                    } else {
+                        0
+                    }
                 };
+                let (n_test, n_val) = (share(config.test_fraction), share(config.val_fraction));
+                let n_train = n - n_test - n_val;
+                if n_train == 0 {
+                    return Err(Error::Invalid(format!(
+                        "class `{}` has {n} rows: too few to leave any for training",
+                        classes[c]
+                    )));
+                }
+                let budget = config.budget.unwrap_or(usize::MAX);
+                for (k, &i) in idx.iter().enumerate() {
+                    parts[i] = if k < n_test {
+                        Part::Test
+                    } else if k < n_test + n_val {
+                        Part::Val
+                    } else if k - n_test - n_val < budget {
+                        Part::Train
+                    } else {
+                        Part::Unlabelled
+                    };
+                }
             }
         }
         let rows = ds
@@ -237,6 +268,41 @@ mod tests {
             rows,
             skipped: Vec::new(),
         }
+    }
+
+    #[test]
+    fn rows_labelled_only_for_another_task_are_split_when_asked() {
+        // Task `label` on the first 60 rows; task `kind` on all 100, 40 of which have no `label`
+        // (as Rotten Tomatoes' plot summaries have subjectivity but no sentiment).
+        let mut d = ds(&[30, 30, 40]);
+        d.tasks.push(Task {
+            name: "kind".into(),
+            classes: vec!["review".into(), "plot".into()],
+        });
+        for (i, r) in d.rows.iter_mut().enumerate() {
+            let plot = i >= 60;
+            r.labels = vec![
+                (!plot).then_some(r.labels[0].unwrap()),
+                Some(u32::from(plot)),
+            ];
+        }
+        d.tasks[0].classes.truncate(2);
+        let plain = Split::stratified(&d, &SplitConfig::new("label", 1)).unwrap();
+        assert!(plain.rows[60..].iter().all(|r| r.split == Part::Unlabelled));
+        let mut cfg = SplitConfig::new("label", 1);
+        cfg.also = vec!["kind".into()];
+        let multi = Split::stratified(&d, &cfg).unwrap();
+        // The main task's rows are split exactly as before; the plots now too, by `kind`.
+        assert_eq!(multi.rows[..60], plain.rows[..60]);
+        let plots: Vec<&SplitRow> = multi.rows[60..].iter().collect();
+        assert_eq!(plots.iter().filter(|r| r.split == Part::Test).count(), 8);
+        assert_eq!(plots.iter().filter(|r| r.split == Part::Val).count(), 4);
+        assert!(
+            plots
+                .iter()
+                .all(|r| r.labels.get("kind").map(String::as_str) == Some("plot")
+                    && !r.labels.contains_key("label"))
+        );
     }
 
     #[test]

@@ -34,9 +34,25 @@ pub enum ExportPool {
     None,
 }
 
+/// Sentence pooling of a text encoder's token output, built into the exported graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextPoolSpec {
+    /// The token output `[N, T, D]`.
+    pub token_output: String,
+    /// The attention-mask input `[N, T]` (int64).
+    pub attention_mask: String,
+    /// Mask-weighted mean (true) or the first token (false).
+    pub mean: bool,
+    /// Scale to unit length.
+    pub normalize: bool,
+}
+
 /// What to export.
 #[derive(Debug)]
 pub struct ExportSpec<'a> {
+    /// For text encoders: pool the token output into sentence embeddings first (the head
+    /// then reads them, and `input_value` and `pool` are not used).
+    pub text: Option<TextPoolSpec>,
     /// The value the head reads: the tapped layer, or for fine-tuning the end of the imported chain.
     pub input_value: &'a str,
     pub pool: ExportPool,
@@ -105,8 +121,29 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
     let mut nodes: Vec<NodeProto> = Vec::new();
     let mut inits = Vec::new();
     let mut cur = spec.input_value.to_string();
+    let mut keep_value = spec.input_value.to_string();
+    if let Some(t) = &spec.text {
+        if opset < 13 {
+            return Err(Error::invalid(
+                "export",
+                format!("text pooling needs opset ≥ 13, the model has {opset}"),
+            ));
+        }
+        keep_value = t.token_output.clone();
+        text_pool(t, &mut nodes, &mut inits);
+    }
     // Pooling, for any rank ≥ 2: [N, C, ...] → [N, C, rest] → reduce over rest.
-    match spec.pool {
+    let pool_input = if spec.text.is_some() {
+        "tl.sentence".to_string()
+    } else {
+        cur.clone()
+    };
+    cur = pool_input;
+    match if spec.text.is_some() {
+        ExportPool::None
+    } else {
+        spec.pool
+    } {
         ExportPool::Mean | ExportPool::Max => {
             inits.push(tensor_i64("tl.pool.shape", &[3], &[0, 0, -1]));
             nodes.push(node(
@@ -276,7 +313,7 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
         let g = m.graph_mut();
         // Keep only what the head's input needs (the ImageNet classifier goes), then check
         // that no remaining backbone value shares a name with the head's.
-        g.output = vec![value_info(spec.input_value, DataType::Float, &[])];
+        g.output = vec![value_info(&keep_value, DataType::Float, &[])];
         prune(g);
         let taken: HashSet<&str> = g
             .node
@@ -344,4 +381,120 @@ fn prune(g: &mut tl_onnx::proto::GraphProto) {
     g.node.retain(|_| k.next().unwrap_or(false));
     g.initializer.retain(|t| needed.contains(&t.name));
     g.value_info.retain(|v| needed.contains(&v.name));
+}
+
+/// Nodes from the token output and attention mask to `tl.sentence` `[N, D]`: the
+/// mask-weighted mean (sum / max(count, 1)) or the first token, then optionally divided by
+/// its Euclidean norm (rows of zeros stay zero), as `tl-features` computes them.
+fn text_pool(
+    t: &TextPoolSpec,
+    nodes: &mut Vec<NodeProto>,
+    inits: &mut Vec<tl_onnx::proto::TensorProto>,
+) {
+    inits.push(tensor_i64("tl.text.axis1", &[1], &[1]));
+    inits.push(tensor_i64("tl.text.axis2", &[1], &[2]));
+    inits.push(tensor_f32("tl.text.one", &[], &[1.0]));
+    inits.push(tensor_f32("tl.text.tiny", &[], &[1e-30]));
+    let pooled = if t.normalize {
+        "tl.text.pooled"
+    } else {
+        "tl.sentence"
+    };
+    if t.mean {
+        nodes.push(node(
+            "Cast",
+            "tl.text.mask",
+            &[&t.attention_mask],
+            &["tl.text.mask"],
+            vec![attr::int("to", DataType::Float as i64)],
+        ));
+        nodes.push(node(
+            "Unsqueeze",
+            "tl.text.mask3",
+            &["tl.text.mask", "tl.text.axis2"],
+            &["tl.text.mask3"],
+            vec![],
+        ));
+        nodes.push(node(
+            "Mul",
+            "tl.text.masked",
+            &[&t.token_output, "tl.text.mask3"],
+            &["tl.text.masked"],
+            vec![],
+        ));
+        nodes.push(node(
+            "ReduceSum",
+            "tl.text.sum",
+            &["tl.text.masked", "tl.text.axis1"],
+            &["tl.text.sum"],
+            vec![attr::int("keepdims", 0)],
+        ));
+        nodes.push(node(
+            "ReduceSum",
+            "tl.text.count",
+            &["tl.text.mask3", "tl.text.axis1"],
+            &["tl.text.count"],
+            vec![attr::int("keepdims", 0)],
+        ));
+        nodes.push(node(
+            "Max",
+            "tl.text.count1",
+            &["tl.text.count", "tl.text.one"],
+            &["tl.text.count1"],
+            vec![],
+        ));
+        nodes.push(node(
+            "Div",
+            pooled,
+            &["tl.text.sum", "tl.text.count1"],
+            &[pooled],
+            vec![],
+        ));
+    } else {
+        inits.push(tensor_i64("tl.text.first", &[], &[0]));
+        nodes.push(node(
+            "Gather",
+            pooled,
+            &[&t.token_output, "tl.text.first"],
+            &[pooled],
+            vec![attr::int("axis", 1)],
+        ));
+    }
+    if t.normalize {
+        nodes.push(node(
+            "Mul",
+            "tl.text.sq",
+            &[pooled, pooled],
+            &["tl.text.sq"],
+            vec![],
+        ));
+        nodes.push(node(
+            "ReduceSum",
+            "tl.text.sumsq",
+            &["tl.text.sq", "tl.text.axis1"],
+            &["tl.text.sumsq"],
+            vec![attr::int("keepdims", 1)],
+        ));
+        nodes.push(node(
+            "Sqrt",
+            "tl.text.norm",
+            &["tl.text.sumsq"],
+            &["tl.text.norm"],
+            vec![],
+        ));
+        nodes.push(node(
+            "Max",
+            "tl.text.norm1",
+            &["tl.text.norm", "tl.text.tiny"],
+            &["tl.text.norm1"],
+            vec![],
+        ));
+        nodes.push(node(
+            "Div",
+            "tl.sentence",
+            &[pooled, "tl.text.norm1"],
+            &["tl.sentence"],
+            vec![],
+        ));
+    }
 }

@@ -20,6 +20,7 @@ pub mod export;
 pub mod import;
 pub mod net;
 pub mod probe;
+pub mod synthetic;
 pub mod train;
 
 pub use error::{Error, Result};

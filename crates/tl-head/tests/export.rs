@@ -157,6 +157,7 @@ fn check_export(file: &str, finetune: bool, head: HeadSpec) {
     let exported = export(
         &backbone,
         &ExportSpec {
+            text: None,
             input_value: if finetune { "features" } else { "blocks.15" },
             pool,
             head: &head,
@@ -229,4 +230,93 @@ fn an_unsupported_op_is_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("no node consumes `no.such.value`"), "{err}");
+}
+
+#[test]
+fn a_text_head_exports_with_pooling_in_the_graph_and_matches() {
+    let home = tl_core::home::tl_home().unwrap();
+    let dir = tl_core::home::model_dir(&home, "minilm-l6");
+    assert!(
+        dir.join("fetched.json").is_file(),
+        "run `cargo xtask fetch-models minilm-l6`"
+    );
+    let entry = tl_hub::Registry::builtin()
+        .unwrap()
+        .get("minilm-l6")
+        .unwrap()
+        .clone();
+    let Some(tl_core::InputContract::Text(contract)) = entry.input_contract().unwrap() else {
+        panic!("text contract")
+    };
+    let path = tl_hub::model_path(&home, &entry, false).unwrap();
+    let backbone = OnnxModel::load(&path).unwrap();
+    let encoder = tl_features::text::TextEncoder::new(path.parent().unwrap(), &contract).unwrap();
+    let texts = [
+        "a gripping, funny film",
+        "dull",
+        "the plot follows a retired detective to paris and back again",
+        "",
+    ];
+    let b = encoder.tokenize(&texts).unwrap();
+    let (ids, mask, types) = (
+        b.ids.into_dyn(),
+        b.mask.clone().into_dyn(),
+        b.type_ids.into_dyn(),
+    );
+    let mut feed = vec![
+        (contract.input_ids.as_str(), Input::I64(ids.view())),
+        (contract.attention_mask.as_str(), Input::I64(mask.view())),
+    ];
+    if let Some(t) = &contract.token_type_ids {
+        feed.push((t.as_str(), Input::I64(types.view())));
+    }
+    let rt = runtime();
+    let mut s = Session::from_file(rt, &path, &SessionOptions::default()).unwrap();
+    let hidden = s
+        .run(&feed, &[&contract.token_output])
+        .unwrap()
+        .remove(&contract.token_output)
+        .unwrap();
+    // The Rust pooling path, as `tl extract` stores sentence features.
+    let mut emb = tl_features::text::mean_pool(&hidden, &b.mask).unwrap();
+    tl_features::text::l2_normalize(&mut emb);
+    let tasks = tasks();
+    let mut h = HeadSpec::mlp(vec![8]);
+    h.activation = Act::Gelu;
+    let mut net = HeadNet::build(&h, emb.ncols(), &tasks, 9).unwrap();
+    let logits = net
+        .predict(&emb.into_dyn())
+        .unwrap()
+        .into_dimensionality::<ndarray::Ix2>()
+        .unwrap();
+    let exported = export(
+        &backbone,
+        &ExportSpec {
+            text: Some(tl_head::export::TextPoolSpec {
+                token_output: contract.token_output.clone(),
+                attention_mask: contract.attention_mask.clone(),
+                mean: true,
+                normalize: true,
+            }),
+            input_value: &contract.token_output,
+            pool: ExportPool::None,
+            head: &h,
+            tasks: &tasks,
+            params: &named_params(&net),
+            imported: &[],
+            metadata: BTreeMap::new(),
+        },
+    )
+    .unwrap();
+    let mut plain =
+        Session::from_model(rt, &exported, "text head", &SessionOptions::default()).unwrap();
+    let got = plain
+        .run(&feed, &["probabilities.shape", "probabilities.tone"])
+        .unwrap();
+    for (t, name) in ["shape", "tone"].iter().enumerate() {
+        let want = softmax(logits.slice(ndarray::s![.., net.columns(t)])).into_dyn();
+        let d = max_diff(&got[&format!("probabilities.{name}")], &want);
+        println!("minilm-l6 text head, task {name}: exported vs ndarray max diff {d:.2e}");
+        assert!(d < PROB_TOL, "{d}");
+    }
 }
