@@ -6,5 +6,6 @@ mod benchmarks;
 
 criterion::criterion_main!(
     benchmarks::preprocess::benches,
-    benchmarks::inference::benches
+    benchmarks::inference::benches,
+    benchmarks::heads::benches
 );

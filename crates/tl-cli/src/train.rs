@@ -641,6 +641,15 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         imported = imp.map;
         backbone = Some(imp.layers);
     }
+    // What this run trains on: a checkpoint in `out` resumes only the same run.
+    let fingerprint = tl_core::hash::sha256_bytes(
+        serde_json::to_string(&serde_json::json!({
+            "model_sha256": computed.sha, "layer": computed.layers, "pool": pool, "contract": computed.contract_json,
+            "dataset_sha256": ds.sha256, "split": split.rows.iter().map(|r| (&r.content_hash, r.split)).collect::<Vec<_>>(),
+            "tasks": tasks, "head": cfg.head, "finetune": cfg.finetune,
+        }))?
+        .as_bytes(),
+    );
     let t_train = Instant::now();
     let mut net = HeadNet::build_on(&cfg.head, backbone, head_width, &tasks, cfg.train.seed)?;
     let mut probe_path = Vec::new();
@@ -745,7 +754,7 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
                 labels: &val.labels,
             }),
             &cfg.train,
-            Some(out),
+            Some((out.as_path(), fingerprint.as_str())),
             &mut log,
             None,
         )?;

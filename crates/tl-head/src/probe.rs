@@ -280,29 +280,177 @@ impl Problem {
         f
     }
 
-    /// A bound on the Hessian's diagonal: C Σ sᵢ xᵢⱼ² / 4 (+1 for the penalty), and
-    /// C Σ sᵢ / 4 for intercepts (the softmax curvature p(1 − p) is at most 1/4).
-    fn diag(&self) -> Vec<f64> {
-        let d = self.x.ncols();
-        let mut col = vec![0.0f64; d];
-        for (row, &sw) in self.x.rows().into_iter().zip(&self.sw) {
-            for (c, &v) in col.iter_mut().zip(row.iter()) {
-                *c += sw * v * v;
+    /// The preconditioner: the inverse of a bound on the Hessian, `C/4 · X̃ᵀSX̃ + I` per
+    /// class (X̃ the features with a column of ones for the intercept, S the row weights,
+    /// the softmax curvature p(1 − p) being at most 1/4; the intercept gets no ridge but a
+    /// tiny one to stay positive definite). Features are usually strongly correlated, so the
+    /// full block, not its diagonal, is what makes L-BFGS converge in few iterations. Above
+    /// [`MAX_BLOCK`] features the diagonal is used.
+    fn precond(&self) -> Precond {
+        let (n, d) = self.x.dim();
+        let dp = d + usize::from(self.intercept);
+        if dp > MAX_BLOCK {
+            let mut col = vec![0.0f64; d];
+            for (row, &sw) in self.x.rows().into_iter().zip(&self.sw) {
+                for (c, &v) in col.iter_mut().zip(row.iter()) {
+                    *c += sw * v * v;
+                }
             }
+            let swsum: f64 = self.sw.iter().sum();
+            let mut out = Vec::with_capacity(self.dim());
+            for _ in 0..self.rows {
+                out.extend(col.iter().map(|&c| 1.0 / (0.25 * self.c * c + 1.0)));
+            }
+            if self.intercept {
+                out.extend(std::iter::repeat_n(
+                    1.0 / (0.25 * self.c * swsum).max(1e-12),
+                    self.rows,
+                ));
+            }
+            return Precond::Diag(out);
         }
-        let swsum: f64 = self.sw.iter().sum();
-        let mut out = Vec::with_capacity(self.dim());
-        for _ in 0..self.rows {
-            out.extend(col.iter().map(|&c| 0.25 * self.c * c + 1.0));
+        // The Gram matrix of at most GRAM_ROWS evenly spaced rows (scaled to all rows),
+        // in f32: a preconditioner needs no more precision.
+        let m = n.min(GRAM_ROWS);
+        let picked: Vec<usize> = (0..m).map(|i| i * n / m).collect();
+        let scale = n as f64 / m as f64;
+        let parts: Vec<Array2<f32>> = picked
+            .par_chunks(CHUNK_ROWS)
+            .map(|idx| {
+                let mut xs = Array2::<f32>::zeros((idx.len(), dp));
+                for (r, &i) in idx.iter().enumerate() {
+                    let w = self.sw[i].sqrt() as f32;
+                    for j in 0..d {
+                        xs[[r, j]] = w * self.x[[i, j]] as f32;
+                    }
+                    if self.intercept {
+                        xs[[r, d]] = w;
+                    }
+                }
+                xs.t().dot(&xs)
+            })
+            .collect();
+        let mut a = Array2::<f64>::zeros((dp, dp));
+        for p in parts {
+            a.zip_mut_with(&p, |a, &v| *a += v as f64);
+        }
+        a.mapv_inplace(|v| 0.25 * self.c * scale * v);
+        let mean_diag = (0..dp).map(|i| a[[i, i]]).sum::<f64>() / dp as f64;
+        for i in 0..d {
+            a[[i, i]] += 1.0;
         }
         if self.intercept {
-            out.extend(std::iter::repeat_n(
-                (0.25 * self.c * swsum).max(1e-12),
-                self.rows,
-            ));
+            a[[d, d]] += 1e-9 * mean_diag.max(1.0);
         }
-        out
+        Precond::Block {
+            inv: spd_inverse(a),
+            rows: self.rows,
+            d,
+            intercept: self.intercept,
+        }
     }
+}
+
+/// Largest feature count (plus intercept) for the full-block preconditioner (its inverse
+/// takes `MAX_BLOCK²` f64).
+const MAX_BLOCK: usize = 4096;
+/// Rows sampled for the preconditioner's Gram matrix.
+const GRAM_ROWS: usize = 8192;
+
+/// `H₀ = P⁻¹` of the L-BFGS recursion.
+enum Precond {
+    Diag(Vec<f64>),
+    /// The same inverse block for every class: `[wₖ, bₖ] ↦ [wₖ, bₖ] · inv`.
+    Block {
+        inv: Array2<f64>,
+        rows: usize,
+        d: usize,
+        intercept: bool,
+    },
+}
+
+impl Precond {
+    /// `P⁻¹ q`, in the layout of θ (all weight rows, then all intercepts).
+    fn apply(&self, q: &[f64]) -> Vec<f64> {
+        match self {
+            Precond::Diag(dinv) => q.iter().zip(dinv).map(|(a, b)| a * b).collect(),
+            Precond::Block {
+                inv,
+                rows,
+                d,
+                intercept,
+            } => {
+                let (r, d) = (*rows, *d);
+                let dp = inv.nrows();
+                let mut qm = Array2::<f64>::zeros((r, dp));
+                for k in 0..r {
+                    qm.row_mut(k)
+                        .slice_mut(s![..d])
+                        .assign(&ArrayView1::from(&q[k * d..(k + 1) * d]));
+                    if *intercept {
+                        qm[[k, d]] = q[r * d + k];
+                    }
+                }
+                let z = qm.dot(inv);
+                let mut out = vec![0.0; q.len()];
+                for k in 0..r {
+                    out[k * d..(k + 1) * d]
+                        .copy_from_slice(&z.row(k).as_slice().expect("standard layout")[..d]);
+                    if *intercept {
+                        out[r * d + k] = z[[k, d]];
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The inverse of a symmetric positive definite matrix, through its Cholesky factor
+/// (rows of each step in parallel, each entry computed by one thread: deterministic).
+fn spd_inverse(mut a: Array2<f64>) -> Array2<f64> {
+    let n = a.nrows();
+    // In place: the lower triangle becomes L with A = L Lᵀ.
+    for j in 0..n {
+        let (head, mut tail) = a.view_mut().split_at(Axis(0), j + 1);
+        let row_j = head.row(j);
+        let pivot = (row_j[j] - row_j.slice(s![..j]).dot(&row_j.slice(s![..j])))
+            .max(1e-300)
+            .sqrt();
+        let lj = row_j.slice(s![..j]).to_owned();
+
+        tail.axis_iter_mut(Axis(0))
+            .into_par_iter()
+            .for_each(|mut row| {
+                let v = (row[j] - row.slice(s![..j]).dot(&lj)) / pivot;
+                row[j] = v;
+            });
+        a[[j, j]] = pivot;
+    }
+    // L⁻¹, column by column (forward substitution), columns in parallel.
+    let cols: Vec<Vec<f64>> = (0..n)
+        .into_par_iter()
+        .map(|j| {
+            let mut x = vec![0.0; n];
+            for i in j..n {
+                let row = a.row(i);
+                let mut acc = if i == j { 1.0 } else { 0.0 };
+                for k in j..i {
+                    acc -= row[k] * x[k];
+                }
+                x[i] = acc / row[i];
+            }
+            x
+        })
+        .collect();
+    let mut linv = Array2::<f64>::zeros((n, n));
+    for (j, c) in cols.iter().enumerate() {
+        for i in j..n {
+            linv[[i, j]] = c[i];
+        }
+    }
+    // A⁻¹ = L⁻ᵀ L⁻¹.
+    linv.t().dot(&linv)
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -313,7 +461,7 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// iteration and evaluation counts and whether it converged.
 fn lbfgs(p: &Problem, theta0: Vec<f64>, cfg: &ProbeConfig) -> (Vec<f64>, f64, usize, usize, bool) {
     let n = p.dim();
-    let dinv: Vec<f64> = p.diag().iter().map(|v| 1.0 / v).collect();
+    let pre = p.precond();
     let mut theta = theta0;
     let mut g = vec![0.0; n];
     let mut f = p.eval(&theta, &mut g);
@@ -332,8 +480,9 @@ fn lbfgs(p: &Problem, theta0: Vec<f64>, cfg: &ProbeConfig) -> (Vec<f64>, f64, us
             }
             alphas.push(a);
         }
-        for (qi, di) in q.iter_mut().zip(&dinv) {
-            *qi *= gamma * di;
+        let mut q = pre.apply(&q);
+        for qi in q.iter_mut() {
+            *qi *= gamma;
         }
         for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
             let b = rho * dot(y, &q);
@@ -346,7 +495,7 @@ fn lbfgs(p: &Problem, theta0: Vec<f64>, cfg: &ProbeConfig) -> (Vec<f64>, f64, us
         if slope >= 0.0 {
             // Not a descent direction (rounding): restart from the preconditioned gradient.
             hist.clear();
-            dir = g.iter().zip(&dinv).map(|(g, d)| -g * d).collect();
+            dir = pre.apply(&g).iter().map(|v| -v).collect();
             slope = dot(&g, &dir);
         }
         // Estimated distance to the optimum, ½ gᵀ H⁻¹ g with L-BFGS's own inverse-Hessian
@@ -368,7 +517,7 @@ fn lbfgs(p: &Problem, theta0: Vec<f64>, cfg: &ProbeConfig) -> (Vec<f64>, f64, us
                 let y: Vec<f64> = gnew.iter().zip(&g).map(|(a, b)| a - b).collect();
                 let sy = dot(&s, &y);
                 if sy > 1e-12 * dot(&y, &y).sqrt() * dot(&s, &s).sqrt() {
-                    let ydy: f64 = y.iter().zip(&dinv).map(|(y, d)| y * y * d).sum();
+                    let ydy: f64 = dot(&y, &pre.apply(&y));
                     gamma = sy / ydy;
                     if hist.len() == cfg.memory {
                         hist.pop_front();

@@ -214,6 +214,10 @@ pub struct TrainReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TrainState {
     schema_version: u32,
+    /// What the run trains on (model, data, split, head): a checkpoint resumes only the
+    /// same run.
+    #[serde(default)]
+    fingerprint: String,
     config: TrainConfig,
     epochs_done: usize,
     steps: u64,
@@ -302,7 +306,7 @@ pub fn checkpoint_dir(dir: &Path) -> PathBuf {
 
 /// Trains `net` on `train`, validating on `val` after each epoch; with `dir`, saves a
 /// checkpoint after each epoch and resumes from one left by an interrupted run with the
-/// same config. The best epoch's weights (by mean validation accuracy, then loss) are in
+/// same fingerprint and config. The best epoch's weights (by mean validation accuracy, then loss) are in
 /// `net` at the end; without validation rows, the last epoch's. `stop_after` ends the run
 /// after that many epochs of this call (to test resuming).
 #[allow(clippy::too_many_arguments)]
@@ -312,10 +316,14 @@ pub fn train(
     train: &Labelled<'_>,
     val: Option<&Labelled<'_>>,
     cfg: &TrainConfig,
-    dir: Option<&Path>,
+    dir: Option<(&Path, &str)>,
     on_epoch: &mut dyn FnMut(&EpochLog),
     stop_after: Option<usize>,
 ) -> Result<TrainReport> {
+    let (dir, fingerprint) = match dir {
+        Some((d, f)) => (Some(d), f.to_string()),
+        None => (None, String::new()),
+    };
     cfg.check()?;
     train.check("training rows", tasks)?;
     if train.is_empty() {
@@ -332,6 +340,20 @@ pub fn train(
             ));
         }
     }
+    // One row through the network in evaluation mode: a feature width or shape the
+    // network does not take fails here, before any step.
+    for (what, data) in [
+        ("training features", Some(train)),
+        ("validation features", val),
+    ] {
+        if let Some(d) = data.filter(|d| !d.is_empty()) {
+            let one =
+                d.x.slice_axis(Axis(0), ndarray::Slice::from(0..1))
+                    .to_owned();
+            net.predict(&one)
+                .map_err(|e| Error::invalid(what, e.to_string()))?;
+        }
+    }
     let losses: Vec<CrossEntropy> = tasks
         .iter()
         .map(|_| CrossEntropy {
@@ -345,6 +367,7 @@ pub fn train(
     let mut opt_state = OptState::default();
     let mut state = TrainState {
         schema_version: STATE_SCHEMA_VERSION,
+        fingerprint: fingerprint.clone(),
         config: cfg.clone(),
         epochs_done: 0,
         steps: 0,
@@ -359,7 +382,25 @@ pub fn train(
         let json = ck.join("optimizer.json");
         if json.exists() {
             let saved: TrainState = tl_core::io::read_json(&json)?;
-            if saved.config == *cfg && saved.schema_version == STATE_SCHEMA_VERSION {
+            if saved.fingerprint != fingerprint
+                || saved.config != *cfg
+                || saved.schema_version != STATE_SCHEMA_VERSION
+            {
+                let what = if saved.fingerprint != fingerprint {
+                    "another model, data or head"
+                } else {
+                    "other training settings"
+                };
+                return Err(Error::invalid(
+                    "checkpoint",
+                    format!(
+                        "`{}` holds a checkpoint of a run with {what}: resume it with its own settings, or train into another directory (or delete `{}`)",
+                        json.display(),
+                        ck.display()
+                    ),
+                ));
+            }
+            {
                 checkpoint::load_params(net, &ck.join("weights.safetensors"))?;
                 opt_state.slots = checkpoint::load_tensors(&ck.join("optimizer.safetensors"))?;
                 opt_state.steps = saved.param_steps.clone();

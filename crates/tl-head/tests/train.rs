@@ -138,7 +138,7 @@ fn a_resumed_run_gives_the_same_bits() {
                 labels: &yva,
             }),
             &c,
-            dir,
+            dir.map(|d| (d, "digits 0..600")),
             &mut |_| {},
             stop,
         )
@@ -155,6 +155,27 @@ fn a_resumed_run_gives_the_same_bits() {
     assert_eq!(
         resumed, whole,
         "resumed after epoch 2, same bits as one run"
+    );
+    // A checkpoint of another run (other data) is refused, not resumed.
+    let mut net = HeadNet::build(&mlp(), 64, &tasks, 5).unwrap();
+    let err = train(
+        &mut net,
+        &tasks,
+        &Labelled {
+            x: &xtr,
+            labels: &ytr,
+        },
+        None,
+        &c,
+        Some((dir.path(), "another dataset")),
+        &mut |_| {},
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("holds a checkpoint of a run with another model, data or head"),
+        "{err}"
     );
 }
 
@@ -274,4 +295,8 @@ fn bad_settings_and_labels_fail_before_training() {
     nan[[1, 2]] = f32::INFINITY;
     assert!(go(&cfg(1), &[vec![Some(0); 4]], &nan).contains("non-finite"));
     assert!(HeadNet::build(&HeadSpec::mlp(vec![]), 3, &tasks, 0).is_err());
+    let wide = Tensor::zeros(vec![4, 5]);
+    assert!(go(&cfg(1), &[vec![Some(0); 4]], &wide).contains(
+        "invalid training features: linear input: expected shape [batch, 3], got [1, 5]"
+    ));
 }
