@@ -107,6 +107,7 @@ pub fn run(args: &[String]) -> Result<()> {
             "onnxruntime".into(),
             "efficientnet-lite0".into(),
             "minilm-l6".into(),
+            "glove-6b-50d".into(),
             "mnist-5k".into(),
             "sklearn-digits".into(),
             "rotten-tomatoes".into(),

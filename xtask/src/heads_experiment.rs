@@ -214,6 +214,45 @@ pub fn section(tl: &Path) -> Result<String> {
     }
     writeln!(
         md,
+        "\n## Word vectors vs a sentence encoder: Rotten Tomatoes sentiment, linear probe\n"
+    )?;
+    writeln!(
+        md,
+        "The exact linear probe (C chosen on validation) on GloVe 6B 50-d mean vectors and on MiniLM-L6 sentence embeddings, the same splits; test accuracy, mean ± sd over seeds {SEEDS:?}. Runs: `tl train --model M --data rotten-tomatoes --task sentiment --seed S`.\n"
+    )?;
+    writeln!(md, "| features | width | test accuracy |")?;
+    writeln!(md, "|---|---|---|")?;
+    for (model, width) in [("glove-6b-50d", 50), ("minilm-l6", 384)] {
+        let mut accs = Vec::new();
+        for seed in SEEDS {
+            let args: Vec<String> = [
+                "--model",
+                model,
+                "--data",
+                "rotten-tomatoes",
+                "--task",
+                "sentiment",
+                "--seed",
+                &seed.to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            accs.push(accuracy(
+                &train(tl, &format!("rt-probe-{model}-{seed}"), &args)?,
+                0,
+            )?);
+        }
+        let (m, sd) = mean_sd(&accs);
+        writeln!(
+            md,
+            "| {model} | {width} | {:.2} ± {:.2} % |",
+            100.0 * m,
+            100.0 * sd
+        )?;
+    }
+    writeln!(
+        md,
         "\nThe multi-task split is stratified on sentiment, with the plot summaries (no sentiment) split by subjectivity; a single-task subjectivity split is stratified on subjectivity over all rows, so the test sets differ slightly.\n"
     )?;
     Ok(md)

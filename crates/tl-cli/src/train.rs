@@ -543,26 +543,54 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         }
     };
     let t_extract = Instant::now();
-    let computed = extract::compute(
-        &extract::Request {
-            model: &cfg.model,
-            contract: a.contract.as_deref(),
-            model_file,
-            layers: layer.clone().into_iter().collect(),
-            pool,
-            image_size: cfg.image_size,
-            batch_size: 32,
-            part_size: 1024,
-            skip_bad: false,
-            run: &a.run,
-        },
-        &sub,
-        &home,
-        global,
-    )?;
+    let word_vectors = registry_entry.as_ref().filter(|e| {
+        e.kind == tl_hub::Kind::Asset && e.files.iter().any(|f| f.name.ends_with(".npy"))
+    });
+    let src = match word_vectors {
+        Some(entry) => {
+            ensure!(
+                cfg.finetune == Finetune::None,
+                "word vectors have no layers to fine-tune"
+            );
+            word_vector_source(entry, &sub, &home)?
+        }
+        None => {
+            let computed = extract::compute(
+                &extract::Request {
+                    model: &cfg.model,
+                    contract: a.contract.as_deref(),
+                    model_file,
+                    layers: layer.clone().into_iter().collect(),
+                    pool,
+                    image_size: cfg.image_size,
+                    batch_size: 32,
+                    part_size: 1024,
+                    skip_bad: false,
+                    run: &a.run,
+                },
+                &sub,
+                &home,
+                global,
+            )?;
+            let store = computed
+                .stores
+                .into_iter()
+                .next()
+                .context("no feature store")?;
+            Source {
+                layer: computed.layers[0].clone(),
+                width: store.width().context("no features were extracted")?,
+                model_path: Some(computed.model.path.clone()),
+                sha: computed.sha,
+                contract_json: computed.contract_json,
+                provider: computed.report.provider,
+                store_dir: Some(store.dir().to_path_buf()),
+                gather: Box::new(move |h: &[String]| Ok(store.gather(h)?)),
+            }
+        }
+    };
     let extract_seconds = t_extract.elapsed().as_secs_f64();
-    let store = &computed.stores[0];
-    let width = store.width().context("no features were extracted")?;
+    let width = src.width;
     let class_of = |task: usize, name: &str| {
         tasks[task]
             .classes
@@ -573,7 +601,7 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
     let part = |p: Part| -> Result<PartData> {
         let rows: Vec<&tl_data::SplitRow> = split.rows.iter().filter(|r| r.split == p).collect();
         let hashes: Vec<String> = rows.iter().map(|r| r.content_hash.clone()).collect();
-        let x = store.gather(&hashes)?;
+        let x = (src.gather)(&hashes)?;
         let labels = (0..tasks.len())
             .map(|t| {
                 rows.iter()
@@ -593,15 +621,8 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         .collect();
     say(format!(
         "{} rows: {} train, {} val, {} test; features `{}` width {width} ({:.1} s)",
-        ds.name,
-        counts["train"],
-        counts["val"],
-        counts["test"],
-        computed.layers[0],
-        extract_seconds
+        ds.name, counts["train"], counts["val"], counts["test"], src.layer, extract_seconds
     ));
-    // The backbone's last layers, for fine-tuning.
-    let backbone_model = OnnxModel::load(&computed.model.path)?;
     let features_output = registry_entry
         .as_ref()
         .and_then(|e| e.outputs.as_ref().map(|o| o.features.clone()));
@@ -612,7 +633,8 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         let to = features_output
             .clone()
             .context("the model names no feature output")?;
-        let imp = import_chain(&backbone_model, &computed.layers[0], &to)?;
+        let backbone_model = OnnxModel::load(src.model_path.as_ref().context("no ONNX backbone")?)?;
+        let imp = import_chain(&backbone_model, &src.layer, &to)?;
         let hw = width / imp.in_channels;
         let side = (hw as f64).sqrt().round() as usize;
         ensure!(
@@ -632,7 +654,7 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         say(format!(
             "fine-tuning {} from `{}` ({} layers, {}×{side}×{side} in), pretrained layers at {}× the head's rate",
             imp.layers.describe(),
-            computed.layers[0],
+            src.layer,
             imp.map.len(),
             imp.in_channels,
             cfg.pretrained_lr
@@ -644,7 +666,7 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
     // What this run trains on: a checkpoint in `out` resumes only the same run.
     let fingerprint = tl_core::hash::sha256_bytes(
         serde_json::to_string(&serde_json::json!({
-            "model_sha256": computed.sha, "layer": computed.layers, "pool": pool, "contract": computed.contract_json,
+            "model_sha256": src.sha, "layer": src.layer, "pool": pool, "contract": src.contract_json,
             "dataset_sha256": ds.sha256, "split": split.rows.iter().map(|r| (&r.content_hash, r.split)).collect::<Vec<_>>(),
             "tasks": tasks, "head": cfg.head, "finetune": cfg.finetune,
         }))?
@@ -791,26 +813,29 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
     let mut saved_cfg = cfg.clone();
     saved_cfg.split.file = Some(PathBuf::from("split.json"));
     tl_core::io::write_json(&out.join("config.json"), &saved_cfg)?;
-    let head_meta = HeadMeta {
-        schema_version: ARTIFACT_SCHEMA_VERSION,
-        tasks: tasks.clone(),
-        input_value: if cfg.finetune == Finetune::Last {
-            features_output.clone().unwrap_or_default()
-        } else {
-            computed.layers[0].clone()
-        },
-        pool: if cfg.finetune == Finetune::Last {
-            Pool::None
-        } else {
-            pool
-        },
-        model_file: computed.model.path.clone(),
-        model_sha256: computed.sha.clone(),
-        contract: computed.contract_json.clone(),
-        imported,
-        feature_width: width,
-    };
-    tl_core::io::write_json(&out.join("head.json"), &head_meta)?;
+    // head.json (what export needs) exists for ONNX backbones; word vectors have none.
+    if let Some(model_file) = &src.model_path {
+        let head_meta = HeadMeta {
+            schema_version: ARTIFACT_SCHEMA_VERSION,
+            tasks: tasks.clone(),
+            input_value: if cfg.finetune == Finetune::Last {
+                features_output.clone().unwrap_or_default()
+            } else {
+                src.layer.clone()
+            },
+            pool: if cfg.finetune == Finetune::Last {
+                Pool::None
+            } else {
+                pool
+            },
+            model_file: model_file.clone(),
+            model_sha256: src.sha.clone(),
+            contract: src.contract_json.clone(),
+            imported,
+            feature_width: width,
+        };
+        tl_core::io::write_json(&out.join("head.json"), &head_meta)?;
+    }
     let metrics = Metrics {
         schema_version: ARTIFACT_SCHEMA_VERSION,
         test: test_scores.clone(),
@@ -830,17 +855,23 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         "tl_version": env!("CARGO_PKG_VERSION"),
         "git_revision": option_env!("TL_GIT_REVISION"),
         "command": std::env::args().collect::<Vec<_>>(),
-        "model": cfg.model, "model_file": computed.model.path, "model_sha256": computed.sha,
+        "model": cfg.model, "model_file": src.model_path, "model_sha256": src.sha,
         "dataset": ds.name, "dataset_sha256": ds.sha256,
         "split_sha256": tl_core::hash::sha256_file(&out.join("split.json"))?,
         "seed": cfg.train.seed, "split_seed": cfg.split.seed,
-        "provider": computed.report.provider, "feature_store": store.dir(),
+        "provider": src.provider, "feature_store": src.store_dir,
         "threads": rayon::current_num_threads(),
         "weights_sha256": tl_core::hash::sha256_file(&out.join("weights.safetensors"))?,
         "timings_seconds": metrics.seconds,
     });
     tl_core::io::write_json(&out.join("manifest.json"), &manifest)?;
-    let exported = export_artifact(out, &out.join("model.onnx"));
+    let exported = if src.model_path.is_some() {
+        export_artifact(out, &out.join("model.onnx"))
+    } else {
+        Err(anyhow::anyhow!(
+            "word-vector features have no ONNX backbone to export"
+        ))
+    };
     if global.json {
         println!(
             "{}",
@@ -862,6 +893,81 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where a run's features come from.
+struct Source {
+    layer: String,
+    width: usize,
+    /// The ONNX backbone (none for word vectors).
+    model_path: Option<PathBuf>,
+    sha: String,
+    contract_json: serde_json::Value,
+    provider: String,
+    store_dir: Option<PathBuf>,
+    /// Features of rows by content hash.
+    #[allow(clippy::type_complexity)]
+    gather: Box<dyn Fn(&[String]) -> Result<Array2<f32>>>,
+}
+
+/// Sentence features from word vectors (`glove-6b-50d`): the mean of the known words'
+/// vectors, computed for the rows used (not cached: see DESIGN.md).
+fn word_vector_source(entry: &tl_hub::Entry, ds: &Dataset, home: &Path) -> Result<Source> {
+    ensure!(
+        tl_hub::Fetcher::is_present(home, entry),
+        "`{}` is not fetched: run `tl models fetch {}`",
+        entry.id,
+        entry.id
+    );
+    let dir = entry.dir(home);
+    let npy = entry
+        .files
+        .iter()
+        .find(|f| f.name.ends_with(".npy"))
+        .map(|f| dir.join(&f.name))
+        .context("no .npy file")?;
+    let wv = tl_features::wordvec::WordVectors::load(&npy, &dir.join("vocab.txt"))?;
+    let texts: Vec<&str> = ds
+        .rows
+        .iter()
+        .map(|r| match &r.content {
+            tl_data::Content::Text(t) => Ok(t.as_str()),
+            _ => Err(anyhow::anyhow!(
+                "row `{}` is not text; word vectors embed texts",
+                r.id
+            )),
+        })
+        .collect::<Result<_>>()?;
+    let e = wv.embed(&texts, tl_features::wordvec::Weighting::Mean);
+    let index: std::collections::HashMap<String, usize> = ds
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Ok((r.content.hash()?, i)))
+        .collect::<Result<_>>()?;
+    let oov_rate = e.oov_rate();
+    let features = e.features;
+    Ok(Source {
+        layer: format!("{} mean", entry.id),
+        width: wv.dim(),
+        model_path: None,
+        sha: tl_core::hash::sha256_file(&npy)?,
+        contract_json: serde_json::json!({"word_vectors": entry.id, "weighting": "mean", "oov_rate": oov_rate}),
+        provider: "cpu (no ONNX Runtime)".into(),
+        store_dir: None,
+        gather: Box::new(move |hashes: &[String]| {
+            let idx: Vec<usize> = hashes
+                .iter()
+                .map(|h| {
+                    index
+                        .get(h)
+                        .copied()
+                        .with_context(|| format!("no row with content hash {h}"))
+                })
+                .collect::<Result<_>>()?;
+            Ok(features.select(Axis(0), &idx))
+        }),
+    })
 }
 
 /// What export needs beyond config.json: the tasks, where the head reads, the backbone.
