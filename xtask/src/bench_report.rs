@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 
 const SIZES: [u32; 2] = [224, 112];
 const BATCH: u32 = 64;
-const THREADS: u32 = 2;
+pub(crate) const THREADS: u32 = 2;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -88,8 +88,15 @@ pub fn run(args: &[String]) -> Result<()> {
             "mnist-5k".into(),
         ])?;
         crate::run(Command::new(&cargo).args(["build", "--release", "-p", "tl-cli"]))?;
-        let section =
-            crate::probe_bench::section(Path::new("target/release/tl"), THREADS as usize)?;
+        // Timed in a release build of xtask (a dev build keeps ndarray's debug assertions).
+        let tmp = std::env::temp_dir().join(format!("tl-probe-section-{}.md", std::process::id()));
+        crate::run(
+            Command::new(&cargo)
+                .args(["run", "--release", "-p", "xtask", "--", "probe-section"])
+                .arg(&tmp),
+        )?;
+        let section = std::fs::read_to_string(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
         doc = splice(
             &doc,
             "probe",

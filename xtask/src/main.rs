@@ -30,6 +30,16 @@ fn main() -> Result<()> {
         Some("fetch-models") => fetch_models(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench-report") => bench_report::run(&args[1..]),
+        // Used by bench-report: the probe section, timed in a release build.
+        Some("probe-section") => {
+            let out = args.get(1).context("probe-section needs an output file")?;
+            let md = probe_bench::section(
+                std::path::Path::new("target/release/tl"),
+                bench_report::THREADS as usize,
+            )?;
+            std::fs::write(out, md)?;
+            Ok(())
+        }
         Some("-h" | "--help" | "help") | None => {
             print!("{USAGE}");
             Ok(())
