@@ -132,10 +132,9 @@ pub fn section(tl: &Path) -> Result<String> {
                     accs.push(accuracy(&v, 0)?);
                 }
                 let (m, sd) = mean_sd(&accs);
-                let (t, _) = mean_sd(&secs);
                 writeln!(
                     md,
-                    "| {data} | {budget} | {} | {:.2} ± {:.2} % | {t:.1} s |",
+                    "| {data} | {budget} | {} | {:.2} ± {:.2} % |",
                     s.name,
                     100.0 * m,
                     100.0 * sd
