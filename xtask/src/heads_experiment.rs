@@ -96,11 +96,8 @@ pub fn section(tl: &Path) -> Result<String> {
         md,
         "Test accuracy, mean ± sd over seeds {SEEDS:?} (each seed draws its own stratified split, 10 % validation and 20 % test, and its own initialisation). Budget = labelled training rows per class. Runs: `tl train --data D --image-size {IMAGE_SIZE} --budget K --seed S` plus the strategy's flags.\n"
     )?;
-    writeln!(
-        md,
-        "| data | budget | strategy | test accuracy | train time |"
-    )?;
-    writeln!(md, "|---|---|---|---|---|")?;
+    writeln!(md, "| data | budget | strategy | test accuracy |")?;
+    writeln!(md, "|---|---|---|---|")?;
     for (data, budgets) in [
         ("mnist-5k", &["10", "50", "all"][..]),
         ("sklearn-digits", &["10", "all"][..]),
