@@ -61,8 +61,7 @@ pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
     let home = global.home()?;
     let registry = tl_hub::Registry::builtin()?;
     if let Ok(entry) = registry.get(&a.model)
-        && entry.kind == tl_hub::Kind::Asset
-        && entry.files.iter().any(|f| f.name.ends_with(".npy"))
+        && is_word_vectors(entry)
     {
         return word_vectors(a, global, entry, &home);
     }
@@ -293,38 +292,14 @@ fn word_vectors(
     entry: &tl_hub::Entry,
     home: &std::path::Path,
 ) -> Result<()> {
-    anyhow::ensure!(
-        tl_hub::Fetcher::is_present(home, entry),
-        "`{}` is not fetched: run `tl models fetch {}`",
-        entry.id,
-        entry.id
-    );
     let weighting = match a.weighting.as_str() {
         "mean" => Weighting::Mean,
         "tfidf" => Weighting::Tfidf,
         other => anyhow::bail!("--weighting `{other}`: expected mean or tfidf"),
     };
-    let dir = entry.dir(home);
-    let npy = entry
-        .files
-        .iter()
-        .find(|f| f.name.ends_with(".npy"))
-        .map(|f| dir.join(&f.name))
-        .context("no .npy file")?;
-    let wv = WordVectors::load(&npy, &dir.join("vocab.txt"))?;
+    let wv = load_word_vectors(entry, home)?;
     let ds = data::load(&a.data, home)?;
-    let texts: Vec<&str> = ds
-        .rows
-        .iter()
-        .map(|r| match &r.content {
-            tl_data::Content::Text(t) => Ok(t.as_str()),
-            _ => Err(anyhow::anyhow!(
-                "row `{}` of `{}` is not text; word vectors embed texts",
-                r.id,
-                ds.name
-            )),
-        })
-        .collect::<Result<_>>()?;
+    let texts = texts(&ds)?;
     let started = std::time::Instant::now();
     let e = wv.embed(&texts, weighting);
     let seconds = started.elapsed().as_secs_f64();
@@ -361,6 +336,44 @@ fn word_vectors(
         );
     }
     Ok(())
+}
+
+/// Whether a registry entry is a word-vector asset (`glove-6b-50d`).
+pub fn is_word_vectors(entry: &tl_hub::Entry) -> bool {
+    entry.kind == tl_hub::Kind::Asset && entry.files.iter().any(|f| f.name.ends_with(".npy"))
+}
+
+/// Loads a fetched word-vector asset (its `.npy` matrix and `vocab.txt`).
+pub fn load_word_vectors(entry: &tl_hub::Entry, home: &std::path::Path) -> Result<WordVectors> {
+    anyhow::ensure!(
+        tl_hub::Fetcher::is_present(home, entry),
+        "`{}` is not fetched: run `tl models fetch {}`",
+        entry.id,
+        entry.id
+    );
+    let dir = entry.dir(home);
+    let npy = entry
+        .files
+        .iter()
+        .find(|f| f.name.ends_with(".npy"))
+        .map(|f| dir.join(&f.name))
+        .context("no .npy file")?;
+    Ok(WordVectors::load(&npy, &dir.join("vocab.txt"))?)
+}
+
+/// The texts of a dataset's rows, or an error naming the first row that is not text.
+pub fn texts(ds: &tl_data::Dataset) -> Result<Vec<&str>> {
+    ds.rows
+        .iter()
+        .map(|r| match &r.content {
+            tl_data::Content::Text(t) => Ok(t.as_str()),
+            _ => Err(anyhow::anyhow!(
+                "row `{}` of `{}` is not text; word vectors embed texts",
+                r.id,
+                ds.name
+            )),
+        })
+        .collect()
 }
 
 /// A node name as a file name (`blocks.15` stays, `a/b:0` becomes `a_b_0`).

@@ -349,46 +349,25 @@ impl TrainArgs {
         set!(c.train.lr, self.lr);
         set!(c.train.batch_size, self.batch_size);
         if let Some(o) = self.optimizer {
-            let wd = self.weight_decay.unwrap_or(match o {
-                OptArg::Adamw => 0.01,
-                _ => 0.0,
-            });
+            // PyTorch's defaults; AdamW brings its own weight decay (0.01).
             c.train.optimizer = match o {
                 OptArg::Sgd => Optimizer::Sgd {
                     momentum: 0.9,
                     nesterov: true,
-                    weight_decay: wd,
+                    weight_decay: 0.0,
                 },
-                OptArg::Adam => Optimizer::Adam {
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: wd,
-                },
-                OptArg::Adamw => Optimizer::AdamW {
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: wd,
-                },
+                OptArg::Adam => Optimizer::adam(),
+                OptArg::Adamw => Optimizer::default(),
             };
-        } else if let Some(wd) = self.weight_decay {
-            match &mut c.train.optimizer {
-                Optimizer::Sgd { weight_decay, .. }
-                | Optimizer::Adam { weight_decay, .. }
-                | Optimizer::AdamW { weight_decay, .. } => *weight_decay = wd,
-                _ => bail!("--weight-decay: unknown optimiser"),
-            }
+        }
+        if let Some(wd) = self.weight_decay {
+            c.train.optimizer = c.train.optimizer.clone().with_weight_decay(wd);
         }
         if let Some(s) = self.schedule {
             c.train.schedule = match s {
                 ScheduleArg::Constant => Schedule::Constant,
                 ScheduleArg::Cosine => Schedule::Cosine { min_factor: 0.0 },
-                ScheduleArg::OneCycle => Schedule::OneCycle {
-                    pct_start: 0.3,
-                    div_factor: 25.0,
-                    final_div_factor: 1e4,
-                },
+                ScheduleArg::OneCycle => Schedule::one_cycle(),
             };
         }
         set!(c.train.warmup_steps, self.warmup);
@@ -543,9 +522,9 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         }
     };
     let t_extract = Instant::now();
-    let word_vectors = registry_entry.as_ref().filter(|e| {
-        e.kind == tl_hub::Kind::Asset && e.files.iter().any(|f| f.name.ends_with(".npy"))
-    });
+    let word_vectors = registry_entry
+        .as_ref()
+        .filter(|e| extract::is_word_vectors(e));
     let src = match word_vectors {
         Some(entry) => {
             ensure!(
@@ -913,31 +892,8 @@ struct Source {
 /// Sentence features from word vectors (`glove-6b-50d`): the mean of the known words'
 /// vectors, computed for the rows used (not cached: see DESIGN.md).
 fn word_vector_source(entry: &tl_hub::Entry, ds: &Dataset, home: &Path) -> Result<Source> {
-    ensure!(
-        tl_hub::Fetcher::is_present(home, entry),
-        "`{}` is not fetched: run `tl models fetch {}`",
-        entry.id,
-        entry.id
-    );
-    let dir = entry.dir(home);
-    let npy = entry
-        .files
-        .iter()
-        .find(|f| f.name.ends_with(".npy"))
-        .map(|f| dir.join(&f.name))
-        .context("no .npy file")?;
-    let wv = tl_features::wordvec::WordVectors::load(&npy, &dir.join("vocab.txt"))?;
-    let texts: Vec<&str> = ds
-        .rows
-        .iter()
-        .map(|r| match &r.content {
-            tl_data::Content::Text(t) => Ok(t.as_str()),
-            _ => Err(anyhow::anyhow!(
-                "row `{}` is not text; word vectors embed texts",
-                r.id
-            )),
-        })
-        .collect::<Result<_>>()?;
+    let wv = extract::load_word_vectors(entry, home)?;
+    let texts = extract::texts(ds)?;
     let e = wv.embed(&texts, tl_features::wordvec::Weighting::Mean);
     let index: std::collections::HashMap<String, usize> = ds
         .rows
@@ -951,7 +907,13 @@ fn word_vector_source(entry: &tl_hub::Entry, ds: &Dataset, home: &Path) -> Resul
         layer: format!("{} mean", entry.id),
         width: wv.dim(),
         model_path: None,
-        sha: tl_core::hash::sha256_file(&npy)?,
+        // Pinned in the registry and verified when fetched: no need to hash the file again.
+        sha: entry
+            .files
+            .iter()
+            .find(|f| f.name.ends_with(".npy"))
+            .map(|f| f.sha256.clone())
+            .unwrap_or_default(),
         contract_json: serde_json::json!({"word_vectors": entry.id, "weighting": "mean", "oov_rate": oov_rate}),
         provider: "cpu (no ONNX Runtime)".into(),
         store_dir: None,

@@ -1,5 +1,6 @@
 //! Probe fits at decreasing tolerances on features written by `tl extract --out DIR`:
-//! time, iterations and objective at each, to see what a tolerance costs.
+//! time, iterations and objective at each, to see what a tolerance costs; then the
+//! default 10-value C path (every tenth row for validation).
 //!
 //! ```sh
 //! tl extract --data mnist-5k --out /tmp/mnist-features
@@ -9,7 +10,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use tl_head::probe::{ProbeConfig, ProbeData, fit};
+use tl_head::probe::{ProbeConfig, ProbeData, fit, fit_path};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -54,5 +55,36 @@ fn main() -> Result<()> {
             p.report.objective, p.report.iterations, p.report.evaluations, p.report.seconds
         );
     }
+    let (tr, va): (Vec<usize>, Vec<usize>) = (0..y.len()).partition(|i| i % 10 != 0);
+    let pick = |idx: &[usize]| {
+        (
+            x.select(ndarray::Axis(0), idx),
+            idx.iter().map(|&i| y[i]).collect::<Vec<u32>>(),
+        )
+    };
+    let ((xt, yt), (xv, yv)) = (pick(&tr), pick(&va));
+    let cs: Vec<f64> = (0..10)
+        .map(|i| 10f64.powf(-4.0 + 5.0 * i as f64 / 9.0))
+        .collect();
+    let start = std::time::Instant::now();
+    let path = fit_path(
+        &ProbeData {
+            x: xt.view(),
+            y: &yt,
+            classes,
+        },
+        &ProbeData {
+            x: xv.view(),
+            y: &yv,
+            classes,
+        },
+        &cs,
+        &ProbeConfig::new(1.0),
+    )?;
+    println!(
+        "10-value C path (1e-4..10) and refit: best C {:.3e}, {:.2} s",
+        path.best_c,
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tl_nn::{Act, Tensor};
 use tl_onnx::{
     OnnxModel,
-    builder::{Dim, attr, tensor_f32, tensor_i64, value_info},
+    builder::{Dim, attr, node, tensor_f32, tensor_i64, value_info},
     proto::{DataType, NodeProto, StringStringEntryProto},
 };
 
@@ -64,23 +64,6 @@ pub struct ExportSpec<'a> {
     pub imported: &'a [ImportedLayer],
     /// Extra `metadata_props` (input contract, source sha256, tokenizer, ...).
     pub metadata: BTreeMap<String, String>,
-}
-
-fn node(
-    op: &str,
-    name: &str,
-    inputs: &[&str],
-    outputs: &[&str],
-    attribute: Vec<tl_onnx::proto::AttributeProto>,
-) -> NodeProto {
-    NodeProto {
-        name: name.to_string(),
-        op_type: op.to_string(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute,
-        ..Default::default()
-    }
 }
 
 fn param<'a>(params: &'a BTreeMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {

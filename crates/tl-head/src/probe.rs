@@ -285,9 +285,10 @@ impl Problem {
     /// the softmax curvature p(1 − p) being at most 1/4; the intercept gets no ridge but a
     /// tiny one to stay positive definite). Features are usually strongly correlated, so the
     /// full block, not its diagonal, is what makes L-BFGS converge in few iterations. Above
-    /// [`MAX_BLOCK`] features the diagonal is used.
-    fn precond(&self) -> Precond {
-        let (n, d) = self.x.dim();
+    /// [`MAX_BLOCK`] features the diagonal is used. The Gram matrix does not depend on C:
+    /// `gram` holds one from an earlier fit on the same rows, or receives this one.
+    fn precond(&self, gram: &mut Option<Gram>) -> Precond {
+        let d = self.x.ncols();
         let dp = d + usize::from(self.intercept);
         if dp > MAX_BLOCK {
             let mut col = vec![0.0f64; d];
@@ -309,11 +310,31 @@ impl Problem {
             }
             return Precond::Diag(out);
         }
-        // The Gram matrix of at most GRAM_ROWS evenly spaced rows (scaled to all rows),
-        // in f32: a preconditioner needs no more precision.
+        let gram = gram.get_or_insert_with(|| self.gram());
+        let mut a = gram.sum.mapv(|v| 0.25 * self.c * gram.scale * v);
+        let mean_diag = (0..dp).map(|i| a[[i, i]]).sum::<f64>() / dp as f64;
+        for i in 0..d {
+            a[[i, i]] += 1.0;
+        }
+        if self.intercept {
+            a[[d, d]] += 1e-9 * mean_diag.max(1.0);
+        }
+        Precond::Block {
+            inv: spd_inverse(a),
+            rows: self.rows,
+            d,
+            intercept: self.intercept,
+        }
+    }
+
+    /// The Gram matrix `X̃ᵀSX̃` of at most [`GRAM_ROWS`] evenly spaced rows, summed from
+    /// f32 products (a preconditioner needs no more precision), and the factor that scales
+    /// it to all rows.
+    fn gram(&self) -> Gram {
+        let (n, d) = self.x.dim();
+        let dp = d + usize::from(self.intercept);
         let m = n.min(GRAM_ROWS);
         let picked: Vec<usize> = (0..m).map(|i| i * n / m).collect();
-        let scale = n as f64 / m as f64;
         let parts: Vec<Array2<f32>> = picked
             .par_chunks(CHUNK_ROWS)
             .map(|idx| {
@@ -330,23 +351,13 @@ impl Problem {
                 xs.t().dot(&xs)
             })
             .collect();
-        let mut a = Array2::<f64>::zeros((dp, dp));
+        let mut sum = Array2::<f64>::zeros((dp, dp));
         for p in parts {
-            a.zip_mut_with(&p, |a, &v| *a += v as f64);
+            sum.zip_mut_with(&p, |a, &v| *a += v as f64);
         }
-        a.mapv_inplace(|v| 0.25 * self.c * scale * v);
-        let mean_diag = (0..dp).map(|i| a[[i, i]]).sum::<f64>() / dp as f64;
-        for i in 0..d {
-            a[[i, i]] += 1.0;
-        }
-        if self.intercept {
-            a[[d, d]] += 1e-9 * mean_diag.max(1.0);
-        }
-        Precond::Block {
-            inv: spd_inverse(a),
-            rows: self.rows,
-            d,
-            intercept: self.intercept,
+        Gram {
+            sum,
+            scale: n as f64 / m as f64,
         }
     }
 }
@@ -356,6 +367,12 @@ impl Problem {
 const MAX_BLOCK: usize = 4096;
 /// Rows sampled for the preconditioner's Gram matrix.
 const GRAM_ROWS: usize = 8192;
+
+/// The C-independent part of the block preconditioner (see `Problem::precond`).
+struct Gram {
+    sum: Array2<f64>,
+    scale: f64,
+}
 
 /// `H₀ = P⁻¹` of the L-BFGS recursion.
 enum Precond {
@@ -459,9 +476,14 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 
 /// Preconditioned L-BFGS with an Armijo backtracking line search. Returns θ, F, the
 /// iteration and evaluation counts and whether it converged.
-fn lbfgs(p: &Problem, theta0: Vec<f64>, cfg: &ProbeConfig) -> (Vec<f64>, f64, usize, usize, bool) {
+fn lbfgs(
+    p: &Problem,
+    theta0: Vec<f64>,
+    cfg: &ProbeConfig,
+    gram: &mut Option<Gram>,
+) -> (Vec<f64>, f64, usize, usize, bool) {
     let n = p.dim();
-    let pre = p.precond();
+    let pre = p.precond(gram);
     let mut theta = theta0;
     let mut g = vec![0.0; n];
     let mut f = p.eval(&theta, &mut g);
@@ -666,6 +688,17 @@ pub fn fit(
     cfg: &ProbeConfig,
     warm: Option<&LinearProbe>,
 ) -> Result<LinearProbe> {
+    fit_with(data, cfg, warm, &mut None)
+}
+
+/// [`fit`], reusing (or filling) the preconditioner's Gram matrix of `data`, which
+/// depends on the rows and class weights but not on C.
+fn fit_with(
+    data: &ProbeData<'_>,
+    cfg: &ProbeConfig,
+    warm: Option<&LinearProbe>,
+    gram: &mut Option<Gram>,
+) -> Result<LinearProbe> {
     cfg.check()?;
     data.check()?;
     let start = std::time::Instant::now();
@@ -675,7 +708,7 @@ pub fn fit(
         Some(w) if w.theta.len() == problem.dim() => w.theta.clone(),
         _ => vec![0.0; problem.dim()],
     };
-    let (theta, f, iterations, evaluations, converged) = lbfgs(&problem, theta0, cfg);
+    let (theta, f, iterations, evaluations, converged) = lbfgs(&problem, theta0, cfg, gram);
     let (k, d, r) = (data.classes, data.x.ncols(), problem.rows);
     let mut weight = Array2::<f64>::zeros((k, d));
     let mut bias = Array1::<f64>::zeros(k);
@@ -783,6 +816,8 @@ pub fn fit_path(
     let mut points = Vec::new();
     let mut prev: Option<LinearProbe> = None;
     let mut best: Option<(f64, f64, LinearProbe)> = None;
+    // Every point fits the same rows: one Gram matrix serves them all.
+    let mut gram = None;
     for &c in &cs {
         // Points of the path only rank values of C: a looser tolerance than the refit's.
         let cfg_c = ProbeConfig {
@@ -790,7 +825,7 @@ pub fn fit_path(
             tol: cfg.tol.max(PATH_TOL),
             ..cfg.clone()
         };
-        let probe = fit(train, &cfg_c, prev.as_ref())?;
+        let probe = fit_with(train, &cfg_c, prev.as_ref(), &mut gram)?;
         let val_acc = accuracy(&probe.predict(val.x), val.y);
         points.push(PathPoint {
             c,

@@ -2,6 +2,8 @@
 //! same test accuracy, on the registry's `sklearn-digits` (golden values and the script
 //! that made them: tests/golden/probe/digits.json, tests/reference/probe_reference.py).
 
+mod common;
+
 use ndarray::Array2;
 use serde::Deserialize;
 use tl_head::probe::{ClassWeight, LinearProbe, ProbeConfig, ProbeData, accuracy, fit, objective};
@@ -29,25 +31,8 @@ struct Case {
 
 /// Digits as scikit-learn gives them: pixel values 0–16 (the loader scaled them to 0–255).
 fn digits() -> (Array2<f32>, Vec<u32>) {
-    let home = tl_core::home::tl_home().unwrap();
-    let ds = tl_hub::Registry::builtin()
-        .unwrap()
-        .get("sklearn-digits")
-        .unwrap()
-        .load_dataset(&home)
-        .expect("run `cargo xtask fetch-models sklearn-digits`");
-    let mut x = Array2::<f32>::zeros((ds.rows.len(), 64));
-    let mut y = Vec::new();
-    for (i, r) in ds.rows.iter().enumerate() {
-        let tl_data::Content::Pixels { data, .. } = &r.content else {
-            panic!("pixels")
-        };
-        for (j, &v) in data.iter().enumerate() {
-            x[[i, j]] = (f64::from(v) * 16.0 / 255.0).round() as f32;
-        }
-        y.push(r.labels[0].unwrap());
-    }
-    (x, y)
+    let (x, y) = common::digits_u8();
+    (x.mapv(|v| (f64::from(v) * 16.0 / 255.0).round() as f32), y)
 }
 
 fn golden() -> Golden {

@@ -2,34 +2,18 @@
 //! the same bits, a resumed run equals an uninterrupted one, multi-task heads train on rows
 //! that lack some tasks' labels, and the head network's gradients match finite differences.
 
-use ndarray::Array2;
+mod common;
+
 use tl_head::{
     net::{HeadNet, HeadSpec, TaskSpec},
     train::{Labelled, TrainConfig, evaluate, train},
 };
 use tl_nn::{Act, Ctx, Tensor, checkpoint::named_params, gradcheck::check_module};
 
+/// Digits with pixels scaled to [0, 1].
 fn digits() -> (Tensor, Vec<u32>) {
-    let home = tl_core::home::tl_home().unwrap();
-    let ds = tl_hub::Registry::builtin()
-        .unwrap()
-        .get("sklearn-digits")
-        .unwrap()
-        .load_dataset(&home)
-        .expect("run `cargo xtask fetch-models sklearn-digits`");
-    let mut x = Array2::<f32>::zeros((ds.rows.len(), 64));
-    for (i, r) in ds.rows.iter().enumerate() {
-        let tl_data::Content::Pixels { data, .. } = &r.content else {
-            panic!("pixels")
-        };
-        for (j, &v) in data.iter().enumerate() {
-            x[[i, j]] = f32::from(v) / 255.0;
-        }
-    }
-    (
-        x.into_dyn(),
-        ds.rows.iter().map(|r| r.labels[0].unwrap()).collect(),
-    )
+    let (x, y) = common::digits_u8();
+    (x.mapv(|v| f32::from(v) / 255.0).into_dyn(), y)
 }
 
 fn digit_task() -> Vec<TaskSpec> {

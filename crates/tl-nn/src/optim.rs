@@ -99,6 +99,17 @@ impl Optimizer {
         }
     }
 
+    /// The same rule with weight decay `wd`.
+    #[must_use]
+    pub fn with_weight_decay(mut self, wd: f32) -> Self {
+        match &mut self {
+            Optimizer::Sgd { weight_decay, .. }
+            | Optimizer::Adam { weight_decay, .. }
+            | Optimizer::AdamW { weight_decay, .. } => *weight_decay = wd,
+        }
+        self
+    }
+
     /// Checks every setting once, before training.
     pub fn check(&self) -> Result<()> {
         let unit = |name: &str, v: f32| {
@@ -298,6 +309,15 @@ fn final_div_factor() -> f32 {
 }
 
 impl Schedule {
+    /// PyTorch's `OneCycleLR` defaults: 30 % up, from base/25 to base/250,000.
+    pub fn one_cycle() -> Self {
+        Schedule::OneCycle {
+            pct_start: pct_start(),
+            div_factor: div_factor(),
+            final_div_factor: final_div_factor(),
+        }
+    }
+
     /// The factor on the base rate at `step` (0-based) of `total` steps, after a linear
     /// warm-up over the first `warmup` steps.
     pub fn factor(&self, step: usize, total: usize, warmup: usize) -> f32 {

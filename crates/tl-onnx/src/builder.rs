@@ -100,6 +100,24 @@ fn raw_tensor(
     }
 }
 
+/// A node, for graphs edited outside a [`GraphBuilder`] (`tl export` extends a backbone).
+pub fn node(
+    op_type: &str,
+    name: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+    attributes: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        name: name.to_string(),
+        op_type: op_type.to_string(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute: attributes,
+        ..Default::default()
+    }
+}
+
 /// Attribute constructors.
 pub mod attr {
     use super::*;
@@ -235,14 +253,9 @@ impl GraphBuilder {
         outputs: &[&str],
         attributes: Vec<AttributeProto>,
     ) {
-        self.graph.node.push(NodeProto {
-            name: name.to_string(),
-            op_type: op_type.to_string(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
-            attribute: attributes,
-            ..Default::default()
-        });
+        self.graph
+            .node
+            .push(node(op_type, name, inputs, outputs, attributes));
     }
 
     /// The usual classifier end of a CNN: global average pooling of `x` [N, width, H, W],
