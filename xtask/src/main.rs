@@ -7,6 +7,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+mod adapt_experiment;
 mod bench_report;
 mod heads_experiment;
 mod probe_bench;
@@ -19,7 +20,7 @@ commands:
         fetch registry entries (all non-optional ones when no ID is given) into TL_HOME
   test  fetch what the tests need, then cargo fmt --check, cargo clippy -D warnings,
         and cargo test over the whole workspace
-  bench-report [--runs N] [--only extract|probe|heads]
+  bench-report [--runs N] [--only extract|probe|heads|adapt]
         measure feature extraction (tl end to end, bare ONNX Runtime, a Python pipeline)
         and the criterion benches on this machine, and regenerate docs/benchmarks.md
 ";

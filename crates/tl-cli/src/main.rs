@@ -2,6 +2,7 @@
 //!
 //! This file parses arguments and dispatches; the work lives in the library crates.
 
+mod adapt;
 mod classify;
 mod data;
 mod doctor;
@@ -106,6 +107,10 @@ tl extract --model mobilenet-v2 --data ./photos --layer features.17 --layer feat
     Predict(predict::PredictArgs),
     /// Write a trained artifact as one ONNX file (backbone + head, softmax, metadata).
     Export(train::ExportArgs),
+    /// Adapt a classifier from a labelled source dataset to an unlabelled target dataset (MMD, CORAL, DANN, ...).
+    Adapt(Box<adapt::AdaptArgs>),
+    /// Measure the shift between two datasets' features (MMD, proxy A-distance), per layer.
+    Shift(adapt::ShiftArgs),
     /// Check the installation: ONNX Runtime library, version, providers, CUDA readiness, cache.
     #[command(after_help = "Example:\n  tl doctor --json")]
     Doctor,
@@ -123,6 +128,8 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a, &cli.global),
         Command::Predict(a) => predict::run(a, &cli.global),
         Command::Export(a) => train::export_cmd(a, &cli.global),
+        Command::Adapt(a) => adapt::run(a, &cli.global),
+        Command::Shift(a) => adapt::shift(a, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -436,6 +436,49 @@ pub struct Metrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<tl_head::train::TrainReport>,
     pub seconds: BTreeMap<String, f64>,
+    /// Test macro-F1 and balanced accuracy per task (rows with that task's label).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_metrics: Vec<TaskMetrics>,
+}
+
+/// Class-balanced test figures of one task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    pub task: String,
+    pub macro_f1: f64,
+    pub balanced_accuracy: f64,
+}
+
+/// Macro-F1 and balanced accuracy of `net` on `data`, task by task.
+fn task_metrics(
+    net: &mut HeadNet,
+    data: &PartData,
+    tasks: &[TaskSpec],
+) -> Result<Vec<TaskMetrics>> {
+    if data.x.shape()[0] == 0 {
+        return Ok(Vec::new());
+    }
+    let logits = tl_head::train::predict(net, &data.x, 256)?.mapv(f64::from);
+    tasks
+        .iter()
+        .enumerate()
+        .map(|(t, task)| {
+            let z = logits.slice(ndarray::s![.., net.columns(t)]).to_owned();
+            let pred = tl_head::probe::argmax_rows(&z);
+            let (p, y): (Vec<u32>, Vec<u32>) = pred
+                .iter()
+                .zip(&data.labels[t])
+                .filter_map(|(&p, y)| y.map(|y| (p, y)))
+                .unzip();
+            let mut c = tl_eval::Confusion::new(task.classes.len());
+            c.update(&p, &y)?;
+            Ok(TaskMetrics {
+                task: task.name.clone(),
+                macro_f1: c.macro_f1(),
+                balanced_accuracy: c.balanced_accuracy(),
+            })
+        })
+        .collect()
 }
 
 pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
@@ -522,52 +565,27 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         }
     };
     let t_extract = Instant::now();
-    let word_vectors = registry_entry
-        .as_ref()
-        .filter(|e| extract::is_word_vectors(e));
-    let src = match word_vectors {
-        Some(entry) => {
-            ensure!(
-                cfg.finetune == Finetune::None,
-                "word vectors have no layers to fine-tune"
-            );
-            word_vector_source(entry, &sub, &home)?
-        }
-        None => {
-            let computed = extract::compute(
-                &extract::Request {
-                    model: &cfg.model,
-                    contract: a.contract.as_deref(),
-                    model_file,
-                    layers: layer.clone().into_iter().collect(),
-                    pool,
-                    image_size: cfg.image_size,
-                    batch_size: 32,
-                    part_size: 1024,
-                    skip_bad: false,
-                    run: &a.run,
-                },
-                &sub,
-                &home,
-                global,
-            )?;
-            let store = computed
-                .stores
-                .into_iter()
-                .next()
-                .context("no feature store")?;
-            Source {
-                layer: computed.layers[0].clone(),
-                width: store.width().context("no features were extracted")?,
-                model_path: Some(computed.model.path.clone()),
-                sha: computed.sha,
-                contract_json: computed.contract_json,
-                provider: computed.report.provider,
-                store_dir: Some(store.dir().to_path_buf()),
-                gather: Box::new(move |h: &[String]| Ok(store.gather(h)?)),
-            }
-        }
-    };
+    if cfg.finetune != Finetune::None
+        && registry_entry
+            .as_ref()
+            .is_some_and(extract::is_word_vectors)
+    {
+        bail!("word vectors have no layers to fine-tune");
+    }
+    let src = feature_source(
+        &FeatureRequest {
+            model: &cfg.model,
+            contract: a.contract.as_deref(),
+            model_file,
+            layer: layer.clone(),
+            pool,
+            image_size: cfg.image_size,
+            run: &a.run,
+        },
+        &sub,
+        &home,
+        global,
+    )?;
     let extract_seconds = t_extract.elapsed().as_secs_f64();
     let width = src.width;
     let class_of = |task: usize, name: &str| {
@@ -815,8 +833,10 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         };
         tl_core::io::write_json(&out.join("head.json"), &head_meta)?;
     }
+    let test_metrics = task_metrics(&mut net, &test, &tasks)?;
     let metrics = Metrics {
         schema_version: ARTIFACT_SCHEMA_VERSION,
+        test_metrics,
         test: test_scores.clone(),
         val: val_scores,
         rows: counts,
@@ -875,18 +895,81 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
 }
 
 /// Where a run's features come from.
-struct Source {
-    layer: String,
-    width: usize,
+/// What [`feature_source`] extracts.
+#[derive(Debug)]
+pub(crate) struct FeatureRequest<'a> {
+    pub model: &'a str,
+    pub contract: Option<&'a std::path::Path>,
+    /// Another file of the same registry model (the BatchNorm-kept graph).
+    pub model_file: Option<PathBuf>,
+    pub layer: Option<String>,
+    pub pool: Pool,
+    pub image_size: Option<u32>,
+    pub run: &'a crate::RunArgs,
+}
+
+/// Features of the rows of `ds` from a registry model, a model file or word vectors:
+/// extracted (or found in the feature store), then gathered by content hash.
+pub(crate) fn feature_source(
+    r: &FeatureRequest<'_>,
+    ds: &Dataset,
+    home: &Path,
+    global: &Global,
+) -> Result<Source> {
+    let registry_entry = tl_hub::Registry::builtin()?.get(r.model).ok().cloned();
+    if let Some(entry) = registry_entry
+        .as_ref()
+        .filter(|e| extract::is_word_vectors(e))
+    {
+        return word_vector_source(entry, ds, home);
+    }
+    let computed = extract::compute(
+        &extract::Request {
+            model: r.model,
+            contract: r.contract,
+            model_file: r.model_file.clone(),
+            layers: r.layer.clone().into_iter().collect(),
+            pool: r.pool,
+            image_size: r.image_size,
+            batch_size: 32,
+            part_size: 1024,
+            skip_bad: false,
+            run: r.run,
+        },
+        ds,
+        home,
+        global,
+    )?;
+    let store = computed
+        .stores
+        .into_iter()
+        .next()
+        .context("no feature store")?;
+    Ok(Source {
+        layer: computed.layers[0].clone(),
+        width: store.width().context("no features were extracted")?,
+        model_path: Some(computed.model.path.clone()),
+        sha: computed.sha,
+        contract_json: computed.contract_json,
+        provider: computed.report.provider,
+        store_dir: Some(store.dir().to_path_buf()),
+        gather: Box::new(move |h: &[String]| Ok(store.gather(h)?)),
+    })
+}
+
+/// Where a run's features come from, and how to get them.
+pub(crate) struct Source {
+    pub layer: String,
+    pub width: usize,
     /// The ONNX backbone (none for word vectors).
-    model_path: Option<PathBuf>,
-    sha: String,
-    contract_json: serde_json::Value,
-    provider: String,
-    store_dir: Option<PathBuf>,
+    pub model_path: Option<PathBuf>,
+    pub sha: String,
+    pub contract_json: serde_json::Value,
+    pub provider: String,
+    pub store_dir: Option<PathBuf>,
     /// Features of rows by content hash.
     #[allow(clippy::type_complexity)]
-    gather: Box<dyn Fn(&[String]) -> Result<Array2<f32>>>,
+    pub gather: Box<dyn Fn(&[String]) -> Result<Array2<f32>>>,
 }
 
 /// Sentence features from word vectors (`glove-6b-50d`): the mean of the known words'

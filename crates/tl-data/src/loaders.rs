@@ -33,6 +33,29 @@ pub struct PixelTable {
     pub label: LabelPos,
     #[serde(default)]
     pub header: bool,
+    /// A border of this many black pixels around each image (scikit-learn's 8×8 digits
+    /// touch their edges; MNIST's are framed by a 4-pixel margin).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pad: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
+}
+
+/// `data` (`width` × `height`, one channel) inside a border of `pad` zeros.
+fn padded(data: Vec<u8>, width: u32, height: u32, pad: u32) -> Vec<u8> {
+    if pad == 0 {
+        return data;
+    }
+    let (w, p) = (width as usize, pad as usize);
+    let pw = w + 2 * p;
+    let mut out = vec![0u8; pw * (height as usize + 2 * p)];
+    for (y, row) in data.chunks(w).enumerate() {
+        let at = (y + p) * pw + p;
+        out[at..at + w].copy_from_slice(row);
+    }
+    out
 }
 
 /// Reads a pixel table (`.csv`, `.csv.gz`, `.csv.bz2`); labels must be below `n_classes`.
@@ -106,10 +129,10 @@ pub fn pixel_table(path: &Path, spec: &PixelTable, n_classes: usize) -> Result<V
         rows.push(Row {
             id: format!("{name}:{}", i + 1),
             content: Content::Pixels {
-                width: spec.width,
-                height: spec.height,
+                width: spec.width + 2 * spec.pad,
+                height: spec.height + 2 * spec.pad,
                 channels: 1,
-                data: Arc::from(data),
+                data: Arc::from(padded(data, spec.width, spec.height, spec.pad)),
             },
             labels: vec![Some(label)],
         });
@@ -599,6 +622,7 @@ mod tests {
             max_value: 16,
             label: LabelPos::Last,
             header: false,
+            pad: 0,
         };
         let rows = pixel_table(&p, &spec, 10).unwrap();
         assert_eq!(rows.len(), 2);
@@ -606,6 +630,27 @@ mod tests {
             panic!()
         };
         assert_eq!(&data[..], &[0, 128, 255, 255]);
+        let framed = pixel_table(
+            &p,
+            &PixelTable {
+                pad: 1,
+                ..spec.clone()
+            },
+            10,
+        )
+        .unwrap();
+        let Content::Pixels {
+            width,
+            height,
+            data,
+            ..
+        } = &framed[0].content
+        else {
+            panic!()
+        };
+        assert_eq!((*width, *height), (4, 4));
+        #[rustfmt::skip]
+        assert_eq!(&data[..], &[0, 0, 0, 0, 0, 0, 128, 0, 0, 255, 255, 0, 0, 0, 0, 0]);
         assert_eq!(rows[0].labels, vec![Some(3)]);
         std::fs::write(&p, "0,8,16,16\n").unwrap();
         let err = pixel_table(&p, &spec, 10).unwrap_err().to_string();

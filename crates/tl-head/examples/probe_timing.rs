@@ -47,7 +47,15 @@ fn main() -> Result<()> {
         y: &y,
         classes,
     };
+    let path_tol: f64 = std::env::var("PATH_TOL")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(1e-10);
     for k in 4..=10 {
+        if std::env::var_os("SKIP_TOLS").is_some() {
+            break;
+        }
         let tol = 10f64.powi(-k);
         let p = fit(&data, &ProbeConfig::new(c).tol(tol), None)?;
         println!(
@@ -79,11 +87,18 @@ fn main() -> Result<()> {
             classes,
         },
         &cs,
-        &ProbeConfig::new(1.0),
+        &ProbeConfig::new(1.0).tol(path_tol),
     )?;
+    for p in &path.points {
+        println!(
+            "  C {:.3e}: {} iterations, val {:.4}, {:.2} s",
+            p.c, p.iterations, p.val_accuracy, p.seconds
+        );
+    }
     println!(
-        "10-value C path (1e-4..10) and refit: best C {:.3e}, {:.2} s",
+        "10-value C path (1e-4..10) and refit at tol {path_tol:e}: best C {:.3e}, refit {:.2} s, total {:.2} s",
         path.best_c,
+        path.probe.report.seconds,
         start.elapsed().as_secs_f64()
     );
     Ok(())

@@ -205,8 +205,14 @@ impl HeadNet {
     }
 }
 
-impl Module for HeadNet {
-    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> tl_nn::Result<Tensor> {
+impl HeadNet {
+    /// The trunk's output (the features the heads read) and all tasks' logits side by
+    /// side: for losses on the features as well as on the logits (domain adaptation).
+    pub fn forward_features(
+        &mut self,
+        x: &Tensor,
+        ctx: &mut Ctx,
+    ) -> tl_nn::Result<(Tensor, Tensor)> {
         let h = self.trunk.forward(x, ctx)?;
         let outs: Vec<Tensor> = self
             .heads
@@ -224,27 +230,54 @@ impl Module for HeadNet {
                     .expect("2-D logits")
             })
             .collect();
-        Ok(ndarray::concatenate(Axis(1), &views)
+        let logits = ndarray::concatenate(Axis(1), &views)
             .expect("same batch")
-            .into_dyn())
+            .into_dyn();
+        Ok((h, logits))
     }
 
-    fn backward(&mut self, grad_out: &Tensor) -> tl_nn::Result<Tensor> {
+    /// The backward pass of [`HeadNet::forward_features`]: the logits' gradient, plus a
+    /// gradient with respect to the trunk's output from a loss on the features.
+    pub fn backward_features(
+        &mut self,
+        grad_logits: &Tensor,
+        grad_features: Option<&Tensor>,
+    ) -> tl_nn::Result<Tensor> {
         let shape = self
             .input
             .clone()
             .ok_or_else(|| tl_nn::Error::NoForward("head network".into()))?;
-        let g = grad_out
+        let g = grad_logits
             .view()
             .into_dimensionality::<ndarray::Ix2>()
             .expect("2-D gradient");
-        let mut gh = Tensor::zeros(shape);
+        let mut gh = match grad_features {
+            Some(extra) if extra.shape() == shape.as_slice() => extra.clone(),
+            Some(extra) => {
+                return Err(tl_nn::Error::Shape {
+                    what: "gradient of the head network's features".into(),
+                    expected: format!("{shape:?}"),
+                    got: extra.shape().to_vec(),
+                });
+            }
+            None => Tensor::zeros(shape),
+        };
         for i in 0..self.heads.len() {
             let cols = self.columns(i);
             let gi = g.slice(s![.., cols]).to_owned().into_dyn();
             gh += &self.heads[i].1.backward(&gi)?;
         }
         self.trunk.backward(&gh)
+    }
+}
+
+impl Module for HeadNet {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> tl_nn::Result<Tensor> {
+        Ok(self.forward_features(x, ctx)?.1)
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> tl_nn::Result<Tensor> {
+        self.backward_features(grad_out, None)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {

@@ -23,7 +23,10 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// Tolerance of the points of a regularisation path (the final refit uses the config's).
-pub const PATH_TOL: f64 = 1e-7;
+/// Points only rank values of C by validation accuracy: on mnist-5k features the 10-value
+/// default path gave the same validation accuracy at every point, and the same best C, at
+/// 1e-5 as at 1e-7, in half the time (`examples/probe_timing.rs`).
+pub const PATH_TOL: f64 = 1e-5;
 
 /// Rows per parallel chunk of the objective.
 const CHUNK_ROWS: usize = 512;
@@ -770,7 +773,29 @@ pub struct PathPoint {
     pub iterations: usize,
     pub train_accuracy: f64,
     pub val_accuracy: f64,
+    /// Mean cross-entropy of the validation rows (how well calibrated the point is).
+    #[serde(default)]
+    pub val_log_loss: f64,
     pub seconds: f64,
+}
+
+/// Mean cross-entropy of `probe`'s softmax on rows `x` with classes `y`.
+pub fn log_loss(probe: &LinearProbe, x: ArrayView2<'_, f32>, y: &[u32]) -> f64 {
+    if y.is_empty() {
+        return f64::NAN;
+    }
+    let z = probe.logits(x);
+    let total: f64 = z
+        .rows()
+        .into_iter()
+        .zip(y)
+        .map(|(row, &c)| {
+            let m = row.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+            let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
+            lse - row[c as usize]
+        })
+        .sum();
+    total / y.len() as f64
 }
 
 /// A regularisation path over `cs` (fitted in increasing order, each warm-started from
@@ -833,6 +858,7 @@ pub fn fit_path(
             iterations: probe.report.iterations,
             train_accuracy: accuracy(&probe.predict(train.x), train.y),
             val_accuracy: val_acc,
+            val_log_loss: log_loss(&probe, val.x, val.y),
             seconds: probe.report.seconds,
         });
         if best.as_ref().is_none_or(|(_, a, _)| val_acc > *a) {

@@ -50,6 +50,19 @@ pub struct TrainConfig {
     /// Learning-rate factors by parameter-name prefix (discriminative rates).
     pub groups: LrGroups,
     pub unfreeze: Vec<Unfreeze>,
+    /// Which weights the run ends with.
+    pub keep: Keep,
+}
+
+/// The weights a run ends with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The epoch with the best validation score (the last one without validation rows).
+    #[default]
+    Best,
+    /// The last epoch's; validation is only reported.
+    Last,
 }
 
 impl Default for TrainConfig {
@@ -66,6 +79,7 @@ impl Default for TrainConfig {
             patience: Some(5),
             groups: LrGroups::default(),
             unfreeze: Vec::new(),
+            keep: Keep::Best,
         }
     }
 }
@@ -299,6 +313,169 @@ fn score(val: &[TaskScore]) -> (f64, f64) {
     )
 }
 
+/// Where a step stands in its run: for loss weights that follow a schedule (DANN's λ
+/// ramp) and for draws that a resumed run must repeat (seeded by epoch and batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepInfo {
+    pub seed: u64,
+    pub epoch: usize,
+    /// The batch's index within its epoch.
+    pub batch: usize,
+    pub step: u64,
+    pub total_steps: u64,
+}
+
+impl StepInfo {
+    /// The fraction of the run done before this step, in [0, 1).
+    pub fn progress(&self) -> f64 {
+        self.step as f64 / self.total_steps.max(1) as f64
+    }
+}
+
+/// The loss a run minimises. [`Supervised`] is the tasks' cross-entropy; domain
+/// adaptation (`tl-adapt`) adds terms on unlabelled target rows and may train modules of
+/// its own. Everything else (batches, optimiser, schedule, checkpoints, early stopping)
+/// is the trainer's.
+pub trait Objective {
+    /// Before each epoch's first batch, with the network as it stands (pseudo-labels).
+    fn begin_epoch(&mut self, _net: &mut HeadNet, _epoch: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// The loss of training rows `rows`, with its gradients accumulated in the
+    /// parameters of `net` and of [`Objective::aux`] (zeroed by the trainer).
+    fn batch(
+        &mut self,
+        net: &mut HeadNet,
+        train: &Labelled<'_>,
+        rows: &[usize],
+        info: StepInfo,
+        ctx: &mut Ctx,
+    ) -> Result<f64>;
+
+    /// Trainable modules of the objective's own (a domain discriminator): stepped,
+    /// checkpointed and restored with the network, their parameters named `aux.*`.
+    fn aux(&mut self) -> Option<&mut dyn Module> {
+        None
+    }
+}
+
+/// The tasks' weighted cross-entropy on labelled rows.
+#[derive(Debug, Clone)]
+pub struct Supervised {
+    losses: Vec<CrossEntropy>,
+    weights: Vec<f32>,
+}
+
+impl Supervised {
+    pub fn new(tasks: &[TaskSpec], label_smoothing: f32) -> Self {
+        Self {
+            losses: tasks
+                .iter()
+                .map(|_| CrossEntropy {
+                    label_smoothing,
+                    class_weights: None,
+                })
+                .collect(),
+            weights: tasks.iter().map(|t| t.weight).collect(),
+        }
+    }
+
+    /// The loss of logits `z` (all tasks side by side) against `labels[task][row]`, and
+    /// its gradient with respect to `z`. Rows without a task's label add nothing to it.
+    pub fn loss(
+        &self,
+        net: &HeadNet,
+        z: ndarray::ArrayView2<'_, f32>,
+        labels: &[Vec<Option<u32>>],
+    ) -> Result<(f64, ndarray::Array2<f32>)> {
+        let mut grad = ndarray::Array2::<f32>::zeros(z.raw_dim());
+        let mut total = 0.0f64;
+        for (t, (ce, &w)) in self.losses.iter().zip(&self.weights).enumerate() {
+            if labels[t].iter().all(Option::is_none) {
+                continue;
+            }
+            let cols = net.columns(t);
+            let zt = z.slice(ndarray::s![.., cols.clone()]).to_owned().into_dyn();
+            let (l, g) = ce.forward_backward(&zt, &labels[t])?;
+            total += (w * l) as f64;
+            let g = g.into_dimensionality::<ndarray::Ix2>().expect("2-D") * w;
+            grad.slice_mut(ndarray::s![.., cols]).assign(&g);
+        }
+        Ok((total, grad))
+    }
+}
+
+impl Objective for Supervised {
+    fn batch(
+        &mut self,
+        net: &mut HeadNet,
+        train: &Labelled<'_>,
+        rows: &[usize],
+        _info: StepInfo,
+        ctx: &mut Ctx,
+    ) -> Result<f64> {
+        let xb = train.x.select(Axis(0), rows);
+        let logits = net.forward(&xb, ctx)?;
+        let z = logits
+            .view()
+            .into_dimensionality::<ndarray::Ix2>()
+            .expect("2-D logits");
+        let labels: Vec<Vec<Option<u32>>> = train
+            .labels
+            .iter()
+            .map(|l| rows.iter().map(|&i| l[i]).collect())
+            .collect();
+        let (loss, grad) = self.loss(net, z, &labels)?;
+        net.backward(&grad.into_dyn())?;
+        Ok(loss)
+    }
+}
+
+/// The network and an objective's own modules as one parameter set (`aux.*`), for the
+/// optimiser and checkpoints.
+struct Joint<'a> {
+    net: &'a mut HeadNet,
+    aux: Option<&'a mut dyn Module>,
+}
+
+impl std::fmt::Debug for Joint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Module for Joint<'_> {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> tl_nn::Result<Tensor> {
+        self.net.forward(x, ctx)
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> tl_nn::Result<Tensor> {
+        self.net.backward(grad_out)
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &tl_nn::Param)) {
+        self.net.visit(prefix, f);
+        if let Some(a) = &self.aux {
+            a.visit(&tl_nn::module::join(prefix, "aux"), f);
+        }
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut tl_nn::Param)) {
+        self.net.visit_mut(prefix, f);
+        if let Some(a) = &mut self.aux {
+            a.visit_mut(&tl_nn::module::join(prefix, "aux"), f);
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.aux {
+            Some(a) => format!("{}; aux: {}", self.net.describe(), a.describe()),
+            None => self.net.describe(),
+        }
+    }
+}
+
 /// Where a run keeps its checkpoint (`<dir>/checkpoint/`).
 pub fn checkpoint_dir(dir: &Path) -> PathBuf {
     dir.join("checkpoint")
@@ -317,6 +494,33 @@ pub fn train(
     val: Option<&Labelled<'_>>,
     cfg: &TrainConfig,
     dir: Option<(&Path, &str)>,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+    stop_after: Option<usize>,
+) -> Result<TrainReport> {
+    let mut objective = Supervised::new(tasks, cfg.label_smoothing);
+    train_with(
+        net,
+        tasks,
+        train,
+        val,
+        cfg,
+        dir,
+        &mut objective,
+        on_epoch,
+        stop_after,
+    )
+}
+
+/// [`train`] minimising `objective` instead of the tasks' cross-entropy alone.
+#[allow(clippy::too_many_arguments)]
+pub fn train_with(
+    net: &mut HeadNet,
+    tasks: &[TaskSpec],
+    train: &Labelled<'_>,
+    val: Option<&Labelled<'_>>,
+    cfg: &TrainConfig,
+    dir: Option<(&Path, &str)>,
+    objective: &mut dyn Objective,
     on_epoch: &mut dyn FnMut(&EpochLog),
     stop_after: Option<usize>,
 ) -> Result<TrainReport> {
@@ -354,13 +558,6 @@ pub fn train(
                 .map_err(|e| Error::invalid(what, e.to_string()))?;
         }
     }
-    let losses: Vec<CrossEntropy> = tasks
-        .iter()
-        .map(|_| CrossEntropy {
-            label_smoothing: cfg.label_smoothing,
-            class_weights: None,
-        })
-        .collect();
     let n = train.len();
     let per_epoch = n.div_ceil(cfg.batch_size);
     let total_steps = per_epoch * cfg.epochs;
@@ -401,7 +598,11 @@ pub fn train(
                 ));
             }
             {
-                checkpoint::load_params(net, &ck.join("weights.safetensors"))?;
+                let mut joint = Joint {
+                    net: &mut *net,
+                    aux: objective.aux(),
+                };
+                checkpoint::load_params(&mut joint, &ck.join("weights.safetensors"))?;
                 opt_state.slots = checkpoint::load_tensors(&ck.join("optimizer.safetensors"))?;
                 opt_state.steps = saved.param_steps.clone();
                 resumed = Some(saved.epochs_done);
@@ -433,25 +634,21 @@ pub fn train(
         ));
         let (mut loss_sum, mut loss_rows) = (0.0f64, 0usize);
         let mut lr = cfg.lr;
-        for idx in order.chunks(cfg.batch_size) {
-            let xb = train.x.select(Axis(0), idx);
-            net.zero_grad();
-            let logits = net.forward(&xb, &mut ctx)?;
-            let z = logits
-                .view()
-                .into_dimensionality::<ndarray::Ix2>()
-                .expect("2-D logits");
-            let mut grad = ndarray::Array2::<f32>::zeros(z.raw_dim());
-            let mut batch_loss = 0.0f64;
-            for (t, task) in tasks.iter().enumerate() {
-                let cols = net.columns(t);
-                let yb: Vec<Option<u32>> = idx.iter().map(|&i| train.labels[t][i]).collect();
-                let zt = z.slice(ndarray::s![.., cols.clone()]).to_owned().into_dyn();
-                let (l, g) = losses[t].forward_backward(&zt, &yb)?;
-                batch_loss += (task.weight * l) as f64;
-                let g = g.into_dimensionality::<ndarray::Ix2>().expect("2-D") * task.weight;
-                grad.slice_mut(ndarray::s![.., cols]).assign(&g);
-            }
+        objective.begin_epoch(net, epoch)?;
+        for (batch, idx) in order.chunks(cfg.batch_size).enumerate() {
+            let mut joint = Joint {
+                net: &mut *net,
+                aux: objective.aux(),
+            };
+            joint.zero_grad();
+            let info = StepInfo {
+                seed: cfg.seed,
+                epoch,
+                batch,
+                step: state.steps,
+                total_steps: total_steps as u64,
+            };
+            let batch_loss = objective.batch(net, train, idx, info, &mut ctx)?;
             if !batch_loss.is_finite() {
                 return Err(Error::invalid(
                     "training",
@@ -460,12 +657,15 @@ pub fn train(
                     ),
                 ));
             }
-            net.backward(&grad.into_dyn())?;
             lr = cfg.lr
                 * cfg
                     .schedule
                     .factor(state.steps as usize, total_steps, cfg.warmup_steps);
-            tl_nn::step(&cfg.optimizer, &mut opt_state, net, lr, &groups);
+            let mut joint = Joint {
+                net: &mut *net,
+                aux: objective.aux(),
+            };
+            tl_nn::step(&cfg.optimizer, &mut opt_state, &mut joint, lr, &groups);
             state.steps += 1;
             loss_sum += batch_loss * idx.len() as f64;
             loss_rows += idx.len();
@@ -489,7 +689,10 @@ pub fn train(
             if better {
                 state.best = Some((epoch, acc, loss));
                 state.bad_epochs = 0;
-                best_weights = Some(checkpoint::named_params(net));
+                best_weights = Some(checkpoint::named_params(&Joint {
+                    net: &mut *net,
+                    aux: objective.aux(),
+                }));
             } else {
                 state.bad_epochs += 1;
             }
@@ -502,7 +705,13 @@ pub fn train(
         ran += 1;
         if let Some(ck) = &ck {
             tl_core::io::create_dir_all(ck)?;
-            checkpoint::save_params(net, &ck.join("weights.safetensors"))?;
+            checkpoint::save_params(
+                &Joint {
+                    net: &mut *net,
+                    aux: objective.aux(),
+                },
+                &ck.join("weights.safetensors"),
+            )?;
             checkpoint::save_tensors(&ck.join("optimizer.safetensors"), &opt_state.slots)?;
             if let Some(b) = &best_weights {
                 checkpoint::save_tensors(&ck.join("best.safetensors"), b)?;
@@ -511,14 +720,19 @@ pub fn train(
             tl_core::io::write_json(&ck.join("optimizer.json"), &state)?;
         }
     }
-    if let Some(b) = &best_weights {
-        checkpoint::set_params(net, b, Path::new("best weights"))?;
+    if let Some(b) = best_weights.as_ref().filter(|_| cfg.keep == Keep::Best) {
+        let mut joint = Joint {
+            net: &mut *net,
+            aux: objective.aux(),
+        };
+        checkpoint::set_params(&mut joint, b, Path::new("best weights"))?;
     }
     Ok(TrainReport {
         epochs_run: state.epochs_done,
-        best_epoch: state
-            .best
-            .map_or(state.epochs_done.saturating_sub(1), |b| b.0),
+        best_epoch: match (cfg.keep, state.best) {
+            (Keep::Best, Some(b)) => b.0,
+            _ => state.epochs_done.saturating_sub(1),
+        },
         stopped_early,
         resumed_from_epoch: resumed,
         history: state.history,

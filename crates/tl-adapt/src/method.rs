@@ -1,0 +1,234 @@
+//! The adaptation methods and their settings (the `[adapt]` table of the config schema).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Error, Result,
+    loss::{Estimator, Kernel},
+    prior::PriorMethod,
+};
+
+/// An adaptation method. Those marked *trained* minimise the source's cross-entropy plus
+/// `weight` × their loss on the target rows through `tl-head`'s trainer; the others fit
+/// in closed form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// Source only: the reference every method is compared with (trained, no extra loss).
+    None,
+    /// Deep CORAL on the adapter's output (trained).
+    Coral,
+    /// Closed-form CORAL of the source features, then a linear probe (closed form).
+    CoralClosed,
+    /// MMD² between the domains' adapter outputs, multi-kernel Gaussian (trained).
+    Mmd,
+    /// Entropy minimisation on the target predictions (trained).
+    Entropy,
+    /// Minimum class confusion (trained).
+    Mcc,
+    /// Information maximisation plus clustering pseudo-labels, SHOT-style (trained).
+    Shot,
+    /// Confidence-thresholded pseudo-labels on the target (trained).
+    SelfTrain,
+    /// A domain discriminator behind gradient reversal, λ ramped (trained).
+    Dann,
+    /// Label-shift correction of a source probe's outputs (closed form).
+    Prior,
+}
+
+impl Method {
+    pub const ALL: [Method; 10] = [
+        Method::None,
+        Method::Coral,
+        Method::CoralClosed,
+        Method::Mmd,
+        Method::Entropy,
+        Method::Mcc,
+        Method::Shot,
+        Method::SelfTrain,
+        Method::Dann,
+        Method::Prior,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::None => "none",
+            Method::Coral => "coral",
+            Method::CoralClosed => "coral-closed",
+            Method::Mmd => "mmd",
+            Method::Entropy => "entropy",
+            Method::Mcc => "mcc",
+            Method::Shot => "shot",
+            Method::SelfTrain => "self-train",
+            Method::Dann => "dann",
+            Method::Prior => "prior",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+                Error::invalid(
+                    "method",
+                    format!("`{s}`: expected one of {}", names.join(", ")),
+                )
+            })
+    }
+
+    /// Whether the method trains a network (the others fit a probe in closed form).
+    pub fn trained(self) -> bool {
+        !matches!(self, Method::CoralClosed | Method::Prior)
+    }
+
+    /// The default weight of the method's loss, from its paper's setting where the scale
+    /// carries over (MCC 1, DANN 1, SHOT's β 0.3 on the pseudo-labels and 1 on IM) and
+    /// otherwise chosen on the source-validation rule (see [`AdaptConfig`]).
+    pub fn default_weight(self) -> f32 {
+        match self {
+            Method::None | Method::CoralClosed | Method::Prior => 0.0,
+            Method::Coral => 10.0,
+            Method::Mmd => 1.0,
+            Method::Entropy => 0.1,
+            Method::Mcc => 1.0,
+            Method::Shot => 1.0,
+            Method::SelfTrain => 1.0,
+            Method::Dann => 1.0,
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How to adapt. Every setting is chosen without target labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct AdaptConfig {
+    pub method: Method,
+    /// The weight of the method's loss; `None` takes [`Method::default_weight`].
+    pub weight: Option<f32>,
+    /// The MMD kernel.
+    pub kernel: Kernel,
+    pub estimator: Estimator,
+    /// MCC's temperature (2.5 in the paper).
+    pub mcc_temperature: f64,
+    /// Self-training: pseudo-labels only where the top probability reaches this.
+    pub threshold: f32,
+    /// SHOT: the weight of the clustering pseudo-labels' cross-entropy (β = 0.3).
+    pub shot_beta: f32,
+    /// Epochs on the source alone before pseudo-labels are drawn (self-training, SHOT).
+    pub warmup_epochs: usize,
+    /// Width of DANN's discriminator hidden layer.
+    pub discriminator_hidden: usize,
+    /// How `prior` estimates the target's class priors.
+    pub prior: PriorMethod,
+    /// Closed-form CORAL's ε (on features scaled to unit mean variance).
+    pub coral_eps: f64,
+    /// Standardise each domain's features with its own statistics before the method.
+    pub per_domain_standardize: bool,
+    /// Which epoch of a trained method is kept.
+    pub selection: Selection,
+}
+
+/// How a trained method's epoch is chosen, without target labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Selection {
+    /// The last epoch of the fixed schedule (the usual protocol of adaptation papers):
+    /// adaptation losses trade a little source accuracy for alignment, so the best
+    /// source-validation epoch tends to be one before the alignment took hold.
+    Last,
+    /// The epoch with the best source-validation accuracy (early stopping).
+    SourceVal,
+}
+
+impl Selection {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Selection::Last => "the last epoch of the fixed schedule",
+            Selection::SourceVal => "the epoch with the best source-validation accuracy",
+        }
+    }
+}
+
+impl Default for AdaptConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::None,
+            weight: None,
+            kernel: Kernel::multi_gaussian(),
+            estimator: Estimator::Unbiased,
+            mcc_temperature: 2.5,
+            threshold: 0.9,
+            shot_beta: 0.3,
+            warmup_epochs: 3,
+            discriminator_hidden: 256,
+            prior: PriorMethod::Em,
+            coral_eps: crate::closed::CORAL_EPS,
+            per_domain_standardize: true,
+            selection: Selection::Last,
+        }
+    }
+}
+
+impl AdaptConfig {
+    pub fn new(method: Method) -> Self {
+        Self {
+            method,
+            ..Self::default()
+        }
+    }
+
+    /// The weight in force.
+    pub fn weight(&self) -> f32 {
+        self.weight.unwrap_or(self.method.default_weight())
+    }
+
+    /// Checks every setting once, before any work.
+    pub fn check(&self) -> Result<()> {
+        let w = self.weight();
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(Error::invalid(
+                "adaptation weight",
+                format!("{w} must be ≥ 0"),
+            ));
+        }
+        self.kernel.check()?;
+        if !(self.mcc_temperature.is_finite() && self.mcc_temperature > 0.0) {
+            return Err(Error::invalid(
+                "MCC temperature",
+                format!("{} must be > 0", self.mcc_temperature),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(Error::invalid(
+                "pseudo-label threshold",
+                format!("{} is not in [0, 1]", self.threshold),
+            ));
+        }
+        if !(self.shot_beta.is_finite() && self.shot_beta >= 0.0) {
+            return Err(Error::invalid(
+                "SHOT β",
+                format!("{} must be ≥ 0", self.shot_beta),
+            ));
+        }
+        if self.method == Method::Dann && self.discriminator_hidden == 0 {
+            return Err(Error::invalid("discriminator width", "must be ≥ 1"));
+        }
+        if !(self.coral_eps.is_finite() && self.coral_eps > 0.0) {
+            return Err(Error::invalid(
+                "CORAL ε",
+                format!("{} must be > 0", self.coral_eps),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,409 @@
+//! One adaptation run on features: labelled source rows (train and validation), unlabelled
+//! target rows, one method. Target labels never enter here: they exist only for the
+//! caller's evaluation, so no setting can be tuned on them by accident.
+
+use ndarray::{Array1, Array2, Axis};
+use serde::{Deserialize, Serialize};
+use tl_head::{
+    net::{HeadNet, HeadSpec, TaskSpec},
+    probe::{LinearProbe, ProbeConfig, ProbeData, argmax_rows, fit_path},
+    train::{EpochLog, Keep, Labelled, TrainConfig, TrainReport, train_with},
+};
+use tl_nn::Tensor;
+
+use crate::{
+    Error, Result,
+    closed::{ClosedCoral, Standardizer},
+    loss,
+    method::{AdaptConfig, Method, Selection},
+    objective::{AdaptObjective, predict_proba},
+    prior::{PriorEstimate, PriorMethod, bbse, confusion, em, reweight},
+};
+
+/// The two domains. The source has one task's labels; the target has none.
+#[derive(Debug, Clone, Copy)]
+pub struct Domains<'a> {
+    pub task: &'a TaskSpec,
+    pub source_train: Labelled<'a>,
+    pub source_val: Labelled<'a>,
+    pub target: &'a Tensor,
+}
+
+impl Domains<'_> {
+    /// Clear errors before any work: widths, empty sets, label ranges.
+    pub fn check(&self) -> Result<()> {
+        let width = |t: &Tensor| t.shape().get(1).copied().unwrap_or(0);
+        let ws = width(self.source_train.x);
+        for (what, t) in [
+            ("source validation features", self.source_val.x),
+            ("target features", self.target),
+        ] {
+            if t.ndim() != 2 || width(t) != ws {
+                return Err(Error::Shape {
+                    what: what.into(),
+                    expected: format!("[rows, {ws}] like the source training features"),
+                    got: format!("{:?}", t.shape()),
+                });
+            }
+        }
+        if self.target.shape()[0] == 0 {
+            return Err(Error::invalid("target", "no rows"));
+        }
+        if self.source_train.is_empty() {
+            return Err(Error::invalid("source", "no training rows"));
+        }
+        if self.source_train.labels.len() != 1 || self.source_val.labels.len() != 1 {
+            return Err(Error::invalid(
+                "source labels",
+                "adaptation takes exactly one task",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Probe settings of the closed-form methods: a C path on the source validation rows.
+pub fn default_cs() -> Vec<f64> {
+    (0..10)
+        .map(|i| 10f64.powf(-4.0 + 5.0 * f64::from(i) / 9.0))
+        .collect()
+}
+
+/// What a run produced: a model of the (standardised) features, and the standardisation
+/// of each domain.
+#[derive(Debug)]
+pub struct Adapted {
+    pub model: AdaptedModel,
+    /// Applied to source rows before the model (per-domain standardisation).
+    pub source_standardizer: Option<Standardizer>,
+    /// Applied to target rows before the model.
+    pub target_standardizer: Option<Standardizer>,
+}
+
+/// The trained or fitted part of an [`Adapted`].
+#[derive(Debug)]
+pub enum AdaptedModel {
+    /// A trained network (adapter + classifier).
+    Net { net: HeadNet, report: TrainReport },
+    /// A linear probe, on transformed source features and/or with corrected priors.
+    Probe {
+        probe: LinearProbe,
+        best_c: f64,
+        coral: Option<Box<ClosedCoral>>,
+        prior: Option<PriorEstimate>,
+    },
+}
+
+/// What a run says about itself, for `metrics.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub method: Method,
+    pub weight: f32,
+    /// The rule that chose the stopping epoch or C (never target labels).
+    pub selection: String,
+    pub source_val_accuracy: f64,
+    pub best_epoch: Option<usize>,
+    pub best_c: Option<f64>,
+    pub target_priors: Option<Vec<f64>>,
+}
+
+fn standardized(st: &Option<Standardizer>, x: &Tensor) -> Result<Tensor> {
+    Ok(match st {
+        Some(st) => st
+            .apply(
+                x.view()
+                    .into_dimensionality()
+                    .map_err(|_| Error::invalid("features", "must be 2-D"))?,
+            )
+            .into_dyn(),
+        None => x.clone(),
+    })
+}
+
+impl Adapted {
+    /// Class probabilities of target-domain rows `x`.
+    pub fn predict_proba(&mut self, x: &Tensor) -> Result<Array2<f64>> {
+        let x = standardized(&self.target_standardizer, x)?;
+        match &mut self.model {
+            AdaptedModel::Net { net, .. } => predict_proba(net, &x),
+            AdaptedModel::Probe { probe, prior, .. } => {
+                let p = loss::probabilities(probe.logits(view2(&x)).view());
+                Ok(match prior {
+                    Some(est) => reweight(
+                        p.view(),
+                        &Array1::from(est.source.clone()),
+                        &Array1::from(est.target.clone()),
+                    ),
+                    None => p,
+                })
+            }
+        }
+    }
+
+    /// The most likely class of each target-domain row.
+    pub fn predict(&mut self, x: &Tensor) -> Result<Vec<u32>> {
+        Ok(argmax_rows(&self.predict_proba(x)?))
+    }
+
+    /// The features the method aligns, of source rows `xs` and target rows `xt`: the
+    /// adapter's outputs (trained methods), the transformed source and the target
+    /// (closed-form CORAL), or the standardised inputs (otherwise).
+    pub fn aligned(&mut self, xs: &Tensor, xt: &Tensor) -> Result<(Array2<f32>, Array2<f32>)> {
+        let xs = standardized(&self.source_standardizer, xs)?;
+        let xt = standardized(&self.target_standardizer, xt)?;
+        Ok(match &mut self.model {
+            AdaptedModel::Net { net, .. } => {
+                (adapter_features(net, &xs)?, adapter_features(net, &xt)?)
+            }
+            AdaptedModel::Probe { coral: Some(c), .. } => {
+                (c.apply(view2(&xs)), view2(&xt).to_owned())
+            }
+            AdaptedModel::Probe { .. } => (view2(&xs).to_owned(), view2(&xt).to_owned()),
+        })
+    }
+}
+
+/// The adapter's (trunk's) outputs for `x`, in evaluation mode.
+fn adapter_features(net: &mut HeadNet, x: &Tensor) -> Result<Array2<f32>> {
+    let n = x.shape()[0];
+    let mut parts = Vec::new();
+    for lo in (0..n).step_by(512) {
+        let xb = x
+            .slice_axis(Axis(0), ndarray::Slice::from(lo..(lo + 512).min(n)))
+            .to_owned();
+        let (h, _) = net.forward_features(&xb, &mut tl_nn::Ctx::eval())?;
+        parts.push(
+            h.into_dimensionality::<ndarray::Ix2>()
+                .map_err(|_| Error::invalid("adapter output", "must be 2-D"))?,
+        );
+    }
+    let v: Vec<_> = parts.iter().map(|p| p.view()).collect();
+    ndarray::concatenate(Axis(0), &v).map_err(|e| Error::invalid("adapter output", e.to_string()))
+}
+
+fn view2(t: &Tensor) -> ndarray::ArrayView2<'_, f32> {
+    t.view().into_dimensionality().expect("checked 2-D")
+}
+
+fn known(labels: &[Option<u32>], x: &Tensor) -> (Array2<f32>, Vec<u32>) {
+    let idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].is_some()).collect();
+    (
+        view2(x).select(Axis(0), &idx),
+        idx.iter().map(|&i| labels[i].expect("kept")).collect(),
+    )
+}
+
+/// Runs `cfg.method`. Trained methods build `head` on the features (its trunk is the
+/// adapter whose output the feature losses align) and train with `train`, stopping on
+/// the source validation accuracy; closed-form methods fit a probe path on the source
+/// and pick C by source validation accuracy.
+pub fn adapt(
+    d: &Domains<'_>,
+    cfg: &AdaptConfig,
+    head: &HeadSpec,
+    train: &TrainConfig,
+    dir: Option<(&std::path::Path, &str)>,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+) -> Result<(Adapted, RunSummary)> {
+    cfg.check()?;
+    d.check()?;
+    if cfg.per_domain_standardize {
+        let ss = Standardizer::fit(view2(d.source_train.x))?;
+        let ts = Standardizer::fit(view2(d.target))?;
+        let st = ss.apply(view2(d.source_train.x)).into_dyn();
+        let sv = ss.apply(view2(d.source_val.x)).into_dyn();
+        let tt = ts.apply(view2(d.target)).into_dyn();
+        let inner = Domains {
+            task: d.task,
+            source_train: Labelled {
+                x: &st,
+                labels: d.source_train.labels,
+            },
+            source_val: Labelled {
+                x: &sv,
+                labels: d.source_val.labels,
+            },
+            target: &tt,
+        };
+        let plain = AdaptConfig {
+            per_domain_standardize: false,
+            ..cfg.clone()
+        };
+        let (mut adapted, summary) = adapt(&inner, &plain, head, train, dir, on_epoch)?;
+        adapted.source_standardizer = Some(ss);
+        adapted.target_standardizer = Some(ts);
+        return Ok((adapted, summary));
+    }
+    let classes = d.task.classes.len();
+    let width = d.source_train.x.shape()[1];
+    if cfg.method.trained() {
+        let tasks = std::slice::from_ref(d.task);
+        let mut net = HeadNet::build(head, width, tasks, train.seed)?;
+        let features = head.hidden.last().copied().unwrap_or(width);
+        let mut objective = AdaptObjective::new(
+            cfg,
+            tasks,
+            train.label_smoothing,
+            d.target,
+            features,
+            train.seed,
+        )?;
+        // With `Last`, validation is still reported each epoch but picks nothing.
+        let mut train = train.clone();
+        if cfg.selection == Selection::Last {
+            train.patience = None;
+            train.keep = Keep::Last;
+        }
+        let report = train_with(
+            &mut net,
+            tasks,
+            &d.source_train,
+            Some(&d.source_val).filter(|v| !v.is_empty()),
+            &train,
+            dir,
+            &mut objective,
+            on_epoch,
+            None,
+        )?;
+        let best = report.history.get(report.best_epoch);
+        let summary = RunSummary {
+            method: cfg.method,
+            weight: cfg.weight(),
+            selection: cfg.selection.describe().into(),
+            source_val_accuracy: best
+                .and_then(|l| l.val.first())
+                .map_or(f64::NAN, |s| s.accuracy),
+            best_epoch: Some(report.best_epoch),
+            best_c: None,
+            target_priors: None,
+        };
+        let adapted = Adapted {
+            model: AdaptedModel::Net { net, report },
+            source_standardizer: None,
+            target_standardizer: None,
+        };
+        return Ok((adapted, summary));
+    }
+    // Closed form: a probe on (transformed) source features.
+    let (xs, ys) = known(&d.source_train.labels[0], d.source_train.x);
+    let (xv, yv) = known(&d.source_val.labels[0], d.source_val.x);
+    let coral = (cfg.method == Method::CoralClosed)
+        .then(|| ClosedCoral::fit(xs.view(), view2(d.target), cfg.coral_eps))
+        .transpose()?;
+    let (xs_fit, xv_fit) = match &coral {
+        Some(c) => (c.apply(xs.view()), c.apply(xv.view())),
+        None => (xs.clone(), xv.clone()),
+    };
+    let pc = ProbeConfig::default().standardize(true);
+    let path = fit_path(
+        &ProbeData {
+            x: xs_fit.view(),
+            y: &ys,
+            classes,
+        },
+        &ProbeData {
+            x: xv_fit.view(),
+            y: &yv,
+            classes,
+        },
+        &default_cs(),
+        &pc,
+    )?;
+    let val_acc_at = |c: f64| {
+        path.points
+            .iter()
+            .find(|p| p.c == c)
+            .map_or(f64::NAN, |p| p.val_accuracy)
+    };
+    // Label-shift correction reweights posteriors: it needs calibrated ones, so `prior`
+    // takes the C with the lowest validation log-loss (accuracy ties favour the
+    // strongest regularisation, whose posteriors are nearly flat).
+    let (probe, best_c) = if cfg.method == Method::Prior {
+        let point = path
+            .points
+            .iter()
+            .min_by(|a, b| a.val_log_loss.total_cmp(&b.val_log_loss))
+            .expect("a path has points");
+        let all_x = ndarray::concatenate(Axis(0), &[xs.view(), xv.view()])
+            .map_err(|e| Error::invalid("features", e.to_string()))?;
+        let all_y: Vec<u32> = ys.iter().chain(&yv).copied().collect();
+        let refit = tl_head::probe::fit(
+            &ProbeData {
+                x: all_x.view(),
+                y: &all_y,
+                classes,
+            },
+            &pc.clone().with_c(point.c),
+            None,
+        )?;
+        (refit, point.c)
+    } else {
+        (path.probe, path.best_c)
+    };
+    let prior = if cfg.method == Method::Prior {
+        let mut counts = vec![0.0f64; classes];
+        for &y in ys.iter().chain(&yv) {
+            counts[y as usize] += 1.0;
+        }
+        let total: f64 = counts.iter().sum();
+        // Every class present: a prior of 0 cannot be reweighted.
+        if let Some(k) = counts.iter().position(|&c| c == 0.0) {
+            return Err(Error::invalid(
+                "source labels",
+                format!("class `{}` has no source rows", d.task.classes[k]),
+            ));
+        }
+        let source: Vec<f64> = counts.iter().map(|c| c / total).collect();
+        let pt = loss::probabilities(probe.logits(view2(d.target)).view());
+        Some(match cfg.prior {
+            PriorMethod::Em => em(pt.view(), &source, 1e-8, 1000)?,
+            PriorMethod::Bbse => {
+                // The refitted probe saw the validation rows: the confusion comes from the
+                // path's probe at the best C, fitted on the training rows only.
+                let val_probe = tl_head::probe::fit(
+                    &ProbeData {
+                        x: xs.view(),
+                        y: &ys,
+                        classes,
+                    },
+                    &pc.clone().with_c(best_c),
+                    None,
+                )?;
+                let conf = confusion(&val_probe.predict(xv.view()), &yv, classes);
+                let pred = val_probe.predict(view2(d.target));
+                let mut freq = vec![0.0f64; classes];
+                for &p in &pred {
+                    freq[p as usize] += 1.0 / pred.len() as f64;
+                }
+                bbse(&conf, &freq, &source)?
+            }
+        })
+    } else {
+        None
+    };
+    let summary = RunSummary {
+        method: cfg.method,
+        weight: cfg.weight(),
+        selection: if cfg.method == Method::Prior {
+            "C with the lowest source-validation log-loss on a 10-value path, refitted on train + validation"
+        } else {
+            "C with the best source-validation accuracy on a 10-value path, refitted on train + validation"
+        }
+        .into(),
+        source_val_accuracy: val_acc_at(best_c),
+        best_epoch: None,
+        best_c: Some(best_c),
+        target_priors: prior.as_ref().map(|p| p.target.clone()),
+    };
+    let adapted = Adapted {
+        model: AdaptedModel::Probe {
+            probe,
+            best_c,
+            coral: coral.map(Box::new),
+            prior,
+        },
+        source_standardizer: None,
+        target_standardizer: None,
+    };
+    Ok((adapted, summary))
+}

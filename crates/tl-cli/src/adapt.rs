@@ -1,0 +1,851 @@
+//! `tl adapt` and `tl shift`: domain adaptation and shift measures between a labelled
+//! source dataset and an unlabelled target dataset, on one backbone's features.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tl_adapt::{
+    AdaptConfig, Method,
+    method::Selection,
+    prior::PriorMethod,
+    run::{AdaptedModel, Domains, RunSummary, adapt},
+    shift::{ShiftConfig, ShiftReport, measure},
+};
+use tl_data::{Dataset, Part, Split, SplitConfig};
+use tl_features::extract::Pool;
+use tl_head::{
+    net::{HeadSpec, TaskSpec},
+    train::{Labelled, TrainConfig},
+};
+use tl_nn::Tensor;
+
+use crate::{
+    Global, JSON_SCHEMA_VERSION, RunArgs, data,
+    train::{FeatureRequest, Source, feature_source},
+};
+
+/// The run config of `tl adapt` (`config.json` of its output; `--config FILE.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptRunConfig {
+    pub source: String,
+    pub target: String,
+    pub model: String,
+    /// The source task (default: the source's first task).
+    pub task: Option<String>,
+    /// The target's task holding the same classes (default: the source task's name if
+    /// the target has it, else its first task); its labels are read for evaluation only.
+    pub target_task: Option<String>,
+    /// Source class → target class name, where the two datasets name classes differently.
+    pub class_map: BTreeMap<String, String>,
+    pub layer: Option<String>,
+    pub pool: Pool,
+    pub image_size: Option<u32>,
+    /// The adapter (hidden layers, whose output the feature losses align) and classifier.
+    pub head: HeadSpec,
+    pub split_seed: u64,
+    /// Fraction of the source's labelled rows for validation (model selection).
+    pub val: f64,
+    /// Labelled source rows per class.
+    pub budget: Option<usize>,
+    pub adapt: AdaptConfig,
+    pub train: TrainConfig,
+    /// Bootstrap resamples of the target's evaluation intervals.
+    pub bootstrap: usize,
+}
+
+impl Default for AdaptRunConfig {
+    fn default() -> Self {
+        let mut train = TrainConfig::default();
+        train.epochs = 30;
+        train.patience = Some(10);
+        train.lr = 1e-3;
+        Self {
+            source: "mnist-5k".into(),
+            target: "sklearn-digits".into(),
+            model: "efficientnet-lite0".into(),
+            task: None,
+            target_task: None,
+            class_map: BTreeMap::new(),
+            layer: None,
+            pool: Pool::Mean,
+            image_size: None,
+            head: HeadSpec::mlp(vec![256]),
+            split_seed: 0,
+            val: 0.1,
+            budget: None,
+            adapt: AdaptConfig::default(),
+            train,
+            bootstrap: 1000,
+        }
+    }
+}
+
+/// Flags shared by `tl adapt` and `tl shift`: the two domains and the features.
+#[derive(Debug, Args)]
+pub struct DomainArgs {
+    /// Labelled source: registry dataset or path (default mnist-5k).
+    #[arg(long, value_name = "NAME|PATH")]
+    source: Option<String>,
+    /// Target: registry dataset or path (default sklearn-digits); its labels, if any, are read only to evaluate.
+    #[arg(long, value_name = "NAME|PATH")]
+    target: Option<String>,
+    /// Registry id or .onnx path (default efficientnet-lite0).
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Input contract (TOML) for a model file that does not carry one.
+    #[arg(long, value_name = "FILE.toml")]
+    contract: Option<PathBuf>,
+    /// Source task (default: its first).
+    #[arg(long, value_name = "NAME")]
+    task: Option<String>,
+    /// Target task with the same classes (default: the source task's name, else the target's first task).
+    #[arg(long, value_name = "NAME")]
+    target_task: Option<String>,
+    /// Source class = target class, where names differ (e.g. rotten=negative,fresh=positive).
+    #[arg(long, value_delimiter = ',', value_name = "SRC=TGT,...")]
+    class_map: Option<Vec<String>>,
+    /// Node whose features are used (default: the model's feature output).
+    #[arg(long, value_name = "NODE")]
+    layer: Option<String>,
+    #[arg(long)]
+    pool: Option<Pool>,
+    /// Input side in pixels.
+    #[arg(long, value_name = "N")]
+    image_size: Option<u32>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+tl adapt --method mmd --out runs/digits-mmd        # mnist-5k → sklearn-digits, EfficientNet-Lite0\n  \
+tl adapt --source rotten-tomatoes --target drug-reviews --model minilm-l6 \\\n      \
+--class-map rotten=negative,fresh=positive --method coral-closed\n  \
+tl adapt --method dann --weight 0.3 --epochs 40 --json\n\n\
+Methods (every setting is chosen without target labels; the target's labels, when it has \
+them, are only read to report accuracy, macro-F1 and balanced accuracy with bootstrap \
+intervals):\n  \
+none          source only: the adapter + classifier trained on the source\n  \
+coral         Deep CORAL loss on the adapter's output\n  \
+coral-closed  closed-form CORAL of the source features, then the exact linear probe\n  \
+mmd           multi-kernel Gaussian MMD² (median heuristic) on the adapter's output\n  \
+entropy       entropy minimisation of the target predictions\n  \
+mcc           minimum class confusion\n  \
+shot          information maximisation + clustering pseudo-labels (SHOT-style)\n  \
+self-train    confidence-thresholded pseudo-labels (--threshold)\n  \
+dann          domain discriminator behind gradient reversal, λ ramped 0 → 1\n  \
+prior         label-shift correction (EM, or --prior bbse) of the source probe\n\n\
+Features are standardised per domain first (--no-standardize to skip). Trained methods keep \
+the last epoch of a fixed schedule (--select source-val: the best source-validation epoch).")]
+pub struct AdaptArgs {
+    /// Run config (TOML, the schema of config.json); flags override it.
+    #[arg(long, value_name = "FILE.toml")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    domains: DomainArgs,
+    /// none, coral, coral-closed, mmd, entropy, mcc, shot, self-train, dann or prior.
+    #[arg(long, value_parser = parse_method)]
+    method: Option<Method>,
+    /// Weight of the method's loss (default: the method's own).
+    #[arg(long)]
+    weight: Option<f32>,
+    /// Hidden widths of the adapter, comma-separated (default 256).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    hidden: Option<Vec<usize>>,
+    /// Self-training's confidence threshold.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// How `prior` estimates the target's class priors: em or bbse.
+    #[arg(long, value_parser = parse_prior)]
+    prior: Option<PriorMethod>,
+    /// Which epoch a trained method keeps: last (of the fixed schedule) or source-val (best source-validation accuracy).
+    #[arg(long, value_parser = parse_selection)]
+    select: Option<Selection>,
+    /// Do not standardise each domain's features with its own statistics first.
+    #[arg(long)]
+    no_standardize: bool,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Seed of the split, the initialisation and every draw.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Labelled source rows per class.
+    #[arg(long, value_name = "K")]
+    budget: Option<usize>,
+    /// Output directory (config.json, metrics.json, weights, checkpoint/); default: none.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  \
+tl shift                                   # mnist-5k vs sklearn-digits, EfficientNet-Lite0 features\n  \
+tl shift --layer blocks.5 --layer features --image-size 112\n  \
+tl shift --source rotten-tomatoes --target drug-reviews --model minilm-l6 --json\n\n\
+MMD² (unbiased; linear on RMS-scaled features and multi-kernel Gaussian) and the proxy \
+A-distance 2(1 − 2ε) of a linear domain classifier (trained on half of a seeded sample \
+of at most 1,000 rows per domain, ε its error on the other half): 0 means the domains \
+look alike, 2 that a linear classifier separates them.")]
+pub struct ShiftArgs {
+    #[command(flatten)]
+    domains: DomainArgs,
+    /// Further nodes to measure (repeatable; with --layer, every one is measured).
+    #[arg(long = "also-layer", value_name = "NODE")]
+    also: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    Method::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_selection(s: &str) -> Result<Selection, String> {
+    match s {
+        "last" => Ok(Selection::Last),
+        "source-val" => Ok(Selection::SourceVal),
+        _ => Err(format!("`{s}`: expected last or source-val")),
+    }
+}
+
+fn parse_prior(s: &str) -> Result<PriorMethod, String> {
+    match s {
+        "em" => Ok(PriorMethod::Em),
+        "bbse" => Ok(PriorMethod::Bbse),
+        _ => Err(format!("`{s}`: expected em or bbse")),
+    }
+}
+
+impl DomainArgs {
+    fn apply(&self, c: &mut AdaptRunConfig) -> Result<()> {
+        if let Some(v) = &self.source {
+            c.source = v.clone();
+        }
+        if let Some(v) = &self.target {
+            c.target = v.clone();
+        }
+        if let Some(v) = &self.model {
+            c.model = v.clone();
+        }
+        if self.task.is_some() {
+            c.task = self.task.clone();
+        }
+        if self.target_task.is_some() {
+            c.target_task = self.target_task.clone();
+        }
+        if let Some(pairs) = &self.class_map {
+            c.class_map.clear();
+            for p in pairs {
+                let (s, t) = p
+                    .split_once('=')
+                    .with_context(|| format!("--class-map `{p}`: expected SRC=TGT"))?;
+                c.class_map.insert(s.trim().into(), t.trim().into());
+            }
+        }
+        if self.layer.is_some() {
+            c.layer = self.layer.clone();
+        }
+        if let Some(p) = self.pool {
+            c.pool = p;
+        }
+        if self.image_size.is_some() {
+            c.image_size = self.image_size;
+        }
+        Ok(())
+    }
+}
+
+impl AdaptArgs {
+    fn config(&self) -> Result<AdaptRunConfig> {
+        let mut c = match &self.config {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read `{}`", f.display()))?;
+                toml::from_str::<AdaptRunConfig>(&text)
+                    .with_context(|| format!("`{}` is not a valid adapt config", f.display()))?
+            }
+            None => AdaptRunConfig::default(),
+        };
+        self.domains.apply(&mut c)?;
+        if let Some(m) = self.method {
+            c.adapt.method = m;
+        }
+        if self.weight.is_some() {
+            c.adapt.weight = self.weight;
+        }
+        if let Some(h) = &self.hidden {
+            c.head.hidden = h.clone();
+        }
+        if let Some(t) = self.threshold {
+            c.adapt.threshold = t;
+        }
+        if let Some(p) = self.prior {
+            c.adapt.prior = p;
+        }
+        if let Some(sel) = self.select {
+            c.adapt.selection = sel;
+        }
+        if self.no_standardize {
+            c.adapt.per_domain_standardize = false;
+        }
+        if let Some(e) = self.epochs {
+            c.train.epochs = e;
+        }
+        if let Some(lr) = self.lr {
+            c.train.lr = lr;
+        }
+        if let Some(b) = self.batch_size {
+            c.train.batch_size = b;
+        }
+        if let Some(s) = self.seed {
+            c.split_seed = s;
+            c.train.seed = s;
+        }
+        if self.budget.is_some() {
+            c.budget = self.budget;
+        }
+        c.head.check()?;
+        c.train.check()?;
+        c.adapt.check()?;
+        ensure!(
+            c.head.kind == tl_head::net::HeadKind::Mlp,
+            "adaptation needs an adapter: the head must have hidden layers (--hidden 256)"
+        );
+        Ok(c)
+    }
+}
+
+/// The two domains' features, labels and identities.
+pub struct Prepared {
+    pub task: TaskSpec,
+    pub source_train: (Tensor, Vec<Vec<Option<u32>>>),
+    pub source_val: (Tensor, Vec<Vec<Option<u32>>>),
+    pub target: Tensor,
+    /// The target's labels mapped onto the source classes: evaluation only.
+    pub target_labels: Option<Vec<u32>>,
+    pub source_name: String,
+    pub target_name: String,
+    /// What the run trains on, for the checkpoint's identity.
+    pub fingerprint: String,
+    pub layer: String,
+    pub split: Split,
+}
+
+/// Loads both datasets, matches their label sets, splits the source, and extracts the
+/// features of every row used.
+pub fn prepare(
+    c: &AdaptRunConfig,
+    contract: Option<&Path>,
+    run: &RunArgs,
+    home: &Path,
+    global: &Global,
+    split_val: f64,
+    sample: Option<usize>,
+) -> Result<Prepared> {
+    let source = data::load(&c.source, home)?;
+    let mut target = data::load(&c.target, home)?;
+    let task_name = match &c.task {
+        Some(t) => t.clone(),
+        None => source
+            .tasks
+            .first()
+            .with_context(|| format!("source `{}` has no labelled task", source.name))?
+            .name
+            .clone(),
+    };
+    let st = source.task_index(&task_name)?;
+    let classes = source.tasks[st].classes.clone();
+    for s in c.class_map.keys() {
+        ensure!(
+            classes.contains(s),
+            "--class-map names source class `{s}`, which task `{task_name}` of `{}` does not have ({})",
+            source.name,
+            classes.join(", ")
+        );
+    }
+    // The target's task: named, or the same name, or its first; none for an unlabelled target.
+    let tt = match &c.target_task {
+        Some(t) => Some(target.task_index(t)?),
+        None => target
+            .task_index(&task_name)
+            .ok()
+            .or((!target.tasks.is_empty()).then_some(0)),
+    };
+    if let Some(tt) = tt {
+        let back: BTreeMap<&str, &str> = c
+            .class_map
+            .iter()
+            .map(|(s, t)| (t.as_str(), s.as_str()))
+            .collect();
+        for cl in &mut target.tasks[tt].classes {
+            if let Some(s) = back.get(cl.as_str()) {
+                *cl = s.to_string();
+            }
+        }
+        target.map_labels_onto(tt, &classes).with_context(|| {
+            format!(
+                "the label sets do not match: source task `{task_name}` has {}; map names with --class-map SRC=TGT",
+                classes.join(", ")
+            )
+        })?;
+    }
+    // Target rows: those its task labels (a binary task's other rows, e.g. neutral
+    // reviews, are not part of it), or every row of an unlabelled target. Only the
+    // presence of a label is read here, never its value.
+    // In content-hash order: the rows a method sees, and their order, depend on the
+    // target's contents only, not on its file names or label folders.
+    let mut target_rows: Vec<(String, &tl_data::Row)> = target
+        .rows
+        .iter()
+        .filter(|r| tt.is_none_or(|t| r.labels[t].is_some()))
+        .map(|r| Ok((r.content.hash()?, r)))
+        .collect::<Result<_>>()?;
+    target_rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(k) = sample {
+        target_rows = seeded_sample(target_rows, k, c.split_seed, "sample/target");
+    }
+    ensure!(
+        !target_rows.is_empty(),
+        "target `{}` has no rows{}",
+        target.name,
+        tt.map_or(String::new(), |t| format!(
+            " labelled for task `{}`",
+            target.tasks[t].name
+        ))
+    );
+    let mut sc = SplitConfig::new(&task_name, c.split_seed);
+    sc.val_fraction = split_val;
+    sc.test_fraction = 0.0;
+    sc.budget = c.budget;
+    sc.domain = Some("source".into());
+    let mut split = Split::stratified(&source, &sc)?;
+    if let Some(k) = sample {
+        // Only the measure's sample is extracted; the other rows become unlabelled.
+        let train: Vec<usize> = (0..split.rows.len())
+            .filter(|&i| split.rows[i].split == Part::Train)
+            .collect();
+        let keep: std::collections::HashSet<usize> =
+            seeded_sample(train, k, c.split_seed, "sample/source")
+                .into_iter()
+                .collect();
+        for (i, r) in split.rows.iter_mut().enumerate() {
+            if r.split == Part::Train && !keep.contains(&i) {
+                r.split = Part::Unlabelled;
+                r.labels.clear();
+            }
+        }
+    }
+    // Features: one request per dataset, the same model, layer, pooling and size.
+    let used: std::collections::HashSet<&str> = split
+        .rows
+        .iter()
+        .filter(|r| r.split != Part::Unlabelled)
+        .map(|r| r.id.as_str())
+        .collect();
+    let source_sub = Dataset {
+        rows: source
+            .rows
+            .iter()
+            .filter(|r| used.contains(r.id.as_str()))
+            .cloned()
+            .collect(),
+        ..source.clone()
+    };
+    let target_sub = Dataset {
+        rows: target_rows.iter().map(|(_, r)| (*r).clone()).collect(),
+        ..target.clone()
+    };
+    let req = FeatureRequest {
+        model: &c.model,
+        contract,
+        model_file: None,
+        layer: c.layer.clone(),
+        pool: c.pool,
+        image_size: c.image_size,
+        run,
+    };
+    let src: Source = feature_source(&req, &source_sub, home, global)?;
+    let tgt: Source = feature_source(&req, &target_sub, home, global)?;
+    ensure!(
+        src.width == tgt.width && src.contract_json == tgt.contract_json,
+        "source features (width {}) and target features (width {}) differ in width or preprocessing",
+        src.width,
+        tgt.width
+    );
+    let part = |p: Part| -> Result<(Tensor, Vec<Vec<Option<u32>>>)> {
+        let rows: Vec<&tl_data::SplitRow> = split.rows.iter().filter(|r| r.split == p).collect();
+        let hashes: Vec<String> = rows.iter().map(|r| r.content_hash.clone()).collect();
+        let x = (src.gather)(&hashes)?;
+        let labels = rows
+            .iter()
+            .map(|r| {
+                r.labels
+                    .get(&task_name)
+                    .and_then(|c| classes.iter().position(|k| k == c))
+                    .map(|i| i as u32)
+            })
+            .collect();
+        Ok((x.into_dyn(), vec![labels]))
+    };
+    let (source_train, source_val) = (part(Part::Train)?, part(Part::Val)?);
+    let target_hashes: Vec<String> = target_rows.iter().map(|(h, _)| h.clone()).collect();
+    let xt = (tgt.gather)(&target_hashes)?;
+    let target_labels = tt.map(|t| {
+        target_rows
+            .iter()
+            .map(|(_, r)| r.labels[t].expect("filtered"))
+            .collect()
+    });
+    let fingerprint = tl_core::hash::sha256_bytes(
+        serde_json::to_string(&serde_json::json!({
+            "model": src.sha, "layer": src.layer, "contract": src.contract_json,
+            "source": source.sha256, "target": target.sha256, "split_rows": split.rows.len(),
+            "split_seed": c.split_seed, "target_rows": target_hashes,
+        }))?
+        .as_bytes(),
+    );
+    Ok(Prepared {
+        task: TaskSpec {
+            name: task_name,
+            classes,
+            weight: 1.0,
+        },
+        source_train,
+        source_val,
+        target: xt.into_dyn(),
+        target_labels,
+        source_name: source.name.clone(),
+        target_name: target.name.clone(),
+        fingerprint,
+        layer: src.layer.clone(),
+        split,
+    })
+}
+
+/// At most `k` of `items`, drawn from the stream `stream` of `seed`, in their order.
+fn seeded_sample<T>(items: Vec<T>, k: usize, seed: u64, stream: &str) -> Vec<T> {
+    if items.len() <= k {
+        return items;
+    }
+    let mut idx: Vec<usize> = (0..items.len()).collect();
+    rand::seq::SliceRandom::shuffle(&mut idx[..], &mut tl_core::rng::seeded_rng(seed, stream));
+    let keep: std::collections::HashSet<usize> = idx[..k].iter().copied().collect();
+    items
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, t)| t)
+        .collect()
+}
+
+/// Target figures: each metric with its bootstrap interval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetScores {
+    pub rows: usize,
+    pub accuracy: tl_eval::Interval,
+    pub macro_f1: tl_eval::Interval,
+    pub balanced_accuracy: tl_eval::Interval,
+}
+
+/// `metrics.json` of `tl adapt`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AdaptMetrics {
+    pub schema_version: u32,
+    pub source: String,
+    pub target: String,
+    pub layer: String,
+    pub rows: BTreeMap<String, usize>,
+    pub summary: RunSummary,
+    /// Evaluated with the target's labels, which nothing above used.
+    pub target_scores: Option<TargetScores>,
+    pub shift_before: ShiftReport,
+    /// Between the adapter's outputs (trained methods) or the transformed source and the
+    /// target (closed-form CORAL).
+    pub shift_after: Option<ShiftReport>,
+    pub seconds: BTreeMap<String, f64>,
+}
+
+/// Accuracy, macro-F1 and balanced accuracy with seeded bootstrap intervals.
+pub fn score(
+    pred: &[u32],
+    truth: &[u32],
+    classes: usize,
+    resamples: usize,
+    seed: u64,
+) -> Result<TargetScores> {
+    let b = |m| tl_eval::bootstrap(pred, truth, classes, m, resamples, seed);
+    Ok(TargetScores {
+        rows: truth.len(),
+        accuracy: b(tl_eval::Metric::Accuracy)?,
+        macro_f1: b(tl_eval::Metric::MacroF1)?,
+        balanced_accuracy: b(tl_eval::Metric::BalancedAccuracy)?,
+    })
+}
+
+fn view2(t: &Tensor) -> ndarray::ArrayView2<'_, f32> {
+    t.view().into_dimensionality().expect("2-D features")
+}
+
+pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
+    let c = a.config()?;
+    let home = global.home()?;
+    let say = |s: String| {
+        if !global.quiet && !global.json {
+            eprintln!("{s}");
+        }
+    };
+    let started = Instant::now();
+    let p = prepare(
+        &c,
+        a.domains.contract.as_deref(),
+        &a.domains.run,
+        &home,
+        global,
+        c.val,
+        None,
+    )?;
+    let extract_seconds = started.elapsed().as_secs_f64();
+    let rows: BTreeMap<String, usize> = [
+        ("source_train", p.source_train.0.shape()[0]),
+        ("source_val", p.source_val.0.shape()[0]),
+        ("target", p.target.shape()[0]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    say(format!(
+        "{} → {}: {} source training rows, {} source validation rows, {} target rows (unlabelled in training); features `{}` width {}",
+        p.source_name,
+        p.target_name,
+        rows["source_train"],
+        rows["source_val"],
+        rows["target"],
+        p.layer,
+        p.target.shape()[1]
+    ));
+    let shift_cfg = ShiftConfig {
+        seed: c.split_seed,
+        ..ShiftConfig::default()
+    };
+    let before = measure(view2(&p.source_train.0), view2(&p.target), &shift_cfg)?;
+    say(format!(
+        "shift before: proxy A-distance {:.3}, MMD² (Gaussian) {:.4}",
+        before.proxy_a_distance, before.mmd2_gaussian
+    ));
+    if let Some(out) = &a.out {
+        tl_core::io::create_dir_all(out)?;
+        tl_core::io::write_json(&out.join("config.json"), &c)?;
+    }
+    let d = Domains {
+        task: &p.task,
+        source_train: Labelled {
+            x: &p.source_train.0,
+            labels: &p.source_train.1,
+        },
+        source_val: Labelled {
+            x: &p.source_val.0,
+            labels: &p.source_val.1,
+        },
+        target: &p.target,
+    };
+    let t_train = Instant::now();
+    let quiet = global.quiet || global.json;
+    let mut on_epoch = |log: &tl_head::train::EpochLog| {
+        if !quiet {
+            let val = log.val.first().map_or(String::new(), |s| {
+                format!(", source validation accuracy {:.4}", s.accuracy)
+            });
+            eprintln!(
+                "epoch {:>3}: loss {:.4}{val} ({:.1} s)",
+                log.epoch + 1,
+                log.train_loss,
+                log.seconds
+            );
+        }
+    };
+    let (mut adapted, summary) = adapt(
+        &d,
+        &c.adapt,
+        &c.head,
+        &c.train,
+        a.out.as_deref().map(|o| (o, p.fingerprint.as_str())),
+        &mut on_epoch,
+    )?;
+    let train_seconds = t_train.elapsed().as_secs_f64();
+    let proba = adapted.predict_proba(&p.target)?;
+    let snd = tl_adapt::select::snd(proba.view(), tl_adapt::select::SND_TAU)?;
+    say(format!(
+        "SND of the target predictions (label-free): {snd:.4}"
+    ));
+    let pred = tl_head::probe::argmax_rows(&proba);
+    let target = match &p.target_labels {
+        Some(y) => Some(score(
+            &pred,
+            y,
+            p.task.classes.len(),
+            c.bootstrap,
+            c.split_seed,
+        )?),
+        None => None,
+    };
+    let (s_al, t_al) = adapted.aligned(&p.source_train.0, &p.target)?;
+    let after = Some(measure(s_al.view(), t_al.view(), &shift_cfg)?);
+    let metrics = AdaptMetrics {
+        schema_version: JSON_SCHEMA_VERSION,
+        source: p.source_name.clone(),
+        target: p.target_name.clone(),
+        layer: p.layer.clone(),
+        rows,
+        summary,
+        target_scores: target,
+        shift_before: before,
+        shift_after: after,
+        seconds: [("features", extract_seconds), ("adapt", train_seconds)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    };
+    if let Some(out) = &a.out {
+        match &adapted.model {
+            AdaptedModel::Net { net, .. } => {
+                tl_nn::checkpoint::save_params(net, &out.join("weights.safetensors"))?;
+            }
+            AdaptedModel::Probe { probe, .. } => {
+                let (w, b) = probe.to_f32();
+                let tensors: BTreeMap<String, Tensor> = [
+                    ("probe.weight".to_string(), w.into_dyn()),
+                    ("probe.bias".to_string(), b.into_dyn()),
+                ]
+                .into_iter()
+                .collect();
+                tl_nn::checkpoint::save_tensors(&out.join("weights.safetensors"), &tensors)?;
+            }
+        }
+        p.split.save(&out.join("split.json"))?;
+        tl_core::io::write_json(&out.join("metrics.json"), &metrics)?;
+    }
+    if global.json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+        return Ok(());
+    }
+    let s = &metrics.summary;
+    println!(
+        "method {} (weight {}): source validation accuracy {:.4}; selected by {}",
+        s.method, s.weight, s.source_val_accuracy, s.selection
+    );
+    match &metrics.target_scores {
+        Some(t) => {
+            let f = |i: &tl_eval::Interval| format!("{:.4} [{:.4}, {:.4}]", i.value, i.low, i.high);
+            println!(
+                "target ({} rows, labels read only here): accuracy {}, macro-F1 {}, balanced accuracy {}",
+                t.rows,
+                f(&t.accuracy),
+                f(&t.macro_f1),
+                f(&t.balanced_accuracy)
+            );
+        }
+        None => println!("target has no labels: no target accuracy to report"),
+    }
+    if let Some(after) = &metrics.shift_after {
+        println!(
+            "shift: proxy A-distance {:.3} → {:.3}, MMD² (Gaussian) {:.4} → {:.4}",
+            metrics.shift_before.proxy_a_distance,
+            after.proxy_a_distance,
+            metrics.shift_before.mmd2_gaussian,
+            after.mmd2_gaussian
+        );
+    }
+    if let Some(pr) = &s.target_priors {
+        let shown: Vec<String> = p
+            .task
+            .classes
+            .iter()
+            .zip(pr)
+            .map(|(c, v)| format!("{c} {v:.3}"))
+            .collect();
+        println!("estimated target priors: {}", shown.join(", "));
+    }
+    Ok(())
+}
+
+pub fn shift(a: &ShiftArgs, global: &Global) -> Result<()> {
+    let mut c = AdaptRunConfig::default();
+    a.domains.apply(&mut c)?;
+    let home = global.home()?;
+    let mut layers: Vec<Option<String>> = vec![c.layer.clone()];
+    layers.extend(a.also.iter().cloned().map(Some));
+    let mut reports = Vec::new();
+    for layer in layers {
+        let lc = AdaptRunConfig {
+            layer: layer.clone(),
+            split_seed: a.seed,
+            ..c.clone()
+        };
+        // Only the rows the measure samples are extracted.
+        let p = prepare(
+            &lc,
+            a.domains.contract.as_deref(),
+            &a.domains.run,
+            &home,
+            global,
+            0.0,
+            Some(ShiftConfig::default().max_rows),
+        )?;
+        let r = measure(
+            view2(&p.source_train.0),
+            view2(&p.target),
+            &ShiftConfig {
+                seed: a.seed,
+                ..ShiftConfig::default()
+            },
+        )?;
+        reports.push((
+            p.layer.clone(),
+            p.source_name.clone(),
+            p.target_name.clone(),
+            r,
+        ));
+    }
+    if global.json {
+        let v: Vec<_> = reports
+            .iter()
+            .map(|(l, s, t, r)| serde_json::json!({"layer": l, "source": s, "target": t, "shift": r}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"schema_version": JSON_SCHEMA_VERSION, "layers": v})
+            )?
+        );
+        return Ok(());
+    }
+    if reports.is_empty() {
+        bail!("no layer to measure");
+    }
+    println!(
+        "{} → {} ({} rows per domain sampled)",
+        reports[0].1, reports[0].2, reports[0].3.sample_rows
+    );
+    println!(
+        "{:<28} {:>12} {:>16} {:>13} {:>11}",
+        "layer", "MMD² linear", "MMD² Gaussian", "domain error", "proxy A"
+    );
+    for (l, _, _, r) in &reports {
+        println!(
+            "{:<28} {:>12.4} {:>16.4} {:>13.3} {:>11.3}",
+            l, r.mmd2_linear, r.mmd2_gaussian, r.domain_error, r.proxy_a_distance
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,195 @@
+//! `tl adapt` and `tl shift` end to end on the registry's digits and EfficientNet-Lite0
+//! at 64 px (fetched by `cargo xtask test` first), with target folders written here.
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
+
+fn tl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tl"))
+        .args(args)
+        .output()
+        .expect("run tl")
+}
+
+fn ok_json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The first `n` scikit-learn digits as PNGs in class folders, each digit filed under
+/// `relabel(true class)`.
+fn digit_folder(dir: &Path, n: usize, relabel: impl Fn(u32) -> u32) {
+    let home = tl_core::home::tl_home().unwrap();
+    let ds = tl_hub::Registry::builtin()
+        .unwrap()
+        .get("sklearn-digits")
+        .unwrap()
+        .load_dataset(&home)
+        .unwrap();
+    for (i, row) in ds.rows.iter().take(n).enumerate() {
+        let tl_data::Content::Pixels { data, .. } = &row.content else {
+            panic!()
+        };
+        let class = relabel(row.labels[0].unwrap());
+        let sub = dir.join(class.to_string());
+        std::fs::create_dir_all(&sub).unwrap();
+        image::GrayImage::from_raw(8, 8, data.to_vec())
+            .unwrap()
+            .save(sub.join(format!("d{i:04}.png")))
+            .unwrap();
+    }
+}
+
+/// A small run: 20 labelled MNIST rows per class, 64 px, 3 epochs.
+fn adapt_args<'a>(target: &'a str, method: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "--json",
+        "adapt",
+        "--source",
+        "mnist-5k",
+        "--budget",
+        "20",
+        "--target",
+        target,
+        "--image-size",
+        "64",
+        "--method",
+        method,
+        "--epochs",
+        "3",
+        "--out",
+        out,
+    ]
+}
+
+#[test]
+fn target_labels_never_reach_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let (true_dir, permuted_dir) = (dir.path().join("true"), dir.path().join("permuted"));
+    digit_folder(&true_dir, 200, |y| y);
+    digit_folder(&permuted_dir, 200, |y| (y + 3) % 10);
+    for method in ["mcc", "self-train"] {
+        let (a, b) = (
+            dir.path().join(format!("{method}-a")),
+            dir.path().join(format!("{method}-b")),
+        );
+        let ra = ok_json(&tl(&adapt_args(
+            true_dir.to_str().unwrap(),
+            method,
+            a.to_str().unwrap(),
+        )));
+        let rb = ok_json(&tl(&adapt_args(
+            permuted_dir.to_str().unwrap(),
+            method,
+            b.to_str().unwrap(),
+        )));
+        let wa = std::fs::read(a.join("weights.safetensors")).unwrap();
+        let wb = std::fs::read(b.join("weights.safetensors")).unwrap();
+        assert!(
+            wa == wb,
+            "{method}: permuting the target's labels changed the trained weights"
+        );
+        // The labels did reach the evaluation: the scores differ.
+        let (sa, sb) = (
+            ra["target_scores"]["accuracy"]["value"].as_f64().unwrap(),
+            rb["target_scores"]["accuracy"]["value"].as_f64().unwrap(),
+        );
+        assert!(sa != sb, "{method}: scores {sa} and {sb}");
+        assert_eq!(ra["rows"]["target"], 200);
+    }
+}
+
+#[test]
+fn adapt_writes_its_artifact_and_reports_shift() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mmd");
+    let v = ok_json(&tl(&adapt_args(
+        "sklearn-digits",
+        "mmd",
+        out.to_str().unwrap(),
+    )));
+    for f in [
+        "config.json",
+        "metrics.json",
+        "weights.safetensors",
+        "split.json",
+        "checkpoint/optimizer.json",
+    ] {
+        assert!(out.join(f).is_file(), "missing {f}");
+    }
+    assert_eq!(v["summary"]["method"], "mmd");
+    assert_eq!(v["rows"]["target"], 1797);
+    let acc = &v["target_scores"]["accuracy"];
+    let (val, lo, hi) = (
+        acc["value"].as_f64().unwrap(),
+        acc["low"].as_f64().unwrap(),
+        acc["high"].as_f64().unwrap(),
+    );
+    assert!(lo <= val && val <= hi && val > 0.1, "{acc}");
+    let before = v["shift_before"]["proxy_a_distance"].as_f64().unwrap();
+    assert!(before > 1.0, "MNIST and 8×8 digits are far apart: {before}");
+    assert!(
+        v["shift_after"]["mmd2_gaussian"].as_f64().unwrap()
+            < v["shift_before"]["mmd2_gaussian"].as_f64().unwrap()
+    );
+    // The same command again resumes from the finished checkpoint: the same weights.
+    let w = std::fs::read(out.join("weights.safetensors")).unwrap();
+    ok_json(&tl(&adapt_args(
+        "sklearn-digits",
+        "mmd",
+        out.to_str().unwrap(),
+    )));
+    assert!(w == std::fs::read(out.join("weights.safetensors")).unwrap());
+    // Closed-form CORAL: a probe, no training.
+    let v = ok_json(&tl(&adapt_args(
+        "sklearn-digits",
+        "coral-closed",
+        dir.path().join("cc").to_str().unwrap(),
+    )));
+    assert!(v["summary"]["best_c"].as_f64().is_some());
+}
+
+#[test]
+fn shift_measures_layers_and_bad_domains_fail_clearly() {
+    let o = tl(&[
+        "--json",
+        "shift",
+        "--source",
+        "mnist-5k",
+        "--target",
+        "sklearn-digits",
+        "--image-size",
+        "64",
+    ]);
+    let v = ok_json(&o);
+    let pad = v["layers"][0]["shift"]["proxy_a_distance"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=2.0).contains(&pad), "{v}");
+    // Label sets that do not match, and a class map naming a class the source lacks.
+    let o = tl(&[
+        "adapt",
+        "--source",
+        "mnist-5k",
+        "--target",
+        "rotten-tomatoes",
+        "--model",
+        "efficientnet-lite0",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("label sets do not match"),
+        "{err}"
+    );
+    let o = tl(&["adapt", "--class-map", "eleven=1"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("source class `eleven`"),
+        "{err}"
+    );
+    // A linear head has no adapter to align.
+    let o = tl(&["adapt", "--hidden", ""]);
+    assert!(!o.status.success());
+}
