@@ -29,6 +29,7 @@ pub mod prior;
 pub mod run;
 pub mod select;
 pub mod shift;
+pub mod transfer;
 
 pub use error::{Error, Result};
 pub use method::{AdaptConfig, Method};

@@ -10,6 +10,7 @@ mod extract;
 mod models;
 mod predict;
 mod quickstart;
+mod rank;
 mod resolve;
 mod train;
 
@@ -111,6 +112,8 @@ tl extract --model mobilenet-v2 --data ./photos --layer features.17 --layer feat
     Adapt(Box<adapt::AdaptArgs>),
     /// Measure the shift between two datasets' features (MMD, proxy A-distance), per layer.
     Shift(adapt::ShiftArgs),
+    /// Rank backbones and layers for a labelled dataset before training (LogME, H-score, NCE, LEEP).
+    Rank(rank::RankArgs),
     /// Check the installation: ONNX Runtime library, version, providers, CUDA readiness, cache.
     #[command(after_help = "Example:\n  tl doctor --json")]
     Doctor,
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         Command::Export(a) => train::export_cmd(a, &cli.global),
         Command::Adapt(a) => adapt::run(a, &cli.global),
         Command::Shift(a) => adapt::shift(a, &cli.global),
+        Command::Rank(a) => rank::run(a, &cli.global),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

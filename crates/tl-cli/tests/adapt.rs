@@ -193,3 +193,38 @@ fn shift_measures_layers_and_bad_domains_fail_clearly() {
     let o = tl(&["adapt", "--hidden", ""]);
     assert!(!o.status.success());
 }
+
+#[test]
+fn rank_scores_candidates_and_correlates_them_with_the_probe() {
+    let v = ok_json(&tl(&[
+        "--json",
+        "rank",
+        "--data",
+        "sklearn-digits",
+        "--image-size",
+        "64",
+        "--budget",
+        "10",
+        "--models",
+        "efficientnet-lite0,efficientnet-lite0:blocks.12",
+    ]));
+    let c = v["candidates"].as_array().unwrap();
+    assert_eq!(c.len(), 2);
+    assert_eq!(c[1]["layer"], "blocks.12");
+    for cand in c {
+        assert!(cand["logme"].as_f64().unwrap().is_finite());
+        assert!(
+            cand["leep"].as_f64().unwrap() <= 0.0,
+            "LEEP is a mean log-probability"
+        );
+        let acc = cand["probe_test_accuracy"].as_f64().unwrap();
+        assert!(acc > 0.5, "{cand}");
+    }
+    // One model: its source classifier is the same for both layers.
+    assert_eq!(c[0]["nce"], c[1]["nce"]);
+    let tau = v["kendall_tau_with_probe_accuracy"]["logme"]
+        .as_f64()
+        .unwrap();
+    assert!((-1.0..=1.0).contains(&tau));
+    assert_eq!(v["rows"]["train"], 100);
+}

@@ -326,6 +326,20 @@ mod tests {
         );
     }
 
+    /// torchvision's normalisation constants are f32 values with long decimal forms: the
+    /// key read back from meta.json must equal the key written (a 1-ulp parse error once
+    /// made every MobileNetV2 store unreadable after its first use).
+    #[test]
+    fn keys_with_f32_constants_survive_the_round_trip() {
+        let home = tempfile::tempdir().unwrap();
+        let mut k = key("a");
+        k.preprocessing = serde_json::json!({"mean": [0.485f32 * 255.0, 0.456f32 * 255.0, 0.406f32 * 255.0], "std": [58.395f32, 57.12f32, 57.375f32]});
+        let mut s = FeatureStore::open(home.path(), k.clone()).unwrap();
+        s.append(&[h(1)], &Array2::zeros((1, 3))).unwrap();
+        let again = FeatureStore::open(home.path(), k).unwrap();
+        assert_eq!(again.len(), 1);
+    }
+
     #[test]
     fn mismatched_widths_are_refused() {
         let home = tempfile::tempdir().unwrap();

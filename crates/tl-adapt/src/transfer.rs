@@ -1,0 +1,258 @@
+//! Transferability before training: how well a backbone's features (or its source
+//! classifier) will serve a labelled target task, scored without training a head.
+//!
+//! - [`logme`]: the log marginal evidence of a Bayesian linear model on the features
+//!   (You et al. 2021), mean over classes of one-hot targets, per row.
+//! - [`h_score`]: `tr(cov(f)⁻¹ cov(E[f | y]))` (Bao et al. 2019), with a ridge on cov(f).
+//! - [`nce`]: the negative conditional entropy `−H(Y | Z)` of the target labels given the
+//!   source classifier's hard predictions (Tran et al. 2019).
+//! - [`leep`]: the log expected empirical prediction (Nguyen et al. 2020) from the
+//!   source classifier's probabilities.
+//!
+//! Higher is better for all four.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis};
+
+use crate::{Error, Result, linalg};
+
+fn check_labels(n: usize, y: &[u32], classes: usize) -> Result<()> {
+    if y.len() != n {
+        return Err(Error::Shape {
+            what: "labels".into(),
+            expected: format!("{n} (one per row)"),
+            got: y.len().to_string(),
+        });
+    }
+    if n < 2 {
+        return Err(Error::invalid(
+            "transferability",
+            format!("{n} rows: need at least 2"),
+        ));
+    }
+    if let Some(&bad) = y.iter().find(|&&c| c as usize >= classes) {
+        return Err(Error::invalid(
+            "labels",
+            format!("class {bad} is outside the {classes} classes"),
+        ));
+    }
+    Ok(())
+}
+
+/// LogME, transcribed from the authors' reference `LogME.py` (`each_evidence`, the
+/// fixed-point iteration on α and β, at most 11 steps, stopping when α/β moves by < 1 %),
+/// with the eigendecomposition of `FᵀF`.
+pub fn logme(f: ArrayView2<'_, f32>, y: &[u32], classes: usize) -> Result<f64> {
+    let (n, d) = f.dim();
+    check_labels(n, y, classes)?;
+    let f = f.mapv(f64::from);
+    let (s, v) = linalg::sym_eigen(&f.t().dot(&f));
+    let s = s.mapv(|x| x.max(0.0));
+    let nf = n as f64;
+    let df = d as f64;
+    let mut total = 0.0;
+    for k in 0..classes {
+        let yk: Array1<f64> = y
+            .iter()
+            .map(|&c| f64::from(u8::from(c as usize == k)))
+            .collect();
+        let eps = 1e-5;
+        let (mut alpha, mut beta) = (1.0f64, 1.0f64);
+        let mut lam = alpha / beta;
+        let tmp = v.t().dot(&f.t().dot(&yk));
+        let (mut alpha_de, mut beta_de) = (0.0, 0.0);
+        for _ in 0..11 {
+            let gamma: f64 = s.iter().map(|&si| si / (si + lam)).sum();
+            let scaled: Array1<f64> = tmp
+                .iter()
+                .zip(&s)
+                .map(|(t, si)| t * beta / (alpha + beta * si))
+                .collect();
+            let m = v.dot(&scaled);
+            alpha_de = m.dot(&m);
+            alpha = gamma / (alpha_de + eps);
+            let resid = &yk - &f.dot(&m);
+            beta_de = resid.dot(&resid);
+            beta = (nf - gamma) / (beta_de + eps);
+            let new_lam = alpha / beta;
+            if ((new_lam - lam) / lam).abs() < 0.01 {
+                break;
+            }
+            lam = new_lam;
+        }
+        let evidence = df / 2.0 * alpha.ln() + nf / 2.0 * beta.ln()
+            - 0.5 * s.iter().map(|si| (alpha + beta * si).ln()).sum::<f64>()
+            - beta / 2.0 * (beta_de + eps)
+            - alpha / 2.0 * (alpha_de + eps)
+            - nf / 2.0 * (2.0 * std::f64::consts::PI).ln();
+        total += evidence / nf;
+    }
+    Ok(total / classes as f64)
+}
+
+/// The ridge added to cov(f) in [`h_score`], relative to its mean diagonal.
+pub const H_SCORE_RIDGE: f64 = 1e-6;
+
+/// H-score: `tr(cov(f)⁻¹ cov(g))`, `g` each row's class mean of the features.
+pub fn h_score(f: ArrayView2<'_, f32>, y: &[u32], classes: usize) -> Result<f64> {
+    let (n, d) = f.dim();
+    check_labels(n, y, classes)?;
+    let f = f.mapv(f64::from);
+    let mean = f.mean_axis(Axis(0)).expect("rows");
+    let fc = &f - &mean;
+    let mut sums = Array2::<f64>::zeros((classes, d));
+    let mut counts = vec![0.0f64; classes];
+    for (row, &c) in fc.rows().into_iter().zip(y) {
+        let mut s = sums.row_mut(c as usize);
+        s += &row;
+        counts[c as usize] += 1.0;
+    }
+    let g = Array2::from_shape_fn((n, d), |(i, j)| {
+        sums[[y[i] as usize, j]] / counts[y[i] as usize]
+    });
+    let cov_f = fc.t().dot(&fc) / nf(n);
+    let cov_g = g.t().dot(&g) / nf(n);
+    let ridge = H_SCORE_RIDGE * cov_f.diag().mean().unwrap_or(1.0).max(1e-300);
+    let inv = linalg::sym_power(&(&cov_f + &(Array2::<f64>::eye(d) * ridge)), -1.0, 1e-300);
+    Ok((inv * cov_g.t()).sum())
+}
+
+fn nf(n: usize) -> f64 {
+    n as f64
+}
+
+/// NCE: `Σ P(z, y) log P(y | z)` over source predictions `z` (argmax of `source_probs`)
+/// and target classes `y`.
+pub fn nce(source_probs: ArrayView2<'_, f64>, y: &[u32], classes: usize) -> Result<f64> {
+    let (n, zs) = source_probs.dim();
+    check_labels(n, y, classes)?;
+    let z: Vec<usize> = source_probs
+        .rows()
+        .into_iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(
+                    (0, f64::NEG_INFINITY),
+                    |b, (k, &v)| if v > b.1 { (k, v) } else { b },
+                )
+                .0
+        })
+        .collect();
+    let mut joint = Array2::<f64>::zeros((zs, classes));
+    for (&zi, &yi) in z.iter().zip(y) {
+        joint[[zi, yi as usize]] += 1.0 / n as f64;
+    }
+    let pz = joint.sum_axis(Axis(1));
+    let mut total = 0.0;
+    for a in 0..zs {
+        for b in 0..classes {
+            let p = joint[[a, b]];
+            if p > 0.0 {
+                total += p * (p / pz[a]).ln();
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// LEEP: `(1/n) Σ_i log Σ_z P̂(y_i | z) θ(x_i)_z`, with `P̂(y | z)` the empirical
+/// conditional from the soft joint `(1/n) Σ_i θ(x_i)_z 1[y_i = y]`.
+pub fn leep(source_probs: ArrayView2<'_, f64>, y: &[u32], classes: usize) -> Result<f64> {
+    let (n, zs) = source_probs.dim();
+    check_labels(n, y, classes)?;
+    let mut joint = Array2::<f64>::zeros((zs, classes));
+    for (row, &yi) in source_probs.rows().into_iter().zip(y) {
+        let mut col = joint.column_mut(yi as usize);
+        col += &row.mapv(|v| v / n as f64);
+    }
+    let pz = joint.sum_axis(Axis(1));
+    let cond = Array2::from_shape_fn((zs, classes), |(a, b)| {
+        if pz[a] > 0.0 {
+            joint[[a, b]] / pz[a]
+        } else {
+            0.0
+        }
+    });
+    let mut total = 0.0;
+    for (row, &yi) in source_probs.rows().into_iter().zip(y) {
+        let eep = row.dot(&cond.column(yi as usize));
+        total += eep.max(1e-300).ln();
+    }
+    Ok(total / n as f64)
+}
+
+/// Kendall's τ-b between two score lists (ties counted as neither concordant nor
+/// discordant, with the tie correction).
+pub fn kendall_tau(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len().min(b.len());
+    let (mut conc, mut disc, mut ties_a, mut ties_b) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    for i in 0..n {
+        for j in i + 1..n {
+            let (da, db) = (a[i] - a[j], b[i] - b[j]);
+            if da == 0.0 && db == 0.0 {
+                continue;
+            } else if da == 0.0 {
+                ties_a += 1.0;
+            } else if db == 0.0 {
+                ties_b += 1.0;
+            } else if (da > 0.0) == (db > 0.0) {
+                conc += 1.0;
+            } else {
+                disc += 1.0;
+            }
+        }
+    }
+    let denom = ((conc + disc + ties_a) * (conc + disc + ties_b)).sqrt();
+    if denom == 0.0 {
+        f64::NAN
+    } else {
+        (conc - disc) / denom
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kendall_tau_of_orders() {
+        assert_eq!(kendall_tau(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), 1.0);
+        assert_eq!(kendall_tau(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), -1.0);
+        assert!(
+            (kendall_tau(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]) - 4.0 / 6.0).abs() < 1e-12
+        );
+    }
+
+    #[test]
+    fn nce_and_leep_reward_informative_source_predictions() {
+        // Source predictions that determine the target class vs ones that do not.
+        let y = [0u32, 0, 1, 1];
+        let sharp = ndarray::array![[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]];
+        let blind = ndarray::array![[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]];
+        assert!(nce(sharp.view(), &y, 2).unwrap().abs() < 1e-12); // H(Y|Z) = 0
+        assert!((nce(blind.view(), &y, 2).unwrap() + 2f64.ln()).abs() < 1e-12);
+        assert!(leep(sharp.view(), &y, 2).unwrap().abs() < 1e-12);
+        assert!((leep(blind.view(), &y, 2).unwrap() + 2f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn h_score_prefers_separable_features() {
+        let y: Vec<u32> = (0..40).map(|i| (i % 2) as u32).collect();
+        let sep = Array2::from_shape_fn((40, 3), |(i, j)| {
+            (if j == 0 { 3.0 * y[i] as f32 } else { 0.0 }) + ((i * 7 + j * 3) % 5) as f32 * 0.1
+        });
+        let noise = Array2::from_shape_fn((40, 3), |(i, j)| {
+            ((i * 7 + j * 3) % 5) as f32 * 0.1 + (i % 3) as f32
+        });
+        let (a, b) = (
+            h_score(sep.view(), &y, 2).unwrap(),
+            h_score(noise.view(), &y, 2).unwrap(),
+        );
+        assert!(a > b && a > 0.5, "{a} vs {b}");
+        let (la, lb) = (
+            logme(sep.view(), &y, 2).unwrap(),
+            logme(noise.view(), &y, 2).unwrap(),
+        );
+        assert!(la > lb, "LogME {la} vs {lb}");
+    }
+}
