@@ -6,6 +6,7 @@ use ndarray::{Array2, ArrayView2, Axis, s};
 use rand::seq::SliceRandom;
 use tl_head::{
     net::HeadNet,
+    probe::argmax_rows,
     train::{Labelled, Objective, StepInfo, Supervised},
 };
 use tl_nn::{
@@ -149,19 +150,7 @@ pub fn cluster_labels(h: &Array2<f64>, p: &Array2<f64>) -> Vec<u32> {
             let norm = r.dot(&r).sqrt().max(1e-12);
             r /= norm;
         }
-        let sim = f.dot(&c.t());
-        sim.rows()
-            .into_iter()
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f64::NEG_INFINITY),
-                        |b, (k, &v)| if v > b.1 { (k, v) } else { b },
-                    )
-                    .0 as u32
-            })
-            .collect()
+        argmax_rows(&f.dot(&c.t()))
     };
     let soft = p.t().dot(&f);
     let first = label(&soft);
@@ -187,24 +176,14 @@ impl Objective for AdaptObjective<'_> {
         if labelling && epoch >= self.cfg.warmup_epochs {
             let (h, z) = self.target_outputs(net).map_err(to_head)?;
             let p = loss::probabilities(z.view());
-            self.pseudo =
-                match self.cfg.method {
-                    Method::SelfTrain => {
-                        p.rows()
-                            .into_iter()
-                            .map(|r| {
-                                let (k, v) = r.iter().enumerate().fold(
-                                    (0, f64::NEG_INFINITY),
-                                    |b, (k, &v)| {
-                                        if v > b.1 { (k, v) } else { b }
-                                    },
-                                );
-                                (v >= f64::from(self.cfg.threshold)).then_some(k as u32)
-                            })
-                            .collect()
-                    }
-                    _ => cluster_labels(&h, &p).into_iter().map(Some).collect(),
-                };
+            self.pseudo = match self.cfg.method {
+                Method::SelfTrain => argmax_rows(&p)
+                    .into_iter()
+                    .zip(p.rows())
+                    .map(|(k, r)| (r[k as usize] >= f64::from(self.cfg.threshold)).then_some(k))
+                    .collect(),
+                _ => cluster_labels(&h, &p).into_iter().map(Some).collect(),
+            };
             self.pseudo_labelled = self.pseudo.iter().filter(|p| p.is_some()).count();
         }
         Ok(())
@@ -261,11 +240,7 @@ impl AdaptObjective<'_> {
         let z = logits
             .into_dimensionality::<ndarray::Ix2>()
             .expect("2-D logits");
-        let labels: Vec<Vec<Option<u32>>> = train
-            .labels
-            .iter()
-            .map(|l| rows.iter().map(|&i| l[i]).collect())
-            .collect();
+        let labels = train.labels_of(rows);
         let (mut total, gs) = self.supervised.loss(net, z.slice(s![..ns, ..]), &labels)?;
         let mut gz = Array2::<f32>::zeros(z.raw_dim());
         gz.slice_mut(s![..ns, ..]).assign(&gs);

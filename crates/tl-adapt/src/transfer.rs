@@ -125,18 +125,9 @@ fn nf(n: usize) -> f64 {
 pub fn nce(source_probs: ArrayView2<'_, f64>, y: &[u32], classes: usize) -> Result<f64> {
     let (n, zs) = source_probs.dim();
     check_labels(n, y, classes)?;
-    let z: Vec<usize> = source_probs
-        .rows()
+    let z: Vec<usize> = tl_head::probe::argmax_rows(&source_probs.to_owned())
         .into_iter()
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold(
-                    (0, f64::NEG_INFINITY),
-                    |b, (k, &v)| if v > b.1 { (k, v) } else { b },
-                )
-                .0
-        })
+        .map(|k| k as usize)
         .collect();
     let mut joint = Array2::<f64>::zeros((zs, classes));
     for (&zi, &yi) in z.iter().zip(y) {

@@ -447,21 +447,7 @@ pub fn prepare(
         }
     }
     // Features: one request per dataset, the same model, layer, pooling and size.
-    let used: std::collections::HashSet<&str> = split
-        .rows
-        .iter()
-        .filter(|r| r.split != Part::Unlabelled)
-        .map(|r| r.id.as_str())
-        .collect();
-    let source_sub = Dataset {
-        rows: source
-            .rows
-            .iter()
-            .filter(|r| used.contains(r.id.as_str()))
-            .cloned()
-            .collect(),
-        ..source.clone()
-    };
+    let source_sub = split.used_rows(&source);
     let target_sub = Dataset {
         rows: target_rows.iter().map(|(_, r)| (*r).clone()).collect(),
         ..target.clone()

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 use tl_adapt::transfer::{h_score, kendall_tau, leep, logme, nce};
-use tl_data::{Dataset, Part, Split, SplitConfig};
+use tl_data::{Part, Split, SplitConfig};
 use tl_features::extract::Pool;
 use tl_head::probe::{ProbeConfig, ProbeData, accuracy, fit_path};
 
@@ -80,21 +80,7 @@ pub fn run(a: &RankArgs, global: &Global) -> Result<()> {
     let mut sc = SplitConfig::new(&task, a.seed);
     sc.budget = a.budget;
     let split = Split::stratified(&ds, &sc)?;
-    let used: std::collections::HashSet<&str> = split
-        .rows
-        .iter()
-        .filter(|r| r.split != Part::Unlabelled)
-        .map(|r| r.id.as_str())
-        .collect();
-    let sub = Dataset {
-        rows: ds
-            .rows
-            .iter()
-            .filter(|r| used.contains(r.id.as_str()))
-            .cloned()
-            .collect(),
-        ..ds.clone()
-    };
+    let sub = split.used_rows(&ds);
     let part = |p: Part| -> (Vec<String>, Vec<u32>) {
         split
             .rows

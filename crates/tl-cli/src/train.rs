@@ -530,21 +530,7 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
     };
     split.save(&out.join("split.json"))?;
     // Features of the rows the split uses.
-    let used: std::collections::HashSet<&str> = split
-        .rows
-        .iter()
-        .filter(|r| r.split != Part::Unlabelled)
-        .map(|r| r.id.as_str())
-        .collect();
-    let sub = Dataset {
-        rows: ds
-            .rows
-            .iter()
-            .filter(|r| used.contains(r.id.as_str()))
-            .cloned()
-            .collect(),
-        ..ds.clone()
-    };
+    let sub = split.used_rows(&ds);
     let registry_entry = tl_hub::Registry::builtin()?.get(&cfg.model).ok().cloned();
     let (layer, pool, model_file) = match cfg.finetune {
         Finetune::None => (cfg.layer.clone(), cfg.pool, None),

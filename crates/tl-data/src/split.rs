@@ -96,6 +96,26 @@ pub struct Split {
 }
 
 impl Split {
+    /// The rows of `ds` this split uses (every part but `unlabelled`), in dataset order:
+    /// what needs features.
+    pub fn used_rows(&self, ds: &Dataset) -> Dataset {
+        let used: std::collections::HashSet<&str> = self
+            .rows
+            .iter()
+            .filter(|r| r.split != Part::Unlabelled)
+            .map(|r| r.id.as_str())
+            .collect();
+        Dataset {
+            rows: ds
+                .rows
+                .iter()
+                .filter(|r| used.contains(r.id.as_str()))
+                .cloned()
+                .collect(),
+            ..ds.clone()
+        }
+    }
+
     /// Stratified split of `ds`: per class, rows shuffled by the seed, then the test and
     /// validation shares (rounded, at least one each when the fraction is positive and
     /// the class has three rows or more), the rest for training, cut to the budget.

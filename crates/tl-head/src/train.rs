@@ -152,6 +152,14 @@ impl Labelled<'_> {
         self.len() == 0
     }
 
+    /// Every task's labels of rows `rows`, in that order.
+    pub fn labels_of(&self, rows: &[usize]) -> Vec<Vec<Option<u32>>> {
+        self.labels
+            .iter()
+            .map(|l| rows.iter().map(|&i| l[i]).collect())
+            .collect()
+    }
+
     fn check(&self, what: &str, tasks: &[TaskSpec]) -> Result<()> {
         if self.labels.len() != tasks.len() {
             return Err(Error::invalid(
@@ -421,11 +429,7 @@ impl Objective for Supervised {
             .view()
             .into_dimensionality::<ndarray::Ix2>()
             .expect("2-D logits");
-        let labels: Vec<Vec<Option<u32>>> = train
-            .labels
-            .iter()
-            .map(|l| rows.iter().map(|&i| l[i]).collect())
-            .collect();
+        let labels = train.labels_of(rows);
         let (loss, grad) = self.loss(net, z, &labels)?;
         net.backward(&grad.into_dyn())?;
         Ok(loss)
