@@ -71,46 +71,21 @@ fn bench(
         x.nrows(),
         x.ncols()
     );
-    // scikit-learn's ladder takes minutes (20 on the synthetic set): its result is kept
-    // under target/experiments/probe/, keyed by the inputs, the script and the threads.
-    let script = std::fs::read("benches/python/probe_baseline.py")?;
-    let key = tl_core::hash::sha256_bytes(
-        &[
-            xb.as_slice(),
-            yb.as_slice(),
-            script.as_slice(),
-            C.to_string().as_bytes(),
-            threads.to_string().as_bytes(),
-        ]
-        .concat(),
+    let out = Command::new("python3")
+        .arg("benches/python/probe_baseline.py")
+        .arg(dir.join("x.npy"))
+        .arg(dir.join("y.npy"))
+        .arg(C.to_string())
+        .env("OPENBLAS_NUM_THREADS", threads.to_string())
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(
+        out.status.success(),
+        "probe_baseline.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let cache = Path::new("target/experiments/probe").join(format!("{}.json", &key[..16]));
-    let sk: serde_json::Value = if let Ok(bytes) = std::fs::read(&cache) {
-        eprintln!(
-            "bench-report: scikit-learn's figures from {}",
-            cache.display()
-        );
-        let _ = std::fs::remove_dir_all(&dir);
-        serde_json::from_slice(&bytes)?
-    } else {
-        let out = Command::new("python3")
-            .arg("benches/python/probe_baseline.py")
-            .arg(dir.join("x.npy"))
-            .arg(dir.join("y.npy"))
-            .arg(C.to_string())
-            .env("OPENBLAS_NUM_THREADS", threads.to_string())
-            .env("OMP_NUM_THREADS", threads.to_string())
-            .output()?;
-        let _ = std::fs::remove_dir_all(&dir);
-        anyhow::ensure!(
-            out.status.success(),
-            "probe_baseline.py failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::create_dir_all(cache.parent().expect("has a parent"))?;
-        tl_core::io::atomic_write(&cache, &out.stdout)?;
-        serde_json::from_slice(&out.stdout)?
-    };
+    let sk: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let f_ref = sk["reference_objective"]
         .as_f64()
         .context("reference objective")?;
