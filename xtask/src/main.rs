@@ -80,6 +80,7 @@ const TEST_ASSETS: &[&str] = &[
     "resnet50-nsfw",
     "mnist-5k",
     "sklearn-digits",
+    "sklearn-digits-padded",
     "rotten-tomatoes",
     "drug-reviews",
 ];

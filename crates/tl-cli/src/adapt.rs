@@ -68,7 +68,7 @@ impl Default for AdaptRunConfig {
         train.lr = 1e-3;
         Self {
             source: "mnist-5k".into(),
-            target: "sklearn-digits".into(),
+            target: "sklearn-digits-padded".into(),
             model: "efficientnet-lite0".into(),
             task: None,
             target_task: None,
@@ -93,7 +93,7 @@ pub struct DomainArgs {
     /// Labelled source: registry dataset or path (default mnist-5k).
     #[arg(long, value_name = "NAME|PATH")]
     source: Option<String>,
-    /// Target: registry dataset or path (default sklearn-digits); its labels, if any, are read only to evaluate.
+    /// Target: registry dataset or path (default sklearn-digits-padded); its labels, if any, are read only to evaluate.
     #[arg(long, value_name = "NAME|PATH")]
     target: Option<String>,
     /// Registry id or .onnx path (default efficientnet-lite0).
@@ -125,7 +125,7 @@ pub struct DomainArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-tl adapt --method mmd --out runs/digits-mmd        # mnist-5k → sklearn-digits, EfficientNet-Lite0\n  \
+tl adapt --method mmd --out runs/digits-mmd        # mnist-5k → sklearn-digits-padded, EfficientNet-Lite0\n  \
 tl adapt --source rotten-tomatoes --target drug-reviews --model minilm-l6 \\\n      \
 --class-map rotten=negative,fresh=positive --method coral-closed\n  \
 tl adapt --method dann --weight 0.3 --epochs 40 --json\n\n\
@@ -190,7 +190,7 @@ pub struct AdaptArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-tl shift                                   # mnist-5k vs sklearn-digits, EfficientNet-Lite0 features\n  \
+tl shift                                   # mnist-5k vs sklearn-digits-padded, EfficientNet-Lite0\n  \
 tl shift --layer blocks.5 --layer features --image-size 112\n  \
 tl shift --source rotten-tomatoes --target drug-reviews --model minilm-l6 --json\n\n\
 MMD² (unbiased; linear on RMS-scaled features and multi-kernel Gaussian) and the proxy \
