@@ -145,6 +145,13 @@ impl FeatureStore {
             )));
         }
         tl_core::io::create_dir_all(&self.dir)?;
+        // Another process may have appended parts since this store was opened (parallel
+        // extractions of different rows): under the store's lock, take the next free
+        // part number, so that no part is ever replaced by one holding other rows.
+        let _lock = tl_core::io::FileLock::acquire(&self.dir.join("append.lock"))?;
+        while self.dir.join(part_name(self.parts)).is_file() {
+            self.parts += 1;
+        }
         let path = self.dir.join(part_name(self.parts));
         tl_core::io::atomic_write(&path, &encode_part(hashes, features)?)?;
         for (r, h) in hashes.iter().enumerate() {
@@ -338,6 +345,24 @@ mod tests {
         s.append(&[h(1)], &Array2::zeros((1, 3))).unwrap();
         let again = FeatureStore::open(home.path(), k).unwrap();
         assert_eq!(again.len(), 1);
+    }
+
+    /// Two handles opened before either writes (two processes extracting different rows)
+    /// both keep their rows: the second append takes the next free part.
+    #[test]
+    fn concurrent_handles_never_replace_each_others_parts() {
+        let home = tempfile::tempdir().unwrap();
+        let mut a = FeatureStore::open(home.path(), key("a")).unwrap();
+        let mut b = FeatureStore::open(home.path(), key("a")).unwrap();
+        a.append(&[h(1)], &Array2::from_elem((1, 2), 1.0)).unwrap();
+        b.append(&[h(2)], &Array2::from_elem((1, 2), 2.0)).unwrap();
+        assert_eq!(a.gather(&[h(1)]).unwrap()[[0, 0]], 1.0);
+        assert_eq!(b.gather(&[h(2)]).unwrap()[[0, 0]], 2.0);
+        let c = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert_eq!(
+            c.gather(&[h(1), h(2)]).unwrap().column(0).to_vec(),
+            vec![1.0, 2.0]
+        );
     }
 
     #[test]
