@@ -108,28 +108,8 @@ impl<'a> AdaptObjective<'a> {
 
     /// Features and task-0 logits of all target rows, in evaluation mode.
     fn target_outputs(&self, net: &mut HeadNet) -> Result<(Array2<f64>, Array2<f64>)> {
-        let n = self.target.shape()[0];
-        let cols = net.columns(0);
-        let (mut hs, mut zs) = (Vec::new(), Vec::new());
-        for lo in (0..n).step_by(512) {
-            let xb = self
-                .target
-                .slice_axis(Axis(0), ndarray::Slice::from(lo..(lo + 512).min(n)))
-                .to_owned();
-            let (h, z) = net.forward_features(&xb, &mut Ctx::eval())?;
-            hs.push(to64(h.view().into_dimensionality().expect("2-D features")));
-            zs.push(to64(
-                z.view()
-                    .into_dimensionality::<ndarray::Ix2>()
-                    .expect("2-D logits")
-                    .slice(s![.., cols.clone()]),
-            ));
-        }
-        let cat = |parts: &[Array2<f64>]| {
-            let v: Vec<_> = parts.iter().map(|p| p.view()).collect();
-            ndarray::concatenate(Axis(0), &v).expect("same width")
-        };
-        Ok((cat(&hs), cat(&zs)))
+        let (h, z) = tl_head::train::predict_features(net, self.target, 512)?;
+        Ok((to64(h.view()), to64(z.slice(s![.., net.columns(0)]))))
     }
 }
 

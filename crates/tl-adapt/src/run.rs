@@ -165,20 +165,7 @@ impl Adapted {
 
 /// The adapter's (trunk's) outputs for `x`, in evaluation mode.
 fn adapter_features(net: &mut HeadNet, x: &Tensor) -> Result<Array2<f32>> {
-    let n = x.shape()[0];
-    let mut parts = Vec::new();
-    for lo in (0..n).step_by(512) {
-        let xb = x
-            .slice_axis(Axis(0), ndarray::Slice::from(lo..(lo + 512).min(n)))
-            .to_owned();
-        let (h, _) = net.forward_features(&xb, &mut tl_nn::Ctx::eval())?;
-        parts.push(
-            h.into_dimensionality::<ndarray::Ix2>()
-                .map_err(|_| Error::invalid("adapter output", "must be 2-D"))?,
-        );
-    }
-    let v: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    ndarray::concatenate(Axis(0), &v).map_err(|e| Error::invalid("adapter output", e.to_string()))
+    Ok(tl_head::train::predict_features(net, x, 512)?.0)
 }
 
 fn view2(t: &Tensor) -> ndarray::ArrayView2<'_, f32> {

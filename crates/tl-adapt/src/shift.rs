@@ -2,7 +2,6 @@
 //! the proxy A-distance of a linear domain classifier.
 
 use ndarray::{Array2, ArrayView2, Axis};
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use tl_head::probe::{ProbeConfig, ProbeData, accuracy, fit};
 
@@ -50,11 +49,10 @@ impl Default for ShiftConfig {
 }
 
 fn sample(x: ArrayView2<'_, f32>, k: usize, seed: u64, stream: &str) -> Array2<f32> {
-    let mut idx: Vec<usize> = (0..x.nrows()).collect();
-    idx.shuffle(&mut tl_core::rng::seeded_rng(seed, stream));
-    idx.truncate(k);
-    idx.sort_unstable();
-    x.select(Axis(0), &idx)
+    x.select(
+        Axis(0),
+        &tl_core::rng::sample_indices(x.nrows(), k, seed, stream),
+    )
 }
 
 /// Measures the shift between `xs` and `xt` (equal-size seeded samples of both).

@@ -27,7 +27,7 @@ use tl_nn::Tensor;
 
 use crate::{
     Global, JSON_SCHEMA_VERSION, RunArgs, data,
-    train::{FeatureRequest, Source, feature_source},
+    train::{FeatureRequest, Source, feature_source, read_config},
 };
 
 /// The run config of `tl adapt` (`config.json` of its output; `--config FILE.toml`).
@@ -268,15 +268,7 @@ impl DomainArgs {
 
 impl AdaptArgs {
     fn config(&self) -> Result<AdaptRunConfig> {
-        let mut c = match &self.config {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read `{}`", f.display()))?;
-                toml::from_str::<AdaptRunConfig>(&text)
-                    .with_context(|| format!("`{}` is not a valid adapt config", f.display()))?
-            }
-            None => AdaptRunConfig::default(),
-        };
+        let mut c: AdaptRunConfig = read_config(self.config.as_deref(), "adapt config")?;
         self.domains.apply(&mut c)?;
         if let Some(m) = self.method {
             c.adapt.method = m;
@@ -521,12 +513,10 @@ pub fn prepare(
 
 /// At most `k` of `items`, drawn from the stream `stream` of `seed`, in their order.
 fn seeded_sample<T>(items: Vec<T>, k: usize, seed: u64, stream: &str) -> Vec<T> {
-    if items.len() <= k {
-        return items;
-    }
-    let mut idx: Vec<usize> = (0..items.len()).collect();
-    rand::seq::SliceRandom::shuffle(&mut idx[..], &mut tl_core::rng::seeded_rng(seed, stream));
-    let keep: std::collections::HashSet<usize> = idx[..k].iter().copied().collect();
+    let keep: std::collections::HashSet<usize> =
+        tl_core::rng::sample_indices(items.len(), k, seed, stream)
+            .into_iter()
+            .collect();
     items
         .into_iter()
         .enumerate()

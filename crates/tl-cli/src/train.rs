@@ -275,17 +275,22 @@ pub struct TrainArgs {
     run: RunArgs,
 }
 
+/// A config from a TOML file (`--config`), or the defaults without one.
+pub(crate) fn read_config<T: serde::de::DeserializeOwned + Default>(
+    file: Option<&Path>,
+    what: &str,
+) -> Result<T> {
+    let Some(f) = file else {
+        return Ok(T::default());
+    };
+    let text =
+        std::fs::read_to_string(f).with_context(|| format!("cannot read `{}`", f.display()))?;
+    toml::from_str(&text).with_context(|| format!("`{}` is not a valid {what}", f.display()))
+}
+
 impl TrainArgs {
     fn config(&self) -> Result<RunConfig> {
-        let mut c = match &self.config {
-            Some(f) => {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("cannot read `{}`", f.display()))?;
-                toml::from_str::<RunConfig>(&text)
-                    .with_context(|| format!("`{}` is not a valid run config", f.display()))?
-            }
-            None => RunConfig::default(),
-        };
+        let mut c: RunConfig = read_config(self.config.as_deref(), "run config")?;
         macro_rules! set {
             ($field:expr, $flag:expr) => {
                 if let Some(v) = $flag.clone() {

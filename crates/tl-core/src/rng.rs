@@ -17,6 +17,19 @@ pub fn seeded_rng(seed: u64, stream: &str) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(digest)
 }
 
+/// `k` of the indices `0..n` (all of them when `n ≤ k`), drawn from `stream` of `seed`,
+/// in increasing order.
+pub fn sample_indices(n: usize, k: usize, seed: u64, stream: &str) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if n <= k {
+        return idx;
+    }
+    rand::seq::SliceRandom::shuffle(&mut idx[..], &mut seeded_rng(seed, stream));
+    idx.truncate(k);
+    idx.sort_unstable();
+    idx
+}
+
 #[cfg(test)]
 mod tests {
     use rand::Rng;

@@ -293,24 +293,44 @@ pub fn evaluate(
 
 /// All tasks' logits side by side for `x`, in evaluation mode, `batch` rows at a time.
 pub fn predict(net: &mut HeadNet, x: &Tensor, batch: usize) -> Result<ndarray::Array2<f32>> {
+    Ok(predict_features(net, x, batch)?.1)
+}
+
+/// The trunk's outputs (the features the heads read, flattened per row) and all tasks'
+/// logits for `x`, in evaluation mode, `batch` rows at a time.
+pub fn predict_features(
+    net: &mut HeadNet,
+    x: &Tensor,
+    batch: usize,
+) -> Result<(ndarray::Array2<f32>, ndarray::Array2<f32>)> {
     let n = x.shape()[0];
-    let mut parts = Vec::new();
+    let (mut hs, mut zs) = (Vec::new(), Vec::new());
     for lo in (0..n).step_by(batch.max(1)) {
         let xb = x
             .slice_axis(Axis(0), ndarray::Slice::from(lo..(lo + batch).min(n)))
             .to_owned();
-        parts.push(
-            net.predict(&xb)?
-                .into_dimensionality::<ndarray::Ix2>()
-                .expect("2-D logits"),
+        let (h, z) = net.forward_features(&xb, &mut Ctx::eval())?;
+        // A trunk output with spatial axes is flattened per row.
+        let rows = h.shape()[0];
+        let width = h.len() / rows.max(1);
+        hs.push(
+            h.into_shape_with_order((rows, width))
+                .expect("a standard-layout output"),
         );
+        zs.push(z.into_dimensionality::<ndarray::Ix2>().expect("2-D logits"));
     }
-    let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
-    if views.is_empty() {
+    if zs.is_empty() {
         let w: usize = (0..net.tasks()).map(|t| net.columns(t).len()).sum();
-        return Ok(ndarray::Array2::zeros((0, w)));
+        return Ok((
+            ndarray::Array2::zeros((0, 0)),
+            ndarray::Array2::zeros((0, w)),
+        ));
     }
-    Ok(ndarray::concatenate(Axis(0), &views).expect("same width"))
+    let cat = |parts: &[ndarray::Array2<f32>]| {
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        ndarray::concatenate(Axis(0), &views).expect("same width")
+    };
+    Ok((cat(&hs), cat(&zs)))
 }
 
 fn score(val: &[TaskScore]) -> (f64, f64) {
@@ -441,6 +461,15 @@ impl Objective for Supervised {
 struct Joint<'a> {
     net: &'a mut HeadNet,
     aux: Option<&'a mut dyn Module>,
+}
+
+impl<'a> Joint<'a> {
+    fn of(net: &'a mut HeadNet, objective: &'a mut dyn Objective) -> Self {
+        Self {
+            net,
+            aux: objective.aux(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Joint<'_> {
@@ -602,10 +631,7 @@ pub fn train_with(
                 ));
             }
             {
-                let mut joint = Joint {
-                    net: &mut *net,
-                    aux: objective.aux(),
-                };
+                let mut joint = Joint::of(&mut *net, &mut *objective);
                 checkpoint::load_params(&mut joint, &ck.join("weights.safetensors"))?;
                 opt_state.slots = checkpoint::load_tensors(&ck.join("optimizer.safetensors"))?;
                 opt_state.steps = saved.param_steps.clone();
@@ -640,10 +666,7 @@ pub fn train_with(
         let mut lr = cfg.lr;
         objective.begin_epoch(net, epoch)?;
         for (batch, idx) in order.chunks(cfg.batch_size).enumerate() {
-            let mut joint = Joint {
-                net: &mut *net,
-                aux: objective.aux(),
-            };
+            let mut joint = Joint::of(&mut *net, &mut *objective);
             joint.zero_grad();
             let info = StepInfo {
                 seed: cfg.seed,
@@ -665,10 +688,7 @@ pub fn train_with(
                 * cfg
                     .schedule
                     .factor(state.steps as usize, total_steps, cfg.warmup_steps);
-            let mut joint = Joint {
-                net: &mut *net,
-                aux: objective.aux(),
-            };
+            let mut joint = Joint::of(&mut *net, &mut *objective);
             tl_nn::step(&cfg.optimizer, &mut opt_state, &mut joint, lr, &groups);
             state.steps += 1;
             loss_sum += batch_loss * idx.len() as f64;
@@ -693,10 +713,10 @@ pub fn train_with(
             if better {
                 state.best = Some((epoch, acc, loss));
                 state.bad_epochs = 0;
-                best_weights = Some(checkpoint::named_params(&Joint {
-                    net: &mut *net,
-                    aux: objective.aux(),
-                }));
+                best_weights = Some(checkpoint::named_params(&Joint::of(
+                    &mut *net,
+                    &mut *objective,
+                )));
             } else {
                 state.bad_epochs += 1;
             }
@@ -710,10 +730,7 @@ pub fn train_with(
         if let Some(ck) = &ck {
             tl_core::io::create_dir_all(ck)?;
             checkpoint::save_params(
-                &Joint {
-                    net: &mut *net,
-                    aux: objective.aux(),
-                },
+                &Joint::of(&mut *net, &mut *objective),
                 &ck.join("weights.safetensors"),
             )?;
             checkpoint::save_tensors(&ck.join("optimizer.safetensors"), &opt_state.slots)?;
@@ -725,10 +742,7 @@ pub fn train_with(
         }
     }
     if let Some(b) = best_weights.as_ref().filter(|_| cfg.keep == Keep::Best) {
-        let mut joint = Joint {
-            net: &mut *net,
-            aux: objective.aux(),
-        };
+        let mut joint = Joint::of(&mut *net, &mut *objective);
         checkpoint::set_params(&mut joint, b, Path::new("best weights"))?;
     }
     Ok(TrainReport {
