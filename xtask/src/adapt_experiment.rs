@@ -209,8 +209,11 @@ pub fn section(tl: &Path) -> Result<String> {
             let v = tl_json(tl, &format!("{}-oracle-{seed}", pair.key), &args)?;
             let _ = std::fs::remove_dir_all(&out);
             acc.push(f(&v["test"][0], &["accuracy"])?);
-            f1.push(f(&v["metrics"]["test_metrics"][0], &["macro_f1"])?);
-            bal.push(f(&v["metrics"]["test_metrics"][0], &["balanced_accuracy"])?);
+            f1.push(f(&v["metrics"]["evaluation"][0], &["macro_f1", "value"])?);
+            bal.push(f(
+                &v["metrics"]["evaluation"][0],
+                &["balanced_accuracy", "value"],
+            )?);
         }
         writeln!(
             md,

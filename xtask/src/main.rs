@@ -96,6 +96,31 @@ pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// The report tests render HTML in headless Chromium: install Debian's
+/// `chromium-headless-shell` (the Chromium build made for this; ~200 MB) when none is found.
+fn ensure_chromium() -> Result<()> {
+    if let Ok(c) = tl_eval::browser::Chromium::find() {
+        eprintln!("xtask: Chromium for the report tests: {}", c.path.display());
+        return Ok(());
+    }
+    let package = tl_eval::browser::CANDIDATES[0];
+    eprintln!("xtask: no Chromium found; installing Debian's {package} for the report tests");
+    let apt = |args: &[&str]| {
+        run(Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"))
+    };
+    apt(&["update"])
+        .and_then(|()| apt(&["install", "-y", "--no-install-recommends", package]))
+        .with_context(|| {
+            format!(
+                "cannot install {package} (the report tests need a headless Chromium): install it, or set TL_CHROMIUM to a Chromium executable"
+            )
+        })?;
+    tl_eval::browser::Chromium::find()?;
+    Ok(())
+}
+
 fn test(args: &[String]) -> Result<()> {
     if let Some(a) = args.first() {
         bail!("`cargo xtask test` takes no arguments (got `{a}`)");
@@ -103,6 +128,7 @@ fn test(args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let ids: Vec<String> = TEST_ASSETS.iter().map(|s| s.to_string()).collect();
     fetch_models(&ids)?;
+    ensure_chromium()?;
     run(Command::new(&cargo).args(["fmt", "--all", "--", "--check"]))?;
     run(Command::new(&cargo).args([
         "clippy",

@@ -525,15 +525,6 @@ fn seeded_sample<T>(items: Vec<T>, k: usize, seed: u64, stream: &str) -> Vec<T> 
         .collect()
 }
 
-/// Target figures: each metric with its bootstrap interval.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TargetScores {
-    pub rows: usize,
-    pub accuracy: tl_eval::Interval,
-    pub macro_f1: tl_eval::Interval,
-    pub balanced_accuracy: tl_eval::Interval,
-}
-
 /// `metrics.json` of `tl adapt`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AdaptMetrics {
@@ -543,8 +534,9 @@ pub struct AdaptMetrics {
     pub layer: String,
     pub rows: BTreeMap<String, usize>,
     pub summary: RunSummary,
-    /// Evaluated with the target's labels, which nothing above used.
-    pub target_scores: Option<TargetScores>,
+    /// Evaluated with the target's labels, which nothing above used; the calibration
+    /// section's temperature is fitted on the source validation rows.
+    pub target_scores: Option<tl_eval::Evaluation>,
     pub shift_before: ShiftReport,
     /// Between the adapter's outputs (trained methods) or the transformed source and the
     /// target (closed-form CORAL).
@@ -552,21 +544,9 @@ pub struct AdaptMetrics {
     pub seconds: BTreeMap<String, f64>,
 }
 
-/// Accuracy, macro-F1 and balanced accuracy with seeded bootstrap intervals.
-pub fn score(
-    pred: &[u32],
-    truth: &[u32],
-    classes: usize,
-    resamples: usize,
-    seed: u64,
-) -> Result<TargetScores> {
-    let b = |m| tl_eval::bootstrap(pred, truth, classes, m, resamples, seed);
-    Ok(TargetScores {
-        rows: truth.len(),
-        accuracy: b(tl_eval::Metric::Accuracy)?,
-        macro_f1: b(tl_eval::Metric::MacroF1)?,
-        balanced_accuracy: b(tl_eval::Metric::BalancedAccuracy)?,
-    })
+/// Log-probabilities clipped at 1e-300: logits that give back `proba` under softmax.
+fn log_proba(proba: &ndarray::Array2<f64>) -> ndarray::Array2<f64> {
+    proba.mapv(|p| p.max(1e-300).ln())
 }
 
 fn view2(t: &Tensor) -> ndarray::ArrayView2<'_, f32> {
@@ -664,15 +644,34 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
     say(format!(
         "SND of the target predictions (label-free): {snd:.4}"
     ));
-    let pred = tl_head::probe::argmax_rows(&proba);
     let target = match &p.target_labels {
-        Some(y) => Some(score(
-            &pred,
-            y,
-            p.task.classes.len(),
-            c.bootstrap,
-            c.split_seed,
-        )?),
+        Some(y) => {
+            let (zt, zv) = (
+                log_proba(&proba),
+                log_proba(&adapted.predict_proba(&p.source_val.0)?),
+            );
+            let yv: Vec<u32> = p.source_val.1[0].iter().flatten().copied().collect();
+            ensure!(
+                yv.len() == zv.nrows(),
+                "source validation rows without a label"
+            );
+            Some(tl_eval::Evaluation::new(
+                &p.task.classes,
+                tl_eval::Scored {
+                    logits: zt.view(),
+                    labels: y,
+                },
+                Some(tl_eval::Scored {
+                    logits: zv.view(),
+                    labels: &yv,
+                }),
+                tl_eval::EvalOptions {
+                    resamples: c.bootstrap,
+                    seed: c.split_seed,
+                    ..Default::default()
+                },
+            )?)
+        }
         None => None,
     };
     let (s_al, t_al) = adapted.aligned(&p.source_train.0, &p.target)?;
@@ -710,6 +709,7 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
         }
         p.split.save(&out.join("split.json"))?;
         tl_core::io::write_json(&out.join("metrics.json"), &metrics)?;
+        write_report(out, &c, &metrics, snd)?;
     }
     if global.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
@@ -753,6 +753,115 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
         println!("estimated target priors: {}", shown.join(", "));
     }
     Ok(())
+}
+
+/// `report.md` and `report.html` of an adaptation run.
+fn write_report(out: &Path, c: &AdaptRunConfig, m: &AdaptMetrics, snd: f64) -> Result<()> {
+    let s = &m.summary;
+    let rows: Vec<String> = m.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let facts = vec![
+        ("source".to_string(), m.source.clone()),
+        ("target".into(), m.target.clone()),
+        ("model".into(), format!("{} at {}", c.model, m.layer)),
+        (
+            "method".into(),
+            format!("{} (weight {})", s.method, s.weight),
+        ),
+        ("selection".into(), s.selection.clone()),
+        ("rows".into(), rows.join(", ")),
+        (
+            "seeds".into(),
+            format!("training {}, split {}", c.train.seed, c.split_seed),
+        ),
+        (
+            "command".into(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ),
+    ];
+    let f = tl_eval::report::fmt_num;
+    let mut shift_rows = Vec::new();
+    let after = m.shift_after.as_ref();
+    for (name, before, aft) in [
+        (
+            "proxy A-distance",
+            m.shift_before.proxy_a_distance,
+            after.map(|a| a.proxy_a_distance),
+        ),
+        (
+            "domain classifier error",
+            m.shift_before.domain_error,
+            after.map(|a| a.domain_error),
+        ),
+        (
+            "MMD² (linear)",
+            m.shift_before.mmd2_linear,
+            after.map(|a| a.mmd2_linear),
+        ),
+        (
+            "MMD² (Gaussian)",
+            m.shift_before.mmd2_gaussian,
+            after.map(|a| a.mmd2_gaussian),
+        ),
+    ] {
+        shift_rows.push(vec![name.to_string(), f(before), aft.map_or("–".into(), f)]);
+    }
+    let mut sections = vec![
+        tl_eval::Section {
+            title: "Label-free figures (what chose the model)".into(),
+            blocks: vec![tl_eval::Block::Table {
+                header: ["figure", "value"].map(String::from).to_vec(),
+                rows: vec![
+                    vec![
+                        "source validation accuracy".into(),
+                        f(s.source_val_accuracy),
+                    ],
+                    vec![
+                        "SND of the target predictions (higher: tighter clusters)".into(),
+                        f(snd),
+                    ],
+                ],
+            }],
+        },
+        tl_eval::Section {
+            title: "Shift between the domains".into(),
+            blocks: vec![
+                tl_eval::Block::Text {
+                    text: format!(
+                        "Before: the backbone's features at {}; after: the adapter's outputs (trained methods) or the transformed source (closed-form CORAL). Seeded samples of up to {} rows per domain.",
+                        m.layer, m.shift_before.sample_rows
+                    ),
+                },
+                tl_eval::Block::Table {
+                    header: ["measure", "before", "after"].map(String::from).to_vec(),
+                    rows: shift_rows,
+                },
+            ],
+        },
+    ];
+    match &m.target_scores {
+        Some(e) => {
+            let mut sec = tl_eval::Section::evaluation("Target (labels read only here)", e);
+            sec.blocks.insert(
+                0,
+                tl_eval::Block::Text {
+                    text: "The target's labels were read only to compute this section; the calibration temperature is fitted on the source validation rows.".into(),
+                },
+            );
+            sections.push(sec);
+        }
+        None => sections.push(tl_eval::Section {
+            title: "Target".into(),
+            blocks: vec![tl_eval::Block::Text {
+                text: "The target has no labels: no target accuracy to report.".into(),
+            }],
+        }),
+    }
+    crate::report::write(
+        out,
+        format!("tl adapt: {} → {} ({})", m.source, m.target, s.method),
+        facts,
+        sections,
+    )
 }
 
 pub fn shift(a: &ShiftArgs, global: &Global) -> Result<()> {

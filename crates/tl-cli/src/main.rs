@@ -11,6 +11,7 @@ mod models;
 mod predict;
 mod quickstart;
 mod rank;
+mod report;
 mod resolve;
 mod train;
 

@@ -28,6 +28,8 @@ use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, data, extract, resolve};
 
 /// Schema version of `config.json`, `metrics.json` and `manifest.json`.
 pub const ARTIFACT_SCHEMA_VERSION: u32 = 1;
+/// `metrics.json` of `tl train`: 2 replaced `test_metrics` with `evaluation`.
+pub const METRICS_SCHEMA_VERSION: u32 = 2;
 
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
@@ -441,49 +443,11 @@ pub struct Metrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<tl_head::train::TrainReport>,
     pub seconds: BTreeMap<String, f64>,
-    /// Test macro-F1 and balanced accuracy per task (rows with that task's label).
+    /// Each task's test evaluation (rows with that task's label): headline metrics with
+    /// bootstrap intervals, per-class scores, confusion matrix, calibration (temperature
+    /// fitted on validation).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub test_metrics: Vec<TaskMetrics>,
-}
-
-/// Class-balanced test figures of one task.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskMetrics {
-    pub task: String,
-    pub macro_f1: f64,
-    pub balanced_accuracy: f64,
-}
-
-/// Macro-F1 and balanced accuracy of `net` on `data`, task by task.
-fn task_metrics(
-    net: &mut HeadNet,
-    data: &PartData,
-    tasks: &[TaskSpec],
-) -> Result<Vec<TaskMetrics>> {
-    if data.x.shape()[0] == 0 {
-        return Ok(Vec::new());
-    }
-    let logits = tl_head::train::predict(net, &data.x, 256)?.mapv(f64::from);
-    tasks
-        .iter()
-        .enumerate()
-        .map(|(t, task)| {
-            let z = logits.slice(ndarray::s![.., net.columns(t)]).to_owned();
-            let pred = tl_head::probe::argmax_rows(&z);
-            let (p, y): (Vec<u32>, Vec<u32>) = pred
-                .iter()
-                .zip(&data.labels[t])
-                .filter_map(|(&p, y)| y.map(|y| (p, y)))
-                .unzip();
-            let mut c = tl_eval::Confusion::new(task.classes.len());
-            c.update(&p, &y)?;
-            Ok(TaskMetrics {
-                task: task.name.clone(),
-                macro_f1: c.macro_f1(),
-                balanced_accuracy: c.balanced_accuracy(),
-            })
-        })
-        .collect()
+    pub evaluation: Vec<crate::report::TaskEvaluation>,
 }
 
 pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
@@ -824,10 +788,33 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         };
         tl_core::io::write_json(&out.join("head.json"), &head_meta)?;
     }
-    let test_metrics = task_metrics(&mut net, &test, &tasks)?;
+    let evaluation = if test.x.shape()[0] > 0 {
+        let test_logits = crate::report::PartLogits::of(&mut net, &test.x, &test.labels)?;
+        let val_logits = if val.x.shape()[0] > 0 {
+            Some(crate::report::PartLogits::of(
+                &mut net,
+                &val.x,
+                &val.labels,
+            )?)
+        } else {
+            None
+        };
+        crate::report::evaluate_tasks(
+            &net,
+            &tasks,
+            &test_logits,
+            val_logits.as_ref(),
+            tl_eval::EvalOptions {
+                seed: cfg.split.seed,
+                ..Default::default()
+            },
+        )?
+    } else {
+        Vec::new()
+    };
     let metrics = Metrics {
-        schema_version: ARTIFACT_SCHEMA_VERSION,
-        test_metrics,
+        schema_version: METRICS_SCHEMA_VERSION,
+        evaluation,
         test: test_scores.clone(),
         val: val_scores,
         rows: counts,
@@ -855,6 +842,7 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         "timings_seconds": metrics.seconds,
     });
     tl_core::io::write_json(&out.join("manifest.json"), &manifest)?;
+    write_report(out, &cfg, &src.layer, &metrics)?;
     let exported = if src.model_path.is_some() {
         export_artifact(out, &out.join("model.onnx"))
     } else {
@@ -883,6 +871,70 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How a config value is spelt in config files and flags.
+fn serde_name<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// `report.md` and `report.html` of a trained artifact.
+fn write_report(out: &Path, cfg: &RunConfig, layer: &str, m: &Metrics) -> Result<()> {
+    let head = match cfg.head.kind {
+        HeadKind::Linear => "linear probe".to_string(),
+        _ => format!(
+            "MLP {:?} ({}, dropout {})",
+            cfg.head.hidden,
+            serde_name(&cfg.head.activation),
+            cfg.head.dropout
+        ),
+    };
+    let rows: Vec<String> = m.rows.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    let facts = vec![
+        ("model".to_string(), cfg.model.clone()),
+        (
+            "features".into(),
+            format!("{layer} ({} pooling)", serde_name(&cfg.pool)),
+        ),
+        ("data".into(), cfg.data.clone()),
+        ("head".into(), head),
+        ("fine-tuning".into(), serde_name(&cfg.finetune)),
+        ("rows".into(), rows.join(", ")),
+        (
+            "seeds".into(),
+            format!("training {}, split {}", cfg.train.seed, cfg.split.seed),
+        ),
+        (
+            "time".into(),
+            format!(
+                "{:.1} s",
+                m.seconds.get("total").copied().unwrap_or(f64::NAN)
+            ),
+        ),
+        (
+            "command".into(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ),
+    ];
+    let mut sections: Vec<tl_eval::Section> = m
+        .evaluation
+        .iter()
+        .map(|t| tl_eval::Section::evaluation(&format!("Test: {}", t.task), &t.evaluation))
+        .collect();
+    sections.extend(crate::report::probe_path(&m.probe_path));
+    if let Some(t) = &m.training {
+        sections.extend(crate::report::convergence(&t.history));
+    }
+    crate::report::write(
+        out,
+        format!("tl train: {} on {}", cfg.model, cfg.data),
+        facts,
+        sections,
+    )
 }
 
 /// Where a run's features come from.

@@ -101,6 +101,8 @@ fn target_labels_never_reach_training() {
     }
 }
 
+mod common;
+
 #[test]
 fn adapt_writes_its_artifact_and_reports_shift() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +130,7 @@ fn adapt_writes_its_artifact_and_reports_shift() {
         acc["high"].as_f64().unwrap(),
     );
     assert!(lo <= val && val <= hi && val > 0.1, "{acc}");
+    common::assert_report_carries(&out, &v["target_scores"]);
     let before = v["shift_before"]["proxy_a_distance"].as_f64().unwrap();
     assert!(before > 1.0, "MNIST and 8×8 digits are far apart: {before}");
     assert!(

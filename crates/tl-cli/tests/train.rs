@@ -42,6 +42,8 @@ fn digit_png(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+mod common;
+
 #[test]
 fn probe_train_export_predict_on_digits() {
     let dir = tempfile::tempdir().unwrap();
@@ -76,6 +78,16 @@ fn probe_train_export_predict_on_digits() {
     let metrics: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["probe_path"][0][1].as_array().unwrap().len(), 3);
+    assert_eq!(metrics["schema_version"], 2);
+    let e = &metrics["evaluation"][0];
+    assert_eq!(e["task"], metrics["test"][0]["task"]);
+    assert_eq!(
+        e["accuracy"]["value"].as_f64().unwrap(),
+        acc,
+        "one accuracy"
+    );
+    assert!(e["calibration"]["temperature"].as_f64().unwrap() > 0.0);
+    common::assert_report_carries(&out, e);
     // Export again: the same bytes.
     let again = dir.path().join("again.onnx");
     assert!(

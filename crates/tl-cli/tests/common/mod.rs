@@ -1,0 +1,36 @@
+//! Checks shared by the CLI's tests.
+
+use std::path::Path;
+
+/// The run's `report.html`, rendered by headless Chromium, shows the confusion matrix and
+/// headline accuracy of `evaluation` (one entry of the run's `metrics.json`), and
+/// `report.md` carries the same accuracy.
+pub fn assert_report_carries(out: &Path, evaluation: &serde_json::Value) {
+    let chromium = tl_eval::browser::Chromium::find().expect("the report check needs Chromium");
+    let dom = chromium.dump_dom(&out.join("report.html")).unwrap();
+    let counts = evaluation["confusion"]["counts"]
+        .as_array()
+        .expect("confusion counts");
+    assert!(!counts.is_empty());
+    assert!(dom.contains("data-plot=\"confusion\"") && dom.contains("data-plot=\"reliability\""));
+    for (i, row) in counts.iter().enumerate() {
+        for (j, v) in row.as_array().unwrap().iter().enumerate() {
+            let cell = format!("data-true=\"{i}\" data-predicted=\"{j}\" data-count=\"{v}\"");
+            let at = dom
+                .find(&cell)
+                .unwrap_or_else(|| panic!("report lacks cell {i},{j} = {v}"));
+            let end = at + dom[at..].find("</g>").unwrap();
+            assert!(
+                dom[at..end].contains(&format!(">{v}</text>")),
+                "cell {i},{j} does not print {v}"
+            );
+        }
+    }
+    let acc = format!(
+        "{:.2} %",
+        100.0 * evaluation["accuracy"]["value"].as_f64().unwrap()
+    );
+    assert!(dom.contains(&acc), "report.html lacks the accuracy {acc}");
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains(&acc), "report.md lacks the accuracy {acc}");
+}
