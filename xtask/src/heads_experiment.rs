@@ -94,7 +94,7 @@ pub fn section(tl: &Path) -> Result<String> {
     )?;
     writeln!(
         md,
-        "Test accuracy, mean ± sd over seeds {SEEDS:?} (each seed draws its own stratified split, 10 % validation and 20 % test, and its own initialisation). Budget = labelled training rows per class. Runs: `tl train --data D --image-size {IMAGE_SIZE} --budget K --seed S` plus the strategy's flags.\n"
+        "Test accuracy, mean ± sd over seeds {SEEDS:?} (each seed draws its own stratified split, 10 % validation and 20 % test, and its own initialisation). Budget = labelled rows per class, training and validation together (validation takes round(k / 8) of them). Runs: `tl train --data D --image-size {IMAGE_SIZE} --budget K --seed S` plus the strategy's flags.\n"
     )?;
     writeln!(md, "| data | budget | strategy | test accuracy |")?;
     writeln!(md, "|---|---|---|---|")?;

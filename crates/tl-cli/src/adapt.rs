@@ -555,6 +555,26 @@ fn view2(t: &Tensor) -> ndarray::ArrayView2<'_, f32> {
 
 pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
     let c = a.config()?;
+    let (metrics, classes) = execute(
+        &c,
+        a.out.as_deref(),
+        a.domains.contract.as_deref(),
+        &a.domains.run,
+        global,
+    )?;
+    print_result(&metrics, &classes, global)
+}
+
+/// One `tl adapt` run with `c`, writing its artifact into `out` when given: the metrics
+/// and the task's class names.
+pub(crate) fn execute(
+    c: &AdaptRunConfig,
+    out: Option<&Path>,
+    contract: Option<&Path>,
+    run_args: &crate::RunArgs,
+    global: &Global,
+) -> Result<(AdaptMetrics, Vec<String>)> {
+    let c = c.clone();
     let home = global.home()?;
     let say = |s: String| {
         if !global.quiet && !global.json {
@@ -562,15 +582,7 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
         }
     };
     let started = Instant::now();
-    let p = prepare(
-        &c,
-        a.domains.contract.as_deref(),
-        &a.domains.run,
-        &home,
-        global,
-        c.val,
-        None,
-    )?;
+    let p = prepare(&c, contract, run_args, &home, global, c.val, None)?;
     let extract_seconds = started.elapsed().as_secs_f64();
     let rows: BTreeMap<String, usize> = [
         ("source_train", p.source_train.0.shape()[0]),
@@ -599,7 +611,7 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
         "shift before: proxy A-distance {:.3}, MMD² (Gaussian) {:.4}",
         before.proxy_a_distance, before.mmd2_gaussian
     ));
-    if let Some(out) = &a.out {
+    if let Some(out) = out {
         tl_core::io::create_dir_all(out)?;
         tl_core::io::write_json(&out.join("config.json"), &c)?;
     }
@@ -635,7 +647,7 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
         &c.adapt,
         &c.head,
         &c.train,
-        a.out.as_deref().map(|o| (o, p.fingerprint.as_str())),
+        out.map(|o| (o, p.fingerprint.as_str())),
         &mut on_epoch,
     )?;
     let train_seconds = t_train.elapsed().as_secs_f64();
@@ -691,7 +703,7 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
     };
-    if let Some(out) = &a.out {
+    if let Some(out) = out {
         match &adapted.model {
             AdaptedModel::Net { net, .. } => {
                 tl_nn::checkpoint::save_params(net, &out.join("weights.safetensors"))?;
@@ -711,6 +723,10 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
         tl_core::io::write_json(&out.join("metrics.json"), &metrics)?;
         write_report(out, &c, &metrics, snd)?;
     }
+    Ok((metrics, p.task.classes.clone()))
+}
+
+fn print_result(metrics: &AdaptMetrics, classes: &[String], global: &Global) -> Result<()> {
     if global.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
         return Ok(());
@@ -743,9 +759,7 @@ pub fn run(a: &AdaptArgs, global: &Global) -> Result<()> {
         );
     }
     if let Some(pr) = &s.target_priors {
-        let shown: Vec<String> = p
-            .task
-            .classes
+        let shown: Vec<String> = classes
             .iter()
             .zip(pr)
             .map(|(c, v)| format!("{c} {v:.3}"))

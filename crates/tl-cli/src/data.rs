@@ -61,7 +61,7 @@ pub struct SplitArgs {
     /// Share of each class for test.
     #[arg(long, default_value_t = 0.2)]
     test: f64,
-    /// At most K training labels per class; the other training rows become unlabelled.
+    /// At most K labelled rows per class for training and validation together; the rest become unlabelled.
     #[arg(long, value_name = "K")]
     budget: Option<usize>,
     /// Where to write split.json.
@@ -79,6 +79,27 @@ pub fn run(cmd: &DataCmd, global: &Global) -> Result<()> {
 }
 
 /// Loads a registry dataset by name, or an image folder by path.
+/// Whether `spec` names a folder or a registry dataset, and a fetch hint if not fetched.
+pub fn check_exists(spec: &str, home: &Path) -> Result<()> {
+    if Path::new(spec).is_dir() {
+        return Ok(());
+    }
+    let registry = Registry::builtin()?;
+    let entry = registry
+        .get(spec)
+        .map_err(|_| anyhow::anyhow!("unknown data `{spec}` (a registry dataset or a folder)"))?;
+    anyhow::ensure!(
+        entry.kind == Kind::Dataset,
+        "`{spec}` is a registry {:?}, not a dataset",
+        entry.kind
+    );
+    anyhow::ensure!(
+        Fetcher::is_present(home, entry),
+        "`{spec}` is not fetched yet: run `tl models fetch {spec}`"
+    );
+    Ok(())
+}
+
 pub fn load(spec: &str, home: &Path) -> Result<Dataset> {
     let path = Path::new(spec);
     if path.is_dir() {

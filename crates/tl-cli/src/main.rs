@@ -6,6 +6,7 @@ mod adapt;
 mod classify;
 mod data;
 mod doctor;
+mod experiment;
 mod extract;
 mod models;
 mod predict;
@@ -94,9 +95,8 @@ tl classify --model mobilenet-v2 --top 3 --json photo.jpg\n  \
 tl classify --model my.onnx --contract my-contract.toml photo.jpg"
     )]
     Classify(classify::ClassifyArgs),
-    /// The main job on built-in defaults: fetch the models and classify the sample photos.
-    #[command(after_help = "Example:\n  tl quickstart")]
-    Quickstart(RunArgs),
+    /// The main job on built-in defaults: fetch the models and data, classify the sample photos, then run the built-in experiment (learning curves, adaptation) into an HTML report.
+    Quickstart(quickstart::QuickstartArgs),
     /// Features of a dataset at any layers of a model, cached by content and resumable.
     #[command(
         after_help = "Examples:\n  tl extract --model efficientnet-lite0 --data mnist-5k --image-size 112\n  \
@@ -113,6 +113,8 @@ tl extract --model mobilenet-v2 --data ./photos --layer features.17 --layer feat
     Adapt(Box<adapt::AdaptArgs>),
     /// Measure the shift between two datasets' features (MMD, proxy A-distance), per layer.
     Shift(adapt::ShiftArgs),
+    /// Run an experiment file: sweeps of train and adapt runs (arms × label budgets × seeds, methods), resumable, with one comparison report.
+    Run(experiment::RunExperimentArgs),
     /// Rank backbones and layers for a labelled dataset before training (LogME, H-score, NCE, LEEP).
     Rank(rank::RankArgs),
     /// Check the installation: ONNX Runtime library, version, providers, CUDA readiness, cache.
@@ -128,8 +130,9 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(args, &cli.global),
         Command::Doctor => doctor::run(&cli.global),
         Command::Extract(a) => extract::run(a, &cli.global),
-        Command::Quickstart(run) => quickstart::run(run, &cli.global),
+        Command::Quickstart(a) => quickstart::run(a, &cli.global),
         Command::Train(a) => train::run(a, &cli.global),
+        Command::Run(a) => experiment::run(a, &cli.global),
         Command::Predict(a) => predict::run(a, &cli.global),
         Command::Export(a) => train::export_cmd(a, &cli.global),
         Command::Adapt(a) => adapt::run(a, &cli.global),

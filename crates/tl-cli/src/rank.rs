@@ -40,7 +40,7 @@ pub struct RankArgs {
     task: Option<String>,
     #[arg(long, value_name = "N")]
     image_size: Option<u32>,
-    /// Labelled training rows per class.
+    /// Labelled rows per class for training and validation together (the split's budget).
     #[arg(long, value_name = "K")]
     budget: Option<usize>,
     #[arg(long, default_value_t = 0)]

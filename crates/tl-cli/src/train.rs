@@ -62,7 +62,7 @@ pub struct SplitSettings {
     pub seed: u64,
     pub val: f64,
     pub test: f64,
-    /// Labelled training rows per class.
+    /// Labelled rows per class for training and validation together (the split's budget).
     pub budget: Option<usize>,
 }
 
@@ -239,7 +239,7 @@ pub struct TrainArgs {
     val: Option<f64>,
     #[arg(long, value_name = "FRACTION")]
     test: Option<f64>,
-    /// Labelled training rows per class.
+    /// Labelled rows per class for training and validation together (the split's budget).
     #[arg(long, value_name = "K")]
     budget: Option<usize>,
     /// Probe: values of C to try, comma-separated.
@@ -452,9 +452,45 @@ pub struct Metrics {
 
 pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
     let cfg = a.config()?;
+    let out = &a.out;
+    let (metrics, exported) = execute(&cfg, out, a.contract.as_deref(), &a.run, global)?;
+    let test_scores = &metrics.test;
+    if global.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "schema_version": JSON_SCHEMA_VERSION, "out": out, "test": test_scores, "metrics": metrics,
+                "exported": exported.as_ref().ok(), "export_error": exported.as_ref().err().map(|e| format!("{e:#}")),
+            }))?
+        );
+    } else {
+        for s in test_scores {
+            println!(
+                "{}: test accuracy {:.4} on {} rows (loss {:.4})",
+                s.task, s.accuracy, s.rows, s.loss
+            );
+        }
+        match &exported {
+            Ok(p) => println!("artifact in {} (model: {})", out.display(), p.display()),
+            Err(e) => println!("artifact in {} (not exported: {e:#})", out.display()),
+        }
+    }
+    Ok(())
+}
+
+/// One `tl train` run with `cfg` into `out`: the artifact directory, its metrics and the
+/// export's outcome (an export error does not fail the run).
+pub(crate) fn execute(
+    cfg: &RunConfig,
+    out: &Path,
+    contract: Option<&Path>,
+    run_args: &crate::RunArgs,
+    global: &Global,
+) -> Result<(Metrics, Result<PathBuf>)> {
+    let cfg = cfg.clone();
     let started = Instant::now();
     let home = global.home()?;
-    let out = &a.out;
+    let out = &out.to_path_buf();
     tl_core::io::create_dir_all(out)?;
     let say = |s: String| {
         if !global.quiet && !global.json {
@@ -530,12 +566,12 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
     let src = feature_source(
         &FeatureRequest {
             model: &cfg.model,
-            contract: a.contract.as_deref(),
+            contract,
             model_file,
             layer: layer.clone(),
             pool,
             image_size: cfg.image_size,
-            run: &a.run,
+            run: run_args,
         },
         &sub,
         &home,
@@ -847,30 +883,10 @@ pub fn run(a: &TrainArgs, global: &Global) -> Result<()> {
         export_artifact(out, &out.join("model.onnx"))
     } else {
         Err(anyhow::anyhow!(
-            "word-vector features have no ONNX backbone to export"
+            "word-vector and raw-input features have no ONNX backbone to export"
         ))
     };
-    if global.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "schema_version": JSON_SCHEMA_VERSION, "out": out, "test": test_scores, "metrics": metrics,
-                "exported": exported.as_ref().ok(), "export_error": exported.as_ref().err().map(|e| format!("{e:#}")),
-            }))?
-        );
-    } else {
-        for s in &test_scores {
-            println!(
-                "{}: test accuracy {:.4} on {} rows (loss {:.4})",
-                s.task, s.accuracy, s.rows, s.loss
-            );
-        }
-        match &exported {
-            Ok(p) => println!("artifact in {} (model: {})", out.display(), p.display()),
-            Err(e) => println!("artifact in {} (not exported: {e:#})", out.display()),
-        }
-    }
-    Ok(())
+    Ok((metrics, exported))
 }
 
 /// How a config value is spelt in config files and flags.
@@ -959,6 +975,9 @@ pub(crate) fn feature_source(
     home: &Path,
     global: &Global,
 ) -> Result<Source> {
+    if let Some(raw) = RawInput::parse(r.model) {
+        return raw_source(raw, ds, r.image_size);
+    }
     let registry_entry = tl_hub::Registry::builtin()?.get(r.model).ok().cloned();
     if let Some(entry) = registry_entry
         .as_ref()
@@ -1015,6 +1034,96 @@ pub(crate) struct Source {
     pub gather: Box<dyn Fn(&[String]) -> Result<Array2<f32>>>,
 }
 
+/// Baselines without a pretrained model (`--model pixels|tfidf`): the "from scratch"
+/// arm of learning curves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawInput {
+    /// Images: luma pixels at `--image-size` (default [`RAW_PIXEL_SIZE`]).
+    Pixels,
+    /// Texts: a TF-IDF bag of the [`RAW_VOCAB`] most common words.
+    TfIdf,
+}
+
+/// Default side of the `pixels` baseline (MNIST's own size).
+pub(crate) const RAW_PIXEL_SIZE: u32 = 28;
+/// Vocabulary of the `tfidf` baseline.
+pub(crate) const RAW_VOCAB: usize = 5000;
+
+impl RawInput {
+    pub(crate) fn parse(model: &str) -> Option<Self> {
+        match model {
+            "pixels" => Some(Self::Pixels),
+            "tfidf" => Some(Self::TfIdf),
+            _ => None,
+        }
+    }
+}
+
+/// Raw-input features of every row of `ds` (computed per run, not cached: they cost
+/// less than reading a cache).
+fn raw_source(raw: RawInput, ds: &Dataset, image_size: Option<u32>) -> Result<Source> {
+    let (features, layer, contract) = match raw {
+        RawInput::Pixels => {
+            let size = image_size.unwrap_or(RAW_PIXEL_SIZE);
+            let rows: Vec<&tl_data::Row> = ds.rows.iter().collect();
+            ensure!(
+                rows.iter()
+                    .all(|r| !matches!(r.content, tl_data::Content::Text(_))),
+                "dataset `{}` holds texts: `--model pixels` is for images (use `--model tfidf`)",
+                ds.name
+            );
+            (
+                tl_features::raw::pixels(&rows, size)?,
+                format!("pixels {size}x{size} luma"),
+                serde_json::json!({"raw": "pixels", "size": size}),
+            )
+        }
+        RawInput::TfIdf => {
+            let texts = extract::texts(ds)
+                .with_context(|| format!("`--model tfidf` is for texts; dataset `{}`", ds.name))?;
+            (
+                tl_features::raw::tfidf(&texts, RAW_VOCAB),
+                format!("tf-idf {RAW_VOCAB} words"),
+                serde_json::json!({"raw": "tfidf", "vocab": RAW_VOCAB}),
+            )
+        }
+    };
+    let index: std::collections::HashMap<String, usize> = ds
+        .rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Ok((r.content.hash()?, i)))
+        .collect::<Result<_>>()?;
+    Ok(Source {
+        layer,
+        width: features.ncols(),
+        model_path: None,
+        sha: String::new(),
+        contract_json: contract,
+        provider: "cpu (no model)".into(),
+        store_dir: None,
+        gather: Box::new(move |hashes: &[String]| gather_rows(&features, &index, hashes)),
+    })
+}
+
+/// Rows of `features` by content hash.
+fn gather_rows(
+    features: &Array2<f32>,
+    index: &std::collections::HashMap<String, usize>,
+    hashes: &[String],
+) -> Result<Array2<f32>> {
+    let idx: Vec<usize> = hashes
+        .iter()
+        .map(|h| {
+            index
+                .get(h)
+                .copied()
+                .with_context(|| format!("no row with content hash {h}"))
+        })
+        .collect::<Result<_>>()?;
+    Ok(features.select(Axis(0), &idx))
+}
+
 /// Sentence features from word vectors (`glove-6b-50d`): the mean of the known words'
 /// vectors, computed for the rows used (not cached: see DESIGN.md).
 fn word_vector_source(entry: &tl_hub::Entry, ds: &Dataset, home: &Path) -> Result<Source> {
@@ -1043,18 +1152,7 @@ fn word_vector_source(entry: &tl_hub::Entry, ds: &Dataset, home: &Path) -> Resul
         contract_json: serde_json::json!({"word_vectors": entry.id, "weighting": "mean", "oov_rate": oov_rate}),
         provider: "cpu (no ONNX Runtime)".into(),
         store_dir: None,
-        gather: Box::new(move |hashes: &[String]| {
-            let idx: Vec<usize> = hashes
-                .iter()
-                .map(|h| {
-                    index
-                        .get(h)
-                        .copied()
-                        .with_context(|| format!("no row with content hash {h}"))
-                })
-                .collect::<Result<_>>()?;
-            Ok(features.select(Axis(0), &idx))
-        }),
+        gather: Box::new(move |hashes: &[String]| gather_rows(&features, &index, hashes)),
     })
 }
 

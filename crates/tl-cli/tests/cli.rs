@@ -331,13 +331,16 @@ fn data_info_and_split() {
         "same seed, same split.json bytes"
     );
     let s: serde_json::Value = serde_json::from_slice(&first).unwrap();
-    let train = s["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["split"] == "train")
-        .count();
-    assert_eq!(train, 50, "5 labels for each of 10 classes");
+    let count = |part: &str| {
+        s["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["split"] == part)
+            .count()
+    };
+    // 5 labels for each of 10 classes, training and validation together: 4 + 1.
+    assert_eq!((count("train"), count("val")), (40, 10));
     let out = tl(&["data", "info", "imagenet-classes"]);
     assert_fails_with(&out, "imagenet-classes");
 }

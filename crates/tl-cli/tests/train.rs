@@ -1,19 +1,10 @@
 //! `tl train`, `tl export` and `tl predict` end to end on the registry's digits and
 //! EfficientNet-Lite0 (fetched by `cargo xtask test` first).
 
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn tl(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tl"))
-        .args(args)
-        .output()
-        .expect("run tl")
-}
-
-fn ok_json(o: &Output) -> serde_json::Value {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
+mod common;
+use common::{ok_json, tl};
 
 fn assert_fails_with(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -41,8 +32,6 @@ fn digit_png(dir: &std::path::Path) -> std::path::PathBuf {
         .unwrap();
     path
 }
-
-mod common;
 
 #[test]
 fn probe_train_export_predict_on_digits() {

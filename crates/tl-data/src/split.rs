@@ -27,7 +27,9 @@ pub struct SplitConfig {
     pub task: String,
     pub val_fraction: f64,
     pub test_fraction: f64,
-    /// At most this many training rows per class (the rest become unlabelled).
+    /// At most this many labelled rows per class for training and validation together
+    /// (the rest become unlabelled): validation takes round(k · val / (1 − test)) of
+    /// them, training the rest (at least 1). Test rows are not part of the budget.
     pub budget: Option<usize>,
     /// Domain recorded on every row (`source`, `target`, ...).
     pub domain: Option<String>,
@@ -181,12 +183,24 @@ impl Split {
                         classes[c]
                     )));
                 }
-                let budget = config.budget.unwrap_or(usize::MAX);
+                // A budget covers validation too: a run never sees more labels per class.
+                let (val_cap, budget) = match config.budget {
+                    Some(k) => {
+                        let share = config.val_fraction / (1.0 - config.test_fraction);
+                        let v = ((k as f64 * share).round() as usize).min(k - 1).min(n_val);
+                        (v, k - v)
+                    }
+                    None => (n_val, usize::MAX),
+                };
                 for (k, &i) in idx.iter().enumerate() {
                     parts[i] = if k < n_test {
                         Part::Test
                     } else if k < n_test + n_val {
-                        Part::Val
+                        if k - n_test < val_cap {
+                            Part::Val
+                        } else {
+                            Part::Unlabelled
+                        }
                     } else if k - n_test - n_val < budget {
                         Part::Train
                     } else {
@@ -337,19 +351,30 @@ mod tests {
     }
 
     #[test]
-    fn budget_caps_training_rows_per_class_and_hides_the_rest() {
+    fn budget_caps_labelled_rows_per_class_and_hides_the_rest() {
         let d = ds(&[50, 30]);
         let mut cfg = SplitConfig::new("label", 1);
+        // (budget, validation rows, training rows) per class at val 0.1, test 0.2:
+        // validation takes round(k · 0.1 / 0.8), training at least one.
+        for (k, val, train) in [(1, 0, 1), (2, 0, 2), (5, 1, 4), (10, 1, 9), (20, 3, 17)] {
+            cfg.budget = Some(k);
+            let s = Split::stratified(&d, &cfg).unwrap();
+            for c in ["c0", "c1"] {
+                let count = |p: Part| {
+                    s.rows
+                        .iter()
+                        .filter(|r| r.split == p && r.labels["label"] == c)
+                        .count()
+                };
+                assert_eq!(
+                    (count(Part::Val), count(Part::Train)),
+                    (val, train),
+                    "budget {k}"
+                );
+            }
+        }
         cfg.budget = Some(5);
         let s = Split::stratified(&d, &cfg).unwrap();
-        for c in ["c0", "c1"] {
-            let train = s
-                .rows
-                .iter()
-                .filter(|r| r.split == Part::Train && r.labels["label"] == c)
-                .count();
-            assert_eq!(train, 5);
-        }
         assert!(
             s.rows
                 .iter()

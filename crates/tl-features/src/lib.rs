@@ -18,6 +18,7 @@
 mod error;
 pub mod extract;
 pub mod image;
+pub mod raw;
 pub mod store;
 pub mod text;
 pub mod wordvec;

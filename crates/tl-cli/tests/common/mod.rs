@@ -1,6 +1,24 @@
-//! Checks shared by the CLI's tests.
+//! Helpers shared by the CLI's tests (each test crate uses some of them).
+#![allow(dead_code)]
 
-use std::path::Path;
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
+
+/// Runs the `tl` binary built for the tests.
+pub fn tl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tl"))
+        .args(args)
+        .output()
+        .expect("run tl")
+}
+
+/// The JSON a successful `tl --json ...` printed.
+pub fn ok_json(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
 
 /// The run's `report.html`, rendered by headless Chromium, shows the confusion matrix and
 /// headline accuracy of `evaluation` (one entry of the run's `metrics.json`), and
