@@ -84,6 +84,9 @@ pub struct TrainArm {
 pub struct AdaptStudy {
     pub name: String,
     pub methods: Vec<tl_adapt::Method>,
+    /// Labelled source rows per class (training + validation); empty: the config's.
+    #[serde(default)]
+    pub budgets: Vec<usize>,
     #[serde(default)]
     pub seeds: Option<Vec<u64>>,
     pub config: AdaptRunConfig,
@@ -93,7 +96,7 @@ pub struct AdaptStudy {
 #[command(
     after_help = "An experiment file describes studies; each study sweeps arms (or adaptation
 methods) × label budgets × seeds. Every cell is an ordinary `tl train` or `tl adapt` run
-written to OUT/<study>/<arm>/<budget>/seed-<s>/ with its own config.json, metrics.json and
+written to OUT/<study>/<arm or method>/<budget>/seed-<s>/ with its own config.json, metrics.json and
 report; features come from the shared cache, so a backbone is run once per dataset.
 A cell whose `cell.json` matches its config is not run again: rerun the same command after
 an interruption and it resumes. OUT/report.html compares the arms (learning curves with
@@ -356,23 +359,32 @@ fn cells(e: &Experiment, out: &Path, only: &[String]) -> Vec<Cell> {
     }
     for s in e.adapt.iter().filter(|s| wanted(&s.name)) {
         let seeds = s.seeds.as_ref().unwrap_or(&e.seeds);
+        let budgets: Vec<Option<usize>> = if s.budgets.is_empty() {
+            vec![s.config.budget]
+        } else {
+            s.budgets.iter().map(|&b| Some(b)).collect()
+        };
         for m in &s.methods {
-            for &seed in seeds {
-                let mut c = s.config.clone();
-                c.adapt.method = *m;
-                c.split_seed = seed;
-                c.train.seed = seed;
-                v.push(Cell {
-                    study: s.name.clone(),
-                    arm: m.to_string(),
-                    budget: s.config.budget,
-                    seed,
-                    dir: out
-                        .join(&s.name)
-                        .join(m.to_string())
-                        .join(format!("seed-{seed}")),
-                    job: Job::Adapt(Box::new(c)),
-                });
+            for &b in &budgets {
+                for &seed in seeds {
+                    let mut c = s.config.clone();
+                    c.adapt.method = *m;
+                    c.budget = b;
+                    c.split_seed = seed;
+                    c.train.seed = seed;
+                    v.push(Cell {
+                        study: s.name.clone(),
+                        arm: m.to_string(),
+                        budget: b,
+                        seed,
+                        dir: out
+                            .join(&s.name)
+                            .join(m.to_string())
+                            .join(budget_dir(b))
+                            .join(format!("seed-{seed}")),
+                        job: Job::Adapt(Box::new(c)),
+                    });
+                }
             }
         }
     }
@@ -822,10 +834,10 @@ fn write_outputs(
         if mine.is_empty() {
             continue;
         }
-        let shift = |arm: &str| {
+        let shift = |arm: &str, budget: &str| {
             let v: Vec<(f64, f64)> = records
                 .iter()
-                .filter(|r| r.study == s.name && r.arm == arm)
+                .filter(|r| r.study == s.name && r.arm == arm && budget_dir(r.budget) == budget)
                 .filter_map(|r| r.result.shift)
                 .collect();
             let n = v.len().max(1) as f64;
@@ -841,15 +853,16 @@ fn write_outputs(
                     text: "Every method is chosen and trained without target labels; the target's labels are read only to score. Proxy A-distance: 2 for separable domains, 0 for indistinguishable ones.".into(),
                 },
                 Block::Table {
-                    header: ["method", "seeds", "target accuracy", "target macro-F1", "proxy A-distance before → after", "seconds / run"]
+                    header: ["method", "source labels", "seeds", "target accuracy", "target macro-F1", "proxy A-distance before → after", "seconds / run"]
                         .map(String::from)
                         .to_vec(),
                     rows: mine
                         .iter()
                         .map(|r| {
-                            let (b, a) = shift(&r.arm);
+                            let (b, a) = shift(&r.arm, &r.budget);
                             vec![
                                 r.arm.clone(),
+                                r.budget.clone(),
                                 r.seeds.to_string(),
                                 pm(r.accuracy, r.accuracy_ci),
                                 pm(r.macro_f1, r.macro_f1_ci),
@@ -865,7 +878,11 @@ fn write_outputs(
                     bars: mine
                         .iter()
                         .map(|r| Bar {
-                            label: r.arm.clone(),
+                            label: if s.budgets.len() > 1 {
+                                format!("{} ({})", r.arm, r.budget)
+                            } else {
+                                r.arm.clone()
+                            },
                             value: r.accuracy,
                             low: band(r.accuracy, r.accuracy_ci).0,
  high: band(r.accuracy, r.accuracy_ci).1,

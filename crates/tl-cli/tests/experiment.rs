@@ -199,3 +199,51 @@ fn the_shipped_experiments_are_valid() {
     }
     assert!(n >= 4, "experiments/ holds {n} files");
 }
+
+#[test]
+fn a_run_that_fails_half_way_keeps_its_finished_cells_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("exp.toml");
+    // The second arm passes the checks (a known model and data) but fails when run:
+    // TF-IDF needs texts.
+    std::fs::write(
+        &file,
+        r#"
+title = "half way"
+[[train]]
+name = "s"
+budgets = [3]
+all = false
+[[train.arm]]
+label = "pixels"
+config = { model = "pixels", data = "sklearn-digits", image_size = 8, probe = { cs = [1.0] } }
+[[train.arm]]
+label = "tfidf on images"
+config = { model = "tfidf", data = "sklearn-digits" }
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = tl(&[
+        "run",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("[2/2] s / tfidf on images") && err.contains("tfidf"),
+        "{err}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["cells"].as_array().unwrap().len(), 1);
+    assert_eq!(manifest["planned"], 2);
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| pixels | 3-per-class |") && md.contains("1 of 2 finished"),
+        "{md}"
+    );
+    assert!(out.join("s/pixels/3-per-class/seed-0/cell.json").is_file());
+}
