@@ -103,7 +103,7 @@ an interruption and it resumes. OUT/report.html compares the arms (learning curv
 95 % intervals over seeds, convergence, method comparisons); OUT/manifest.json lists
 every cell.
 
-Example (experiments/digits.toml):
+Example (a small cousin of experiments/digits.toml):
   title = \"Digits: transfer against from scratch\"
   seeds = [0, 1, 2]
   [[train]]
@@ -115,8 +115,12 @@ Example (experiments/digits.toml):
   [[train.arm]]
   label = \"pixels + linear probe (from scratch)\"
   config = { model = \"pixels\", data = \"sklearn-digits\" }
+  [[adapt]]
+  name = \"mnist-to-digits\"
+  methods = [\"none\", \"coral\", \"mcc\"]
+  config = { source = \"mnist-5k\", target = \"sklearn-digits-padded\", image_size = 64 }
 
-A malformed file fails before any work with its path, line and key."
+Try `--dry-run` first to see the cells. A malformed file fails before any work with its path, line and key."
 )]
 pub struct RunExperimentArgs {
     /// The experiment file (TOML).
@@ -825,7 +829,7 @@ fn write_outputs(
             });
         }
         sections.push(Section {
-            title: format!("Study `{}`", s.name),
+            title: format!("Study: {}", s.name),
             blocks,
         });
     }
@@ -847,7 +851,7 @@ fn write_outputs(
             )
         };
         sections.push(Section {
-            title: format!("Study `{}`: {} → {}", s.name, s.config.source, s.config.target),
+            title: format!("Study: {} ({} → {})", s.name, s.config.source, s.config.target),
             blocks: vec![
                 Block::Text {
                     text: "Every method is chosen and trained without target labels; the target's labels are read only to score. Proxy A-distance: 2 for separable domains, 0 for indistinguishable ones.".into(),

@@ -321,7 +321,7 @@ fn figure(out: &mut String, kind: &str, title: &str, svg: &str) {
 const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#1d1d1f}
 h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:1em 0;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}td{white-space:nowrap}th{background:#f4f4f6}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}td{white-space:nowrap}td:first-child{white-space:normal}th{background:#f4f4f6}
 td:first-child,th:first-child{text-align:left}
 dl.facts{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}dd{margin:0;word-break:break-all}
 figure.plot{margin:1.5em 0}figcaption{color:#555;font-size:.9em}
