@@ -136,7 +136,7 @@ pub fn run(a: &QuickstartArgs, global: &Global) -> Result<()> {
         experiment::print_outcome(&o);
     }
     println!(
-        "\nNext: `tl run experiments/digits.toml` (the full grid), `tl train --data YOUR_FOLDER --out runs/mine`, `tl classify --model mobilenet-v2 YOUR_IMAGE.jpg`, `tl doctor`."
+        "\nNext: `tl run experiments/digits.toml` (the full grid; also sentiment, adaptation, multitask), `tl train --data YOUR_FOLDER --out runs/mine`, `tl classify --model mobilenet-v2 YOUR_IMAGE.jpg`, `tl doctor`."
     );
     Ok(())
 }
