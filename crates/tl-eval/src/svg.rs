@@ -364,7 +364,7 @@ pub(crate) fn bars(value_label: &str, bars: &[Bar]) -> String {
                 .map(|b| b.label.chars().count())
                 .max()
                 .unwrap_or(1)
-                .min(32) as f64;
+                .min(64) as f64;
     let hi = bars
         .iter()
         .flat_map(|b| [Some(b.value), b.high])
