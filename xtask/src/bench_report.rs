@@ -173,7 +173,7 @@ pub fn run(args: &[String]) -> Result<()> {
         ])?;
         crate::run(Command::new(&cargo).args(["build", "--release", "-p", "tl-cli"]))?;
         let mut section = String::from(
-            "## Experiments (`tl run experiments/*.toml`)\n\nEach study below is the comparison report that `tl run` wrote (its `report.md`, headings demoted); the HTML version with plots is beside it. Budgets count labelled rows per class for training and validation together; ± is the 95 % interval over seeds (1.96 standard errors).\n",
+            "## Experiments (`tl run experiments/*.toml`)\n\nEach study below is the comparison report that `tl run` wrote (its `report.md`, headings demoted by two levels); the HTML version with plots is beside it. Budgets count labelled rows per class for training and validation together; ± is the 95 % interval over seeds (1.96 standard errors).\n",
         );
         for name in EXPERIMENTS {
             let out = Path::new("target/experiments/run").join(name);
@@ -191,7 +191,7 @@ pub fn run(args: &[String]) -> Result<()> {
             );
             for line in md.lines().skip_while(|l| l.starts_with("# ")) {
                 let line = if line.starts_with("## ") {
-                    format!("#{line}")
+                    format!("##{line}")
                 } else {
                     line.to_string()
                 };
