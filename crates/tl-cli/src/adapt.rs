@@ -793,32 +793,23 @@ fn write_report(out: &Path, c: &AdaptRunConfig, m: &AdaptMetrics, snd: f64) -> R
         ),
     ];
     let f = tl_eval::report::fmt_num;
-    let mut shift_rows = Vec::new();
-    let after = m.shift_after.as_ref();
-    for (name, before, aft) in [
-        (
-            "proxy A-distance",
-            m.shift_before.proxy_a_distance,
-            after.map(|a| a.proxy_a_distance),
-        ),
-        (
-            "domain classifier error",
-            m.shift_before.domain_error,
-            after.map(|a| a.domain_error),
-        ),
-        (
-            "MMD² (linear)",
-            m.shift_before.mmd2_linear,
-            after.map(|a| a.mmd2_linear),
-        ),
-        (
-            "MMD² (Gaussian)",
-            m.shift_before.mmd2_gaussian,
-            after.map(|a| a.mmd2_gaussian),
-        ),
-    ] {
-        shift_rows.push(vec![name.to_string(), f(before), aft.map_or("–".into(), f)]);
-    }
+    type Measure = fn(&ShiftReport) -> f64;
+    let measures: [(&str, Measure); 4] = [
+        ("proxy A-distance", |r| r.proxy_a_distance),
+        ("domain classifier error", |r| r.domain_error),
+        ("MMD² (linear)", |r| r.mmd2_linear),
+        ("MMD² (Gaussian)", |r| r.mmd2_gaussian),
+    ];
+    let shift_rows: Vec<Vec<String>> = measures
+        .iter()
+        .map(|(name, get)| {
+            vec![
+                name.to_string(),
+                f(get(&m.shift_before)),
+                m.shift_after.as_ref().map_or("–".into(), |a| f(get(a))),
+            ]
+        })
+        .collect();
     let mut sections = vec![
         tl_eval::Section {
             title: "Label-free figures (what chose the model)".into(),

@@ -165,18 +165,28 @@ pub fn load(path: &Path, home: &Path) -> Result<Experiment> {
         crate::data::check_exists(d, home)
             .map_err(|err| anyhow::anyhow!(at(format!("{at_what}: {err:#}"))))
     };
-    for s in &e.train {
+    // The checks every study gets: a unique, directory-safe name and budgets ≥ 1.
+    let mut check_study = |name: &str, budgets: &[usize]| -> Result<()> {
         ensure!(
-            names.insert(s.name.clone()),
-            at(format!("study name `{}` is used twice", s.name))
+            names.insert(name.to_string()),
+            at(format!("study name `{name}` is used twice"))
         );
         ensure!(
-            slug(&s.name) == s.name,
+            slug(name) == name,
             at(format!(
-                "study name `{}`: use letters, digits, `-` and `_`",
-                s.name
+                "study name `{name}`: use letters, digits, `-` and `_`"
             ))
         );
+        ensure!(
+            !budgets.contains(&0),
+            at(format!(
+                "study `{name}`: a budget must be at least 1 label per class"
+            ))
+        );
+        Ok(())
+    };
+    for s in &e.train {
+        check_study(&s.name, &s.budgets)?;
         ensure!(
             !s.arm.is_empty(),
             at(format!("study `{}` has no [[train.arm]]", s.name))
@@ -184,13 +194,6 @@ pub fn load(path: &Path, home: &Path) -> Result<Experiment> {
         ensure!(
             !s.budgets.is_empty() || s.all,
             at(format!("study `{}`: no budgets and all = false", s.name))
-        );
-        ensure!(
-            !s.budgets.contains(&0),
-            at(format!(
-                "study `{}`: a budget must be at least 1 label per class",
-                s.name
-            ))
         );
         let mut labels = std::collections::BTreeSet::new();
         for a in &s.arm {
@@ -218,17 +221,7 @@ pub fn load(path: &Path, home: &Path) -> Result<Experiment> {
         }
     }
     for s in &e.adapt {
-        ensure!(
-            names.insert(s.name.clone()),
-            at(format!("study name `{}` is used twice", s.name))
-        );
-        ensure!(
-            slug(&s.name) == s.name,
-            at(format!(
-                "study name `{}`: use letters, digits, `-` and `_`",
-                s.name
-            ))
-        );
+        check_study(&s.name, &s.budgets)?;
         ensure!(
             !s.methods.is_empty(),
             at(format!("study `{}` lists no methods", s.name))
@@ -327,6 +320,36 @@ fn budget_dir(b: Option<usize>) -> String {
     b.map_or("all".into(), |k| format!("{k}-per-class"))
 }
 
+/// Where a cell runs: `OUT/<study>/<arm slug>/<budget>/seed-<s>/` (an adaptation method's
+/// name is its own slug).
+fn cell_path(out: &Path, study: &str, arm: &str, budget: Option<usize>, seed: u64) -> PathBuf {
+    out.join(study)
+        .join(slug(arm))
+        .join(budget_dir(budget))
+        .join(format!("seed-{seed}"))
+}
+
+impl Cell {
+    /// `[i/n] study / arm / budget / seed s`, the cell's line in the progress output.
+    fn tag(&self, i: usize, n: usize) -> String {
+        format!(
+            "[{}/{n}] {} / {} / {} / seed {}",
+            i + 1,
+            self.study,
+            self.arm,
+            budget_dir(self.budget),
+            self.seed
+        )
+    }
+
+    /// The record of an earlier run of this cell with the same config.
+    fn finished(&self, config: &serde_json::Value) -> Option<CellRecord> {
+        tl_core::io::read_json::<CellRecord>(&self.dir.join("cell.json"))
+            .ok()
+            .filter(|r| &r.config == config)
+    }
+}
+
 fn cells(e: &Experiment, out: &Path, only: &[String]) -> Vec<Cell> {
     let mut v = Vec::new();
     let wanted = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
@@ -350,11 +373,7 @@ fn cells(e: &Experiment, out: &Path, only: &[String]) -> Vec<Cell> {
                         arm: a.label.clone(),
                         budget: b,
                         seed,
-                        dir: out
-                            .join(&s.name)
-                            .join(slug(&a.label))
-                            .join(budget_dir(b))
-                            .join(format!("seed-{seed}")),
+                        dir: cell_path(out, &s.name, &a.label, b, seed),
                         job: Job::Train(Box::new(c)),
                     });
                 }
@@ -381,11 +400,7 @@ fn cells(e: &Experiment, out: &Path, only: &[String]) -> Vec<Cell> {
                         arm: m.to_string(),
                         budget: b,
                         seed,
-                        dir: out
-                            .join(&s.name)
-                            .join(m.to_string())
-                            .join(budget_dir(b))
-                            .join(format!("seed-{seed}")),
+                        dir: cell_path(out, &s.name, m.name(), b, seed),
                         job: Job::Adapt(Box::new(c)),
                     });
                 }
@@ -395,7 +410,18 @@ fn cells(e: &Experiment, out: &Path, only: &[String]) -> Vec<Cell> {
     v
 }
 
-fn train_result(m: &Metrics, classes: usize) -> Result<CellResult> {
+/// Labelled rows per class of a run: its training and validation rows over its classes.
+fn labels_per_class(
+    rows: &std::collections::BTreeMap<String, usize>,
+    train: &str,
+    val: &str,
+    classes: usize,
+) -> f64 {
+    (rows.get(train).copied().unwrap_or(0) + rows.get(val).copied().unwrap_or(0)) as f64
+        / classes.max(1) as f64
+}
+
+fn train_result(m: &Metrics) -> Result<CellResult> {
     let e = &m
         .evaluation
         .first()
@@ -405,9 +431,7 @@ fn train_result(m: &Metrics, classes: usize) -> Result<CellResult> {
         accuracy: e.accuracy.value,
         macro_f1: e.macro_f1.value,
         balanced_accuracy: e.balanced_accuracy.value,
-        labels_per_class: (m.rows.get("train").copied().unwrap_or(0)
-            + m.rows.get("val").copied().unwrap_or(0)) as f64
-            / classes.max(1) as f64,
+        labels_per_class: labels_per_class(&m.rows, "train", "val", e.classes.len()),
         val_curve: m
             .training
             .as_ref()
@@ -431,9 +455,7 @@ fn adapt_result(m: &AdaptMetrics) -> Result<CellResult> {
         accuracy: e.accuracy.value,
         macro_f1: e.macro_f1.value,
         balanced_accuracy: e.balanced_accuracy.value,
-        labels_per_class: (m.rows.get("source_train").copied().unwrap_or(0)
-            + m.rows.get("source_val").copied().unwrap_or(0)) as f64
-            / e.classes.len().max(1) as f64,
+        labels_per_class: labels_per_class(&m.rows, "source_train", "source_val", e.classes.len()),
         val_curve: Vec::new(),
         shift: Some((
             m.shift_before.proxy_a_distance,
@@ -511,18 +533,12 @@ pub fn execute(a: &RunExperimentArgs, global: &Global) -> Result<Outcome> {
         let all = cells(&e, &out, &a.studies);
         let mut done = 0;
         for (i, cell) in all.iter().enumerate() {
-            let finished = tl_core::io::read_json::<CellRecord>(&cell.dir.join("cell.json"))
-                .is_ok_and(|r| cell.job.config_json().is_ok_and(|c| c == r.config));
+            let finished = cell.finished(&cell.job.config_json()?).is_some();
             done += usize::from(finished);
             if !global.json {
                 println!(
-                    "[{}/{}] {} / {} / {} / seed {}{}",
-                    i + 1,
-                    all.len(),
-                    cell.study,
-                    cell.arm,
-                    budget_dir(cell.budget),
-                    cell.seed,
+                    "{}{}",
+                    cell.tag(i, all.len()),
                     if finished { " (done)" } else { "" }
                 );
             }
@@ -560,19 +576,8 @@ pub fn execute(a: &RunExperimentArgs, global: &Global) -> Result<Outcome> {
     let mut ran = 0usize;
     for (i, cell) in all.iter().enumerate() {
         let config = cell.job.config_json()?;
-        let record_path = cell.dir.join("cell.json");
-        let tag = format!(
-            "[{}/{}] {} / {} / {} / seed {}",
-            i + 1,
-            all.len(),
-            cell.study,
-            cell.arm,
-            budget_dir(cell.budget),
-            cell.seed
-        );
-        if let Ok(r) = tl_core::io::read_json::<CellRecord>(&record_path)
-            && r.config == config
-        {
+        let tag = cell.tag(i, all.len());
+        if let Some(r) = cell.finished(&config) {
             say(format!(
                 "{tag}: done before (accuracy {:.4})",
                 r.result.accuracy
@@ -585,11 +590,7 @@ pub fn execute(a: &RunExperimentArgs, global: &Global) -> Result<Outcome> {
             Job::Train(c) => {
                 let (m, _exported) = crate::train::execute(c, &cell.dir, None, &a.run, &inner)
                     .with_context(|| format!("{tag} failed"))?;
-                let classes = m
-                    .evaluation
-                    .first()
-                    .map_or(1, |e| e.evaluation.classes.len());
-                train_result(&m, classes)?
+                train_result(&m)?
             }
             Job::Adapt(c) => {
                 let (m, _) = crate::adapt::execute(c, Some(&cell.dir), None, &a.run, &inner)
@@ -608,7 +609,7 @@ pub fn execute(a: &RunExperimentArgs, global: &Global) -> Result<Outcome> {
             result,
             seconds: t.elapsed().as_secs_f64(),
         };
-        tl_core::io::write_json(&record_path, &r)?;
+        tl_core::io::write_json(&cell.dir.join("cell.json"), &r)?;
         say(format!(
             "{tag}: accuracy {:.4}, macro-F1 {:.4} ({:.1} s)",
             r.result.accuracy, r.result.macro_f1, r.seconds
@@ -918,23 +919,10 @@ fn write_outputs(
         "planned": planned,
         "cells": records.iter().map(|r| serde_json::json!({
             "study": r.study, "arm": r.arm, "budget": r.budget, "seed": r.seed, "seconds": r.seconds,
-            "dir": cell_dir(out, r),
+            "dir": cell_path(out, &r.study, &r.arm, r.budget, r.seed),
         })).collect::<Vec<_>>(),
         "summary": rows,
     });
     tl_core::io::write_json(&out.join("manifest.json"), &manifest)?;
     Ok(())
-}
-
-fn cell_dir(out: &Path, r: &CellRecord) -> PathBuf {
-    if r.config.get("adapt").is_some() {
-        out.join(&r.study)
-            .join(&r.arm)
-            .join(format!("seed-{}", r.seed))
-    } else {
-        out.join(&r.study)
-            .join(slug(&r.arm))
-            .join(budget_dir(r.budget))
-            .join(format!("seed-{}", r.seed))
-    }
 }

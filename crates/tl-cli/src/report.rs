@@ -17,16 +17,20 @@ pub struct TaskEvaluation {
 }
 
 /// Rows of one part as logits per task.
-pub struct PartLogits {
+pub struct PartLogits<'a> {
     pub logits: Array2<f64>,
-    pub labels: Vec<Vec<Option<u32>>>,
+    pub labels: &'a [Vec<Option<u32>>],
 }
 
-impl PartLogits {
-    pub fn of(net: &mut HeadNet, x: &tl_nn::Tensor, labels: &[Vec<Option<u32>>]) -> Result<Self> {
+impl<'a> PartLogits<'a> {
+    pub fn of(
+        net: &mut HeadNet,
+        x: &tl_nn::Tensor,
+        labels: &'a [Vec<Option<u32>>],
+    ) -> Result<Self> {
         Ok(Self {
             logits: tl_head::train::predict(net, x, 256)?.mapv(f64::from),
-            labels: labels.to_vec(),
+            labels,
         })
     }
 
@@ -49,8 +53,8 @@ impl PartLogits {
 pub fn evaluate_tasks(
     net: &HeadNet,
     tasks: &[TaskSpec],
-    test: &PartLogits,
-    val: Option<&PartLogits>,
+    test: &PartLogits<'_>,
+    val: Option<&PartLogits<'_>>,
     options: EvalOptions,
 ) -> Result<Vec<TaskEvaluation>> {
     let mut out = Vec::new();
@@ -147,34 +151,30 @@ pub fn probe_path(paths: &[(String, Vec<tl_head::probe::PathPoint>)]) -> Option<
     if paths.iter().all(|(_, p)| p.is_empty()) {
         return None;
     }
+    let curve = |name: String,
+                 pts: &[tl_head::probe::PathPoint],
+                 y: fn(&tl_head::probe::PathPoint) -> f64| Series {
+        name,
+        points: pts
+            .iter()
+            .map(|p| Point {
+                x: p.c,
+                y: y(p),
+                low: None,
+                high: None,
+            })
+            .collect(),
+    };
     let series = paths
         .iter()
         .flat_map(|(task, pts)| {
             [
-                Series {
-                    name: format!("{task}: validation accuracy"),
-                    points: pts
-                        .iter()
-                        .map(|p| Point {
-                            x: p.c,
-                            y: p.val_accuracy,
-                            low: None,
-                            high: None,
-                        })
-                        .collect(),
-                },
-                Series {
-                    name: format!("{task}: training accuracy"),
-                    points: pts
-                        .iter()
-                        .map(|p| Point {
-                            x: p.c,
-                            y: p.train_accuracy,
-                            low: None,
-                            high: None,
-                        })
-                        .collect(),
-                },
+                curve(format!("{task}: validation accuracy"), pts, |p| {
+                    p.val_accuracy
+                }),
+                curve(format!("{task}: training accuracy"), pts, |p| {
+                    p.train_accuracy
+                }),
             ]
         })
         .collect();

@@ -1019,6 +1019,9 @@ pub(crate) fn feature_source(
     })
 }
 
+/// Features of rows, by content hash.
+pub(crate) type Gather = Box<dyn Fn(&[String]) -> Result<Array2<f32>>>;
+
 /// Where a run's features come from, and how to get them.
 pub(crate) struct Source {
     pub layer: String,
@@ -1030,8 +1033,7 @@ pub(crate) struct Source {
     pub provider: String,
     pub store_dir: Option<PathBuf>,
     /// Features of rows by content hash.
-    #[allow(clippy::type_complexity)]
-    pub gather: Box<dyn Fn(&[String]) -> Result<Array2<f32>>>,
+    pub gather: Gather,
 }
 
 /// Baselines without a pretrained model (`--model pixels|tfidf`): the "from scratch"
@@ -1088,12 +1090,6 @@ fn raw_source(raw: RawInput, ds: &Dataset, image_size: Option<u32>) -> Result<So
             )
         }
     };
-    let index: std::collections::HashMap<String, usize> = ds
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Ok((r.content.hash()?, i)))
-        .collect::<Result<_>>()?;
     Ok(Source {
         layer,
         width: features.ncols(),
@@ -1102,26 +1098,31 @@ fn raw_source(raw: RawInput, ds: &Dataset, image_size: Option<u32>) -> Result<So
         contract_json: contract,
         provider: "cpu (no model)".into(),
         store_dir: None,
-        gather: Box::new(move |hashes: &[String]| gather_rows(&features, &index, hashes)),
+        gather: in_memory(ds, features)?,
     })
 }
 
-/// Rows of `features` by content hash.
-fn gather_rows(
-    features: &Array2<f32>,
-    index: &std::collections::HashMap<String, usize>,
-    hashes: &[String],
-) -> Result<Array2<f32>> {
-    let idx: Vec<usize> = hashes
+/// The gather of features computed in memory for every row of `ds` (row i of `features`
+/// is row i of the dataset): rows by content hash.
+fn in_memory(ds: &Dataset, features: Array2<f32>) -> Result<Gather> {
+    let index: std::collections::HashMap<String, usize> = ds
+        .rows
         .iter()
-        .map(|h| {
-            index
-                .get(h)
-                .copied()
-                .with_context(|| format!("no row with content hash {h}"))
-        })
+        .enumerate()
+        .map(|(i, r)| Ok((r.content.hash()?, i)))
         .collect::<Result<_>>()?;
-    Ok(features.select(Axis(0), &idx))
+    Ok(Box::new(move |hashes: &[String]| {
+        let idx: Vec<usize> = hashes
+            .iter()
+            .map(|h| {
+                index
+                    .get(h)
+                    .copied()
+                    .with_context(|| format!("no row with content hash {h}"))
+            })
+            .collect::<Result<_>>()?;
+        Ok(features.select(Axis(0), &idx))
+    }))
 }
 
 /// Sentence features from word vectors (`glove-6b-50d`): the mean of the known words'
@@ -1130,12 +1131,6 @@ fn word_vector_source(entry: &tl_hub::Entry, ds: &Dataset, home: &Path) -> Resul
     let wv = extract::load_word_vectors(entry, home)?;
     let texts = extract::texts(ds)?;
     let e = wv.embed(&texts, tl_features::wordvec::Weighting::Mean);
-    let index: std::collections::HashMap<String, usize> = ds
-        .rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Ok((r.content.hash()?, i)))
-        .collect::<Result<_>>()?;
     let oov_rate = e.oov_rate();
     let features = e.features;
     Ok(Source {
@@ -1152,7 +1147,7 @@ fn word_vector_source(entry: &tl_hub::Entry, ds: &Dataset, home: &Path) -> Resul
         contract_json: serde_json::json!({"word_vectors": entry.id, "weighting": "mean", "oov_rate": oov_rate}),
         provider: "cpu (no ONNX Runtime)".into(),
         store_dir: None,
-        gather: Box::new(move |hashes: &[String]| gather_rows(&features, &index, hashes)),
+        gather: in_memory(ds, features)?,
     })
 }
 

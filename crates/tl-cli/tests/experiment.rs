@@ -3,7 +3,7 @@
 //! pixels) and an adaptation study, resumed cell by cell, with one comparison report; and
 //! malformed files failing before any work.
 
-use std::path::Path;
+use std::{path::Path, process::Output};
 
 mod common;
 use common::{ok_json, tl};
@@ -32,14 +32,23 @@ seeds = [3]
 config = { source = "sklearn-digits", target = "sklearn-digits-padded", image_size = 32, train = { epochs = 2 } }
 "#;
 
-fn run(file: &Path, out: &Path) -> serde_json::Value {
-    ok_json(&tl(&[
-        "--json",
+/// `tl [--json] run FILE --out OUT [extra...]`.
+fn tl_run(json: bool, file: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
         "run",
         file.to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
-    ]))
+    ];
+    if json {
+        args.insert(0, "--json");
+    }
+    args.extend_from_slice(extra);
+    tl(&args)
+}
+
+fn run(file: &Path, out: &Path) -> serde_json::Value {
+    ok_json(&tl_run(true, file, out, &[]))
 }
 
 #[test]
@@ -119,6 +128,11 @@ fn an_experiment_runs_resumes_and_reports() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["cells"].as_array().unwrap().len(), 10);
+    // The manifest points at every cell's directory, adaptation cells included.
+    for c in manifest["cells"].as_array().unwrap() {
+        let d = Path::new(c["dir"].as_str().unwrap());
+        assert!(d.join("cell.json").is_file(), "{}", d.display());
+    }
 }
 
 #[test]
@@ -146,18 +160,17 @@ fn malformed_experiments_fail_before_any_work_naming_file_line_and_key() {
             "title = \"x\"\n[[adapt]]\nname = \"d\"\nmethods = [\"mmd\", \"magic\"]\nconfig = { source = \"sklearn-digits\", target = \"sklearn-digits-padded\" }\n",
             vec!["line 4", "magic"],
         ),
+        (
+            "title = \"x\"\n[[adapt]]\nname = \"d\"\nmethods = [\"mmd\"]\nbudgets = [5, 0]\nconfig = { source = \"sklearn-digits\", target = \"sklearn-digits-padded\" }\n",
+            vec!["study `d`: a budget must be at least 1 label per class"],
+        ),
         ("title = \"x\"\n", vec!["no [[train]] or [[adapt]] study"]),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));
         std::fs::write(&file, text).unwrap();
         let out = dir.path().join(format!("out{i}"));
-        let o = tl(&[
-            "run",
-            file.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = tl_run(false, &file, &out, &[]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "case {i} succeeded");
         assert!(
@@ -179,14 +192,7 @@ fn the_shipped_experiments_are_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let out = tempfile::tempdir().unwrap();
-            let v = ok_json(&tl(&[
-                "--json",
-                "run",
-                path.to_str().unwrap(),
-                "--dry-run",
-                "--out",
-                out.path().join("x").to_str().unwrap(),
-            ]));
+            let v = ok_json(&tl_run(true, &path, &out.path().join("x"), &["--dry-run"]));
             assert!(v["cells"].as_u64().unwrap() > 0, "{}", path.display());
             assert_eq!(v["ran"], 0);
             assert!(
@@ -224,12 +230,7 @@ config = { model = "tfidf", data = "sklearn-digits" }
     )
     .unwrap();
     let out = dir.path().join("out");
-    let o = tl(&[
-        "run",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = tl_run(false, &file, &out, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(

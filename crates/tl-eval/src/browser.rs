@@ -118,3 +118,25 @@ impl Chromium {
         }
     }
 }
+
+/// Whether a report's DOM (as [`Chromium::dump_dom`] gives it) shows the confusion
+/// matrix `counts`: every cell present with its count, and printing it. The error names
+/// the first cell that is not.
+pub fn check_confusion_cells(dom: &str, counts: &[Vec<u64>]) -> std::result::Result<(), String> {
+    if !dom.contains("data-plot=\"confusion\"") {
+        return Err("no confusion-matrix plot".into());
+    }
+    for (i, row) in counts.iter().enumerate() {
+        for (j, v) in row.iter().enumerate() {
+            let cell = format!("data-true=\"{i}\" data-predicted=\"{j}\" data-count=\"{v}\"");
+            let at = dom
+                .find(&cell)
+                .ok_or_else(|| format!("cell {i},{j} ({v}) missing"))?;
+            let end = at + dom[at..].find("</g>").unwrap_or(dom.len() - at);
+            if !dom[at..end].contains(&format!(">{v}</text>")) {
+                return Err(format!("cell {i},{j} does not print {v}"));
+            }
+        }
+    }
+    Ok(())
+}

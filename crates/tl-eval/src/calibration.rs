@@ -10,6 +10,15 @@ use crate::{Error, Result};
 /// 2017 use 15).
 pub const DEFAULT_BINS: usize = 15;
 
+/// The first largest entry of a row and its value (the predicted class and its
+/// confidence).
+pub(crate) fn top(row: ndarray::ArrayView1<'_, f64>) -> (usize, f64) {
+    row.iter().enumerate().fold(
+        (0, f64::NEG_INFINITY),
+        |a, (i, &p)| if p > a.1 { (i, p) } else { a },
+    )
+}
+
 /// Row-wise softmax of `logits / temperature`, computed stably.
 pub fn softmax(logits: ArrayView2<'_, f64>, temperature: f64) -> Array2<f64> {
     let mut p = logits.mapv(|z| z / temperature);
@@ -77,15 +86,11 @@ pub fn reliability(probs: ArrayView2<'_, f64>, labels: &[u32], bins: usize) -> R
     let mut right = vec![0usize; bins];
     for (i, &y) in labels.iter().enumerate() {
         let row = probs.row(i);
-        let (arg, &top) =
-            row.iter().enumerate().fold(
-                (0, &f64::NEG_INFINITY),
-                |a, b| if b.1 > a.1 { b } else { a },
-            );
+        let (arg, confidence) = top(row);
         // (lo, hi]: the bin whose upper edge is the first at or above the confidence.
-        let b = ((top * bins as f64).ceil() as usize).clamp(1, bins) - 1;
+        let b = ((confidence * bins as f64).ceil() as usize).clamp(1, bins) - 1;
         rows[b] += 1;
-        conf[b] += top;
+        conf[b] += confidence;
         right[b] += usize::from(arg == y as usize);
     }
     Ok((0..bins)

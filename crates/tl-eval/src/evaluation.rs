@@ -93,15 +93,7 @@ impl Evaluation {
         let probs = calibration::softmax(test.logits, 1.0);
         let pred: Vec<u32> = probs
             .outer_iter()
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f64::NEG_INFINITY),
-                        |a, (i, &p)| if p > a.1 { (i, p) } else { a },
-                    )
-                    .0 as u32
-            })
+            .map(|r| calibration::top(r).0 as u32)
             .collect();
         let mut confusion = Confusion::new(k);
         confusion.update(&pred, test.labels)?;

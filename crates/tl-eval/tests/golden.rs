@@ -3,9 +3,11 @@
 //! versions are in the file's `provenance`).
 
 use ndarray::Array2;
-use serde::Deserialize;
 use tl_eval::calibration::{self, DEFAULT_BINS};
 use tl_eval::{EvalOptions, Evaluation, Scored};
+
+mod common;
+use common::{golden, matrix};
 
 /// Metrics are ratios of counts and sums of logs: they agree to rounding.
 const METRIC_TOL: f64 = 1e-12;
@@ -16,53 +18,11 @@ const TEMPERATURE_TOL: f64 = 1e-7;
 /// Test-set figures after scaling move linearly with that ΔT.
 const SCALED_TOL: f64 = 1e-8;
 
-#[derive(Deserialize)]
-struct Golden {
-    provenance: serde_json::Value,
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    name: String,
-    classes: usize,
-    val_logits: Vec<Vec<f64>>,
-    val_labels: Vec<u32>,
-    test_logits: Vec<Vec<f64>>,
-    test_labels: Vec<u32>,
-    confusion: Vec<Vec<u64>>,
-    precision: Vec<f64>,
-    recall: Vec<f64>,
-    f1: Vec<f64>,
-    support: Vec<u64>,
-    accuracy: f64,
-    balanced_accuracy: f64,
-    macro_f1: f64,
-    log_loss: f64,
-    ece: f64,
-    temperature: f64,
-    log_loss_scaled: f64,
-    ece_scaled: f64,
-}
-
-fn matrix(rows: &[Vec<f64>]) -> Array2<f64> {
-    let k = rows[0].len();
-    Array2::from_shape_vec((rows.len(), k), rows.concat()).unwrap()
-}
-
 fn close(what: &str, case: &str, got: f64, want: f64, tol: f64) {
     assert!(
         (got - want).abs() <= tol * want.abs().max(1.0),
         "{case}: {what} = {got}, scikit-learn/NumPy reference {want} (tolerance {tol})"
     );
-}
-
-fn golden() -> Golden {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/golden/metrics.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 #[test]
@@ -71,20 +31,8 @@ fn evaluation_matches_scikit_learn() {
     assert_eq!(g.provenance["ece_bins"], DEFAULT_BINS);
     for c in &g.cases {
         let names: Vec<String> = (0..c.classes).map(|k| format!("c{k}")).collect();
-        let (zv, zt) = (matrix(&c.val_logits), matrix(&c.test_logits));
-        let e = Evaluation::new(
-            &names,
-            Scored {
-                logits: zt.view(),
-                labels: &c.test_labels,
-            },
-            Some(Scored {
-                logits: zv.view(),
-                labels: &c.val_labels,
-            }),
-            EvalOptions::default(),
-        )
-        .unwrap();
+        let e = c.evaluate(&names);
+        let zv = matrix(&c.val_logits);
         let n = &c.name;
         assert_eq!(e.confusion.counts, c.confusion, "{n}: confusion matrix");
         for (k, s) in e.per_class.iter().enumerate() {

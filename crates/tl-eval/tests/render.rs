@@ -4,54 +4,19 @@
 
 use std::path::Path;
 
-use ndarray::Array2;
-use serde::Deserialize;
 use tl_eval::browser::Chromium;
-use tl_eval::{Bar, Block, EvalOptions, Evaluation, Point, Report, Scored, Section, Series};
+use tl_eval::{Bar, Block, Evaluation, Point, Report, Section, Series};
 
-#[derive(Deserialize)]
-struct Golden {
-    cases: Vec<Case>,
-}
-
-#[derive(Deserialize)]
-struct Case {
-    classes: usize,
-    val_logits: Vec<Vec<f64>>,
-    val_labels: Vec<u32>,
-    test_logits: Vec<Vec<f64>>,
-    test_labels: Vec<u32>,
-}
-
-fn matrix(rows: &[Vec<f64>]) -> Array2<f64> {
-    Array2::from_shape_vec((rows.len(), rows[0].len()), rows.concat()).unwrap()
-}
+mod common;
 
 fn evaluation() -> Evaluation {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/golden/metrics.json"
-    );
-    let g: Golden = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let g = common::golden();
     let c = &g.cases[2];
     let names: Vec<String> = ["zero", "one", "two <&>", "three", "four"][..c.classes]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let (zv, zt) = (matrix(&c.val_logits), matrix(&c.test_logits));
-    Evaluation::new(
-        &names,
-        Scored {
-            logits: zt.view(),
-            labels: &c.test_labels,
-        },
-        Some(Scored {
-            logits: zv.view(),
-            labels: &c.val_labels,
-        }),
-        EvalOptions::default(),
-    )
-    .unwrap()
+    c.evaluate(&names)
 }
 
 /// Every confusion-matrix cell, reliability bin, curve point and bar of `report`, looked
@@ -61,20 +26,8 @@ pub fn assert_dom_carries(report: &Report, dom: &str) {
     for b in blocks {
         match b {
             Block::Confusion { counts, .. } => {
-                assert!(dom.contains("data-plot=\"confusion\""));
-                for (i, row) in counts.iter().enumerate() {
-                    for (j, v) in row.iter().enumerate() {
-                        let cell =
-                            format!("data-true=\"{i}\" data-predicted=\"{j}\" data-count=\"{v}\"");
-                        let at = dom
-                            .find(&cell)
-                            .unwrap_or_else(|| panic!("cell {i},{j} ({v}) missing"));
-                        let end = at + dom[at..].find("</g>").unwrap();
-                        assert!(
-                            dom[at..end].contains(&format!(">{v}</text>")),
-                            "cell {i},{j} does not print {v}"
-                        );
-                    }
+                if let Err(e) = tl_eval::browser::check_confusion_cells(dom, counts) {
+                    panic!("{e}");
                 }
             }
             Block::Reliability { bins, scaled, .. } => {
