@@ -10,7 +10,7 @@ use tl_head::{
     synthetic::blobs,
     train::{Labelled, TrainConfig, train},
 };
-use tl_nn::{Ctx, Module, PointwiseConv, Tensor};
+use tl_nn::{Conv2d, Ctx, Module, Tensor};
 
 fn bench(c: &mut Criterion) {
     let (x, y) = blobs(4000, 1280, 10, 0);
@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
     let w = Tensor::from_shape_fn(vec![1280, 320, 1, 1], |i| {
         ((i[0] * 7 + i[1]) % 13) as f32 * 0.01 - 0.06
     });
-    let mut conv = PointwiseConv::from_weights(w, ndarray::Array1::zeros(1280)).unwrap();
+    let mut conv = Conv2d::pointwise(w, ndarray::Array1::zeros(1280)).unwrap();
     let maps = Tensor::from_shape_fn(vec![64, 320, 4, 4], |i| {
         ((i[0] + i[1] * 3 + i[2] + i[3]) % 11) as f32 * 0.1
     });

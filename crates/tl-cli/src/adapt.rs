@@ -451,6 +451,7 @@ pub fn prepare(
         layer: c.layer.clone(),
         pool: c.pool,
         image_size: c.image_size,
+        inputs: false,
         run,
     };
     let src: Source = feature_source(&req, &source_sub, home, global)?;

@@ -121,6 +121,7 @@ pub fn run(a: &RankArgs, global: &Global) -> Result<()> {
             layer,
             pool: Pool::Mean,
             image_size: a.image_size,
+            inputs: false,
             run: &a.run,
         };
         let src = feature_source(&req(layer.clone()), &sub, &home, global)?;

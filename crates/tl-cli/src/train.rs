@@ -16,7 +16,7 @@ use tl_data::{Dataset, Part, Split, SplitConfig};
 use tl_features::extract::Pool;
 use tl_head::{
     export::{ExportPool, ExportSpec},
-    import::{ImportedLayer, import_chain},
+    import::{ImportedLayer, import_graph},
     net::{HeadKind, HeadNet, HeadSpec, TaskSpec},
     probe::{ClassWeight, ProbeConfig, ProbeData},
     train::{EpochLog, Labelled, TaskScore, TrainConfig, Unfreeze, evaluate},
@@ -40,6 +40,8 @@ pub enum Finetune {
     None,
     /// The backbone's last block (1×1 head convolution, BatchNorm) with the head.
     Last,
+    /// The whole backbone from its input with the head (`--freeze-until`, `--layer-decay`).
+    All,
 }
 
 /// Which graph of a converted CNN to fine-tune.
@@ -122,6 +124,15 @@ pub struct RunConfig {
     pub pretrained_lr: f32,
     /// Epoch from which the pretrained layers train (gradual unfreezing).
     pub unfreeze_epoch: usize,
+    /// `--finetune all`: with `unfreeze_epoch`, unfreeze one block every this many
+    /// epochs, from the last block down (0: all blocks at once).
+    pub unfreeze_every: usize,
+    /// `--finetune all`: nodes up to and including this one stay frozen (evaluation-mode
+    /// BatchNorm, no gradient).
+    pub freeze_until: Option<String>,
+    /// `--finetune all`: each block's rate is this fraction of the next block's (1: one
+    /// rate for the whole backbone).
+    pub layer_decay: f32,
     pub split: SplitSettings,
     pub probe: ProbeSettings,
     pub train: TrainConfig,
@@ -142,6 +153,9 @@ impl Default for RunConfig {
             batchnorm: BatchNormForm::Folded,
             pretrained_lr: 0.1,
             unfreeze_epoch: 0,
+            unfreeze_every: 0,
+            freeze_until: None,
+            layer_decay: 1.0,
             split: SplitSettings::default(),
             probe: ProbeSettings::default(),
             train: TrainConfig::default(),
@@ -181,6 +195,8 @@ enum ActArg {
   tl train --model efficientnet-lite0 --data mnist-5k --budget 10 --out runs/probe
   tl train --data mnist-5k --head mlp --hidden 256 --epochs 30 --out runs/mlp
   tl train --data mnist-5k --finetune last --image-size 112 --pretrained-lr 0.1 --out runs/ft
+  tl train --data sklearn-digits --finetune all --image-size 64 --freeze-until blocks.5 --layer-decay 0.8 \
+           --batchnorm kept --augment-rotate 10 --augment-crop 0.8 --epochs 10 --out runs/ft-all
   tl train --model minilm-l6 --data rotten-tomatoes --task sentiment --task subjectivity --head mlp --hidden 128 --out runs/mt
   tl train --config experiment.toml --out runs/x     (flags given beside it override the file)")]
 pub struct TrainArgs {
@@ -218,9 +234,34 @@ pub struct TrainArgs {
     activation: Option<ActArg>,
     #[arg(long)]
     dropout: Option<f32>,
-    /// none: a head on frozen features; last: also fine-tune the backbone's last block.
+    /// none: a head on frozen features; last: also fine-tune the backbone's last block;
+    /// all: fine-tune the whole backbone from its input (images, registry CNNs or their files).
     #[arg(long, value_enum)]
     finetune: Option<Finetune>,
+    /// --finetune all: keep every node up to and including NODE frozen (`tl models inspect` lists nodes; e.g. blocks.5, features.7).
+    #[arg(long, value_name = "NODE")]
+    freeze_until: Option<String>,
+    /// --finetune all: layer-wise rate decay, each block at FACTOR × the next block's rate (the last block at --pretrained-lr).
+    #[arg(long, value_name = "FACTOR")]
+    layer_decay: Option<f32>,
+    /// --finetune all: from --unfreeze-epoch on, unfreeze one more block every N epochs, last block first.
+    #[arg(long, value_name = "N")]
+    unfreeze_every: Option<usize>,
+    /// Clip the gradients to this global L2 norm.
+    #[arg(long, value_name = "NORM")]
+    clip_norm: Option<f32>,
+    /// Rows per forward/backward pass; gradients are accumulated over a --batch-size step.
+    #[arg(long, value_name = "ROWS")]
+    micro_batch: Option<usize>,
+    /// Augment (--finetune all): random resized crop keeping at least this fraction of the area.
+    #[arg(long, value_name = "FRACTION")]
+    augment_crop: Option<f32>,
+    /// Augment (--finetune all): flip left-right with probability ½ (not for digits).
+    #[arg(long)]
+    augment_flip: bool,
+    /// Augment (--finetune all): rotate by up to ± this many degrees.
+    #[arg(long, value_name = "DEGREES")]
+    augment_rotate: Option<f32>,
     /// Fine-tune the BatchNorm-folded graph or the BatchNorm-kept one.
     #[arg(long, value_enum)]
     batchnorm: Option<BatchNormForm>,
@@ -335,6 +376,22 @@ impl TrainArgs {
         set!(c.batchnorm, self.batchnorm);
         set!(c.pretrained_lr, self.pretrained_lr);
         set!(c.unfreeze_epoch, self.unfreeze_epoch);
+        set!(c.unfreeze_every, self.unfreeze_every);
+        if self.freeze_until.is_some() {
+            c.freeze_until = self.freeze_until.clone();
+        }
+        set!(c.layer_decay, self.layer_decay);
+        if self.clip_norm.is_some() {
+            c.train.clip_norm = self.clip_norm;
+        }
+        if self.micro_batch.is_some() {
+            c.train.micro_batch = self.micro_batch;
+        }
+        set!(c.train.augment.crop_scale, self.augment_crop);
+        if self.augment_flip {
+            c.train.augment.flip = true;
+        }
+        set!(c.train.augment.rotate, self.augment_rotate);
         if self.split.is_some() {
             c.split.file = self.split.clone();
         }
@@ -382,7 +439,7 @@ impl TrainArgs {
         if let Some(p) = self.patience {
             c.train.patience = (p > 0).then_some(p);
         }
-        if c.finetune == Finetune::Last {
+        if c.finetune != Finetune::None {
             c.train.groups = LrGroups(vec![("trunk.backbone".into(), c.pretrained_lr)]);
             c.train.unfreeze = if c.unfreeze_epoch > 0 {
                 vec![Unfreeze {
@@ -415,10 +472,45 @@ impl RunConfig {
         if let Some(c) = self.probe.cs.iter().find(|c| !(c.is_finite() && **c > 0.0)) {
             bail!("C = {c}: each value of C must be finite and > 0");
         }
-        if self.finetune == Finetune::Last {
+        if self.finetune != Finetune::None {
             ensure!(
                 self.layer.is_none(),
-                "--finetune last starts at the model's last block; --layer does not apply"
+                "--finetune {} starts at the model's {}; --layer does not apply",
+                serde_name(&self.finetune),
+                if self.finetune == Finetune::Last {
+                    "last block"
+                } else {
+                    "input"
+                }
+            );
+        }
+        if self.finetune != Finetune::All {
+            let all_only = [
+                ("--freeze-until", self.freeze_until.is_some()),
+                ("--layer-decay", self.layer_decay != 1.0),
+                ("--unfreeze-every", self.unfreeze_every != 0),
+                ("--augment-*", self.train.augment.is_active()),
+            ];
+            if let Some((flag, _)) = all_only.iter().find(|(_, set)| *set) {
+                bail!("{flag} applies to --finetune all (the whole network from its input)");
+            }
+        }
+        ensure!(
+            self.layer_decay.is_finite() && self.layer_decay > 0.0 && self.layer_decay <= 1.0,
+            "--layer-decay {} must be in (0, 1]",
+            self.layer_decay
+        );
+        if self.unfreeze_every > 0 {
+            ensure!(
+                self.unfreeze_epoch > 0,
+                "--unfreeze-every needs --unfreeze-epoch (the epoch the last block starts training)"
+            );
+        }
+        if self.finetune != Finetune::None && self.unfreeze_epoch >= self.train.epochs {
+            bail!(
+                "--unfreeze-epoch {} is not before the last of {} epochs: the pretrained layers would never train",
+                self.unfreeze_epoch,
+                self.train.epochs
             );
         }
         Ok(())
@@ -554,6 +646,16 @@ pub(crate) fn execute(
             };
             (Some(last), Pool::None, file)
         }
+        Finetune::All => {
+            let entry = registry_entry.as_ref().context(
+                "--finetune all needs a registry CNN (efficientnet-lite0, mobilenet-v2)",
+            )?;
+            let file = match cfg.batchnorm {
+                BatchNormForm::Folded => None,
+                BatchNormForm::Kept => Some(tl_hub::model_path(&home, entry, true)?),
+            };
+            (None, Pool::None, file)
+        }
     };
     let t_extract = Instant::now();
     if cfg.finetune != Finetune::None
@@ -571,6 +673,7 @@ pub(crate) fn execute(
             layer: layer.clone(),
             pool,
             image_size: cfg.image_size,
+            inputs: cfg.finetune == Finetune::All,
             run: run_args,
         },
         &sub,
@@ -617,12 +720,19 @@ pub(crate) fn execute(
     let mut imported: Vec<ImportedLayer> = Vec::new();
     let mut backbone = None;
     let mut head_width = width;
-    if cfg.finetune == Finetune::Last {
+    let mut train_cfg = cfg.train.clone();
+    if cfg.finetune != Finetune::None {
         let to = features_output
             .clone()
             .context("the model names no feature output")?;
         let backbone_model = OnnxModel::load(src.model_path.as_ref().context("no ONNX backbone")?)?;
-        let imp = import_chain(&backbone_model, &src.layer, &to)?;
+        let mut imp = import_graph(&backbone_model, &src.layer, &to)?;
+        if let Some(node) = &cfg.freeze_until {
+            imp.layers.freeze_through(node)?;
+        }
+        if cfg.finetune == Finetune::All {
+            block_rates(&cfg, &imp.layers, &mut train_cfg);
+        }
         let hw = width / imp.in_channels;
         let side = (hw as f64).sqrt().round() as usize;
         ensure!(
@@ -649,14 +759,14 @@ pub(crate) fn execute(
         ));
         head_width = imp.width;
         imported = imp.map;
-        backbone = Some(imp.layers);
+        backbone = Some(Box::new(imp.layers) as Box<dyn Module>);
     }
     // What this run trains on: a checkpoint in `out` resumes only the same run.
     let fingerprint = tl_core::hash::sha256_bytes(
         serde_json::to_string(&serde_json::json!({
             "model_sha256": src.sha, "layer": src.layer, "pool": pool, "contract": src.contract_json,
             "dataset_sha256": ds.sha256, "split": split.rows.iter().map(|r| (&r.content_hash, r.split)).collect::<Vec<_>>(),
-            "tasks": tasks, "head": cfg.head, "finetune": cfg.finetune,
+            "tasks": tasks, "head": cfg.head, "finetune": cfg.finetune, "freeze_until": cfg.freeze_until,
         }))?
         .as_bytes(),
     );
@@ -763,7 +873,7 @@ pub(crate) fn execute(
                 x: &val.x,
                 labels: &val.labels,
             }),
-            &cfg.train,
+            &train_cfg,
             Some((out.as_path(), fingerprint.as_str())),
             &mut log,
             None,
@@ -806,12 +916,12 @@ pub(crate) fn execute(
         let head_meta = HeadMeta {
             schema_version: ARTIFACT_SCHEMA_VERSION,
             tasks: tasks.clone(),
-            input_value: if cfg.finetune == Finetune::Last {
+            input_value: if cfg.finetune != Finetune::None {
                 features_output.clone().unwrap_or_default()
             } else {
                 src.layer.clone()
             },
-            pool: if cfg.finetune == Finetune::Last {
+            pool: if cfg.finetune != Finetune::None {
                 Pool::None
             } else {
                 pool
@@ -964,6 +1074,8 @@ pub(crate) struct FeatureRequest<'a> {
     pub layer: Option<String>,
     pub pool: Pool,
     pub image_size: Option<u32>,
+    /// The model's preprocessed inputs instead of features (`--finetune all`).
+    pub inputs: bool,
     pub run: &'a crate::RunArgs,
 }
 
@@ -977,6 +1089,9 @@ pub(crate) fn feature_source(
 ) -> Result<Source> {
     if let Some(raw) = RawInput::parse(r.model) {
         return raw_source(raw, ds, r.image_size);
+    }
+    if r.inputs {
+        return input_source(r, ds, home);
     }
     let registry_entry = tl_hub::Registry::builtin()?.get(r.model).ok().cloned();
     if let Some(entry) = registry_entry
@@ -1097,6 +1212,76 @@ fn raw_source(raw: RawInput, ds: &Dataset, image_size: Option<u32>) -> Result<So
         sha: String::new(),
         contract_json: contract,
         provider: "cpu (no model)".into(),
+        store_dir: None,
+        gather: in_memory(ds, features)?,
+    })
+}
+
+/// `--finetune all`: per-block learning-rate factors (the last block at `pretrained_lr`,
+/// each earlier one `layer_decay` × the next) and, from `unfreeze_epoch`, the epoch each
+/// block starts training (one more every `unfreeze_every` epochs, last block first).
+fn block_rates(cfg: &RunConfig, layers: &tl_nn::Graph, train: &mut TrainConfig) {
+    let mut blocks: Vec<String> = Vec::new();
+    for node in &layers.nodes()[layers.frozen()..] {
+        let b = tl_head::import::block_of(&node.name);
+        if blocks.last() != Some(&b) {
+            blocks.retain(|x| x != &b);
+            blocks.push(b);
+        }
+    }
+    train.unfreeze.retain(|u| u.prefix != "trunk.backbone");
+    for (i, b) in blocks.iter().enumerate() {
+        let depth = blocks.len() - 1 - i;
+        let prefix = format!("trunk.backbone.{b}.");
+        let factor = cfg.pretrained_lr * cfg.layer_decay.powi(depth as i32);
+        if cfg.layer_decay != 1.0 {
+            train.groups.0.push((prefix.clone(), factor));
+        }
+        if cfg.unfreeze_epoch > 0 {
+            train.unfreeze.push(Unfreeze {
+                prefix,
+                epoch: cfg.unfreeze_epoch + depth * cfg.unfreeze_every,
+            });
+        }
+    }
+}
+
+/// The model's preprocessed inputs (`--finetune all`): each row decoded, resized and
+/// cropped by the input contract (at `--image-size`), normalised and flattened; the
+/// network computes everything after that.
+fn input_source(r: &FeatureRequest<'_>, ds: &Dataset, home: &Path) -> Result<Source> {
+    let mut model = resolve::resolve(r.model, r.contract, home)?;
+    if let Some(f) = &r.model_file {
+        model.path = f.clone();
+    }
+    let mut contract = model
+        .image_contract()
+        .context("--finetune all trains image models from their input")?
+        .clone();
+    if let Some(size) = r.image_size {
+        contract = contract.with_size(size)?;
+    }
+    ensure!(
+        contract.layout == tl_core::contract::Layout::Nchw,
+        "--finetune all needs a model with NCHW input"
+    );
+    let input = OnnxModel::load(&model.path)?
+        .input_names()
+        .into_iter()
+        .next()
+        .context("the model has no input")?;
+    let rows: Vec<&tl_data::Row> = ds.rows.iter().collect();
+    let x = tl_features::extract::preprocess_rows(&contract, &rows)?;
+    let n = x.shape()[0];
+    let width = x.len() / n.max(1);
+    let features = x.into_shape_with_order((n, width))?;
+    Ok(Source {
+        layer: input,
+        width,
+        sha: tl_core::hash::sha256_file(&model.path)?,
+        model_path: Some(model.path),
+        contract_json: serde_json::to_value(tl_core::InputContract::Image(contract))?,
+        provider: "cpu (ndarray)".into(),
         store_dir: None,
         gather: in_memory(ds, features)?,
     })

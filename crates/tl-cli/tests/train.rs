@@ -289,3 +289,138 @@ fn a_text_head_trains_exports_with_its_tokenizer_and_predicts_texts() {
         "no texts",
     );
 }
+
+#[test]
+fn the_whole_network_fine_tunes_reproducibly_exports_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |out: &std::path::Path| -> Vec<String> {
+        [
+            "--json",
+            "train",
+            "--data",
+            "sklearn-digits",
+            "--finetune",
+            "all",
+            "--image-size",
+            "32",
+            "--batchnorm",
+            "kept",
+            "--freeze-until",
+            "blocks.2",
+            "--layer-decay",
+            "0.8",
+            "--augment-rotate",
+            "10",
+            "--augment-crop",
+            "0.8",
+            "--budget",
+            "10",
+            "--epochs",
+            "2",
+            "--micro-batch",
+            "16",
+            "--clip-norm",
+            "5",
+            "--seed",
+            "1",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.to_str().unwrap().to_string()])
+        .collect()
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let run = |out: &std::path::Path| {
+        let args = args(out);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok_json(&tl(&refs))
+    };
+    let v = run(&a);
+    assert_eq!(v["metrics"]["training"]["epochs_run"], 2, "{v}");
+    run(&b);
+    // The same seed, with augmentation and micro-batches: the same bits.
+    assert_eq!(
+        std::fs::read(a.join("weights.safetensors")).unwrap(),
+        std::fs::read(b.join("weights.safetensors")).unwrap()
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["finetune"], "all");
+    assert_eq!(cfg["freeze_until"], "blocks.2");
+    // The exported network runs in ONNX Runtime from the raw image.
+    let png = digit_png(dir.path());
+    let v = ok_json(&tl(&[
+        "--json",
+        "predict",
+        "--model",
+        a.join("model.onnx").to_str().unwrap(),
+        png.to_str().unwrap(),
+    ]));
+    let probs: Vec<f64> = v["results"][0]["predictions"][0]["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(probs.len(), 10);
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    // Bad settings fail before any work, naming what is wrong.
+    let o = dir.path().join("bad");
+    let o = o.to_str().unwrap();
+    let base = [
+        "train",
+        "--data",
+        "sklearn-digits",
+        "--image-size",
+        "32",
+        "--out",
+        o,
+    ];
+    let with = |extra: &[&str]| tl(&[&base[..], extra].concat());
+    assert_fails_with(
+        &with(&["--finetune", "all", "--freeze-until", "blocks.99"]),
+        "no node is named `blocks.99`",
+    );
+    assert_fails_with(
+        &with(&["--layer-decay", "0.5"]),
+        "--layer-decay applies to --finetune all",
+    );
+    assert_fails_with(
+        &with(&["--finetune", "all", "--layer-decay", "1.5"]),
+        "must be in (0, 1]",
+    );
+    assert_fails_with(
+        &with(&[
+            "--finetune",
+            "all",
+            "--epochs",
+            "2",
+            "--unfreeze-epoch",
+            "2",
+        ]),
+        "the pretrained layers would never train",
+    );
+    assert_fails_with(
+        &with(&["--finetune", "all", "--unfreeze-every", "1"]),
+        "--unfreeze-every needs --unfreeze-epoch",
+    );
+    assert_fails_with(
+        &with(&["--finetune", "all", "--augment-crop", "0"]),
+        "augment crop scale",
+    );
+    assert_fails_with(
+        &tl(&[
+            "train",
+            "--model",
+            "minilm-l6",
+            "--data",
+            "rotten-tomatoes",
+            "--finetune",
+            "all",
+            "--out",
+            o,
+        ]),
+        "--finetune all trains image models from their input",
+    );
+}

@@ -160,6 +160,16 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Rows decoded, resized and cropped by `contract` and normalised into one batch (the
+/// model's input, for fine-tuning the whole network), in parallel.
+pub fn preprocess_rows(contract: &ImageContract, rows: &[&Row]) -> Result<ndarray::Array4<f32>> {
+    let images: Vec<Rgb8> = rows
+        .par_iter()
+        .map(|r| row_image(r).map(|img| crate::image::resize_and_crop(contract, &img)))
+        .collect::<Result<_>>()?;
+    Ok(crate::image::batch(contract, &images))
+}
+
 /// The 8-bit RGB image of a row (grayscale replicated), or an error naming it.
 pub fn row_image(row: &Row) -> Result<Rgb8> {
     match &row.content {

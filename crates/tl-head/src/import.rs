@@ -1,16 +1,26 @@
-//! Importing the last layers of an ONNX backbone as trainable `tl-nn` layers
-//! (`train --finetune last`).
+//! Importing an ONNX backbone, from any value to its feature output, as a trainable
+//! `tl-nn` [`Graph`]: the last block (`train --finetune last`) or the whole network
+//! (`--finetune all`).
 //!
-//! From a tapped value (the output of the last inverted-residual block) to the feature
-//! output, the graph must be a chain of supported ops: 1×1 `Conv`, `BatchNormalization`,
-//! `Clip` as ReLU6, `Relu`, `GlobalAveragePool` and `Flatten`. Anything else is an error
-//! naming the node and op. The layers keep their ONNX node names, so export writes the
+//! Supported ops: `Conv` (any kernel, stride, explicit or `SAME_UPPER` padding, groups,
+//! so depthwise too), `BatchNormalization` (trainable, with batch statistics in training),
+//! `Clip` as ReLU6, `Relu`, residual `Add`, `GlobalAveragePool`, `Flatten` after it, and
+//! `Gemm`. Anything else is an error naming the node and op, as is a weight that is not a
+//! constant initializer. The layers keep their ONNX node names, so export writes the
 //! trained values back into the same initializers.
+
+use std::collections::{HashMap, HashSet};
 
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
-use tl_nn::{Act, Activation, BatchNorm, GlobalAvgPool, PointwiseConv, Sequential, Tensor};
-use tl_onnx::{OnnxModel, proto::NodeProto, tensor_values_f32};
+use tl_nn::{
+    Act, Activation, BatchNorm, Conv2d, GlobalAvgPool, Graph, Linear, Module, Padding, Tensor,
+};
+use tl_onnx::{
+    OnnxModel,
+    proto::{GraphProto, NodeProto},
+    tensor_values_f32,
+};
 
 use crate::{Error, Result};
 
@@ -24,17 +34,17 @@ pub struct ImportedLayer {
     pub params: Vec<(String, String)>,
 }
 
-/// The imported chain.
+/// The imported part of the backbone.
 #[derive(Debug)]
 pub struct Imported {
-    pub layers: Sequential,
+    pub layers: Graph,
     pub map: Vec<ImportedLayer>,
     /// Channels of the input (the tapped value) and width of the output features.
     pub in_channels: usize,
     pub width: usize,
 }
 
-const SUPPORTED: &str = "fine-tuning the last layers supports Conv (1×1, group 1, stride 1), BatchNormalization, Clip (as ReLU6), Relu, GlobalAveragePool and Flatten";
+const SUPPORTED: &str = "fine-tuning supports Conv (any kernel, stride, pads or SAME_UPPER, groups; no dilation), BatchNormalization, Clip (as ReLU6), Relu, Add, GlobalAveragePool, Flatten after it, and Gemm (transB = 1)";
 
 fn unsupported(node: &NodeProto, reason: impl Into<String>) -> Error {
     Error::Unsupported {
@@ -69,67 +79,200 @@ fn float(node: &NodeProto, name: &str) -> Option<f32> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.f)
 }
 
-/// Imports the chain of nodes from the value `from` to the value `to`.
-pub fn import_chain(model: &OnnxModel, from: &str, to: &str) -> Result<Imported> {
-    let graph = &model
+fn attr_string(node: &NodeProto, name: &str) -> Option<String> {
+    node.attribute
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+}
+
+/// The block a node belongs to, by its name: the first segment, with the second when it
+/// is a number (`blocks.3.dw.conv` → `blocks.3`, `features.17` → `features.17`,
+/// `stem.conv` → `stem`, `head.bn` → `head`).
+pub fn block_of(node: &str) -> String {
+    let mut parts = node.split('.');
+    let first = parts.next().unwrap_or_default();
+    match parts.next() {
+        Some(n) if n.parse::<u32>().is_ok() => format!("{first}.{n}"),
+        _ => first.to_string(),
+    }
+}
+
+/// The nodes that compute `to` from `from`, in graph order. Every value they read must be
+/// computed from `from` or be a constant initializer; an error names the node that reads
+/// anything else.
+fn path<'a>(
+    graph: &'a GraphProto,
+    model: &OnnxModel,
+    from: &str,
+    to: &str,
+) -> Result<Vec<&'a NodeProto>> {
+    let known = graph.input.iter().any(|i| i.name == from)
+        || graph
+            .node
+            .iter()
+            .any(|n| n.output.iter().any(|o| o == from));
+    if !known {
+        return Err(Error::invalid(
+            "fine-tuning",
+            format!("the model has no value `{from}` to start from"),
+        ));
+    }
+    // Values computed from `from`.
+    let mut down: HashSet<&str> = HashSet::from([from]);
+    for n in &graph.node {
+        if n.input.iter().any(|i| down.contains(i.as_str())) {
+            down.extend(n.output.iter().map(String::as_str));
+        }
+    }
+    if !down.contains(to) {
+        return Err(Error::invalid(
+            "fine-tuning",
+            format!("`{to}` is not computed from `{from}`"),
+        ));
+    }
+    // Walk back from `to` through the values computed from `from`.
+    let producer: HashMap<&str, usize> = graph
+        .node
+        .iter()
+        .enumerate()
+        .flat_map(|(i, n)| n.output.iter().map(move |o| (o.as_str(), i)))
+        .collect();
+    let mut needed = vec![false; graph.node.len()];
+    let mut stack = vec![to];
+    while let Some(v) = stack.pop() {
+        if v == from {
+            continue;
+        }
+        let i = producer[v];
+        if std::mem::replace(&mut needed[i], true) {
+            continue;
+        }
+        let node = &graph.node[i];
+        for input in node.input.iter().filter(|s| !s.is_empty()) {
+            if down.contains(input.as_str()) {
+                stack.push(input);
+            } else if model.initializer(input).is_none() {
+                return Err(if producer.contains_key(input.as_str()) {
+                    Error::invalid(
+                        "fine-tuning",
+                        format!(
+                            "node `{}` ({}) reads `{input}`, which does not come from `{from}`: start from a value every path to `{to}` goes through",
+                            node.name, node.op_type
+                        ),
+                    )
+                } else {
+                    unsupported(
+                        node,
+                        format!("input `{input}` is not a constant initializer"),
+                    )
+                });
+            }
+        }
+    }
+    Ok(graph
+        .node
+        .iter()
+        .zip(needed)
+        .filter_map(|(n, k)| k.then_some(n))
+        .collect())
+}
+
+/// Imports the nodes that compute the value `to` from the value `from` as a trainable
+/// [`Graph`]: a chain (the last block) or the whole backbone (from its input).
+pub fn import_graph(model: &OnnxModel, from: &str, to: &str) -> Result<Imported> {
+    let graph = model
         .proto()
         .graph
         .as_ref()
         .expect("loaded models have a graph");
-    let mut current = from.to_string();
-    let mut layers = Sequential::new();
+    let nodes = path(graph, model, from, to)?;
+    let mut g = Graph::new();
+    let mut value: HashMap<String, usize> = HashMap::from([(from.to_string(), Graph::INPUT)]);
     let mut map = Vec::new();
     let mut in_channels = None;
     let mut width = None;
-    while current != to {
-        let consumers: Vec<&NodeProto> = graph
-            .node
-            .iter()
-            .filter(|n| n.input.contains(&current))
-            .collect();
-        let node = match consumers.as_slice() {
-            [n] => *n,
-            [] => {
-                return Err(Error::invalid(
-                    "fine-tuning",
-                    format!("no node consumes `{current}` on the way from `{from}` to `{to}`"),
-                ));
-            }
-            many => {
-                let names: Vec<&str> = many.iter().map(|n| n.name.as_str()).collect();
-                return Err(Error::invalid(
-                    "fine-tuning",
-                    format!(
-                        "`{current}` feeds several nodes ({}): only a chain can be fine-tuned",
-                        names.join(", ")
-                    ),
-                ));
-            }
-        };
+    let mut pooled = HashSet::new();
+    for node in nodes {
         let name = if node.name.is_empty() {
             node.output[0].clone()
         } else {
             node.name.clone()
         };
-        match node.op_type.as_str() {
+        let data: Vec<&String> = node
+            .input
+            .iter()
+            .filter(|i| !i.is_empty() && model.initializer(i).is_none())
+            .collect();
+        let input = |k: usize| -> Result<usize> {
+            let v = data
+                .get(k)
+                .ok_or_else(|| unsupported(node, "a data input is missing"))?;
+            value.get(v.as_str()).copied().ok_or_else(|| {
+                unsupported(
+                    node,
+                    format!(
+                        "input `{v}` is neither a constant initializer nor computed from `{from}`"
+                    ),
+                )
+            })
+        };
+        // Every node but Add reads one value; its other inputs must be initializers.
+        if node.op_type != "Add" && data.len() > 1 {
+            return Err(unsupported(
+                node,
+                format!("input `{}` is not a constant initializer", data[1]),
+            ));
+        }
+        let layer: Option<Box<dyn Module>> = match node.op_type.as_str() {
             "Conv" => {
                 let (ws, w) = init(model, node, &node.input[1])?;
-                let ok_kernel = ws.len() == 4 && ws[2] == 1 && ws[3] == 1;
-                let ok_group = int(node, "group").unwrap_or(1) == 1;
-                let ok_stride = ints(node, "strides").is_none_or(|s| s.iter().all(|&v| v == 1));
-                let ok_pads = ints(node, "pads").is_none_or(|p| p.iter().all(|&v| v == 0));
-                if !(ok_kernel && ok_group && ok_stride && ok_pads) {
-                    return Err(unsupported(node, format!("kernel {ws:?}: {SUPPORTED}")));
+                if ints(node, "dilations").is_some_and(|d| d.iter().any(|&v| v != 1)) {
+                    return Err(unsupported(
+                        node,
+                        format!("dilated convolution: {SUPPORTED}"),
+                    ));
+                }
+                let stride = ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
+                let padding = match attr_string(node, "auto_pad").as_deref() {
+                    Some("SAME_UPPER") => Padding::SameUpper,
+                    None | Some("NOTSET") => {
+                        let p = ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+                        if p.len() != 4 || p.iter().any(|&v| v < 0) {
+                            return Err(unsupported(node, format!("pads {p:?}")));
+                        }
+                        Padding::Explicit([
+                            p[0] as usize,
+                            p[1] as usize,
+                            p[2] as usize,
+                            p[3] as usize,
+                        ])
+                    }
+                    Some(other) => {
+                        return Err(unsupported(node, format!("auto_pad {other}: {SUPPORTED}")));
+                    }
+                };
+                if ws.len() != 4 || stride.len() != 2 || stride.iter().any(|&v| v < 1) {
+                    return Err(unsupported(
+                        node,
+                        format!(
+                            "kernel {ws:?}, strides {stride:?}: only 2-D convolutions are supported"
+                        ),
+                    ));
                 }
                 let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
                     Some(b) => init(model, node, b)?.1,
                     None => vec![0.0; ws[0]],
                 };
-                in_channels.get_or_insert(ws[1]);
+                let group = int(node, "group").unwrap_or(1) as usize;
+                in_channels.get_or_insert(ws[1] * group);
                 width = Some(ws[0]);
-                let conv = PointwiseConv::from_weights(
+                let conv = Conv2d::from_weights(
                     Tensor::from_shape_vec(ws.clone(), w).expect("shape checked"),
                     Array1::from_vec(bias),
+                    [stride[0] as usize, stride[1] as usize],
+                    padding,
+                    group,
                 )?;
                 // A convolution without a bias (before a BatchNorm) gets one when trained;
                 // an empty initializer name tells export to add it to the node.
@@ -139,16 +282,15 @@ pub fn import_chain(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
                     .filter(|b| !b.is_empty())
                     .cloned()
                     .unwrap_or_default();
-                let params = vec![
-                    ("weight".to_string(), node.input[1].clone()),
-                    ("bias".into(), bias_init),
-                ];
-                layers.push_boxed(&name, Box::new(conv));
                 map.push(ImportedLayer {
                     node: name.clone(),
                     op: node.op_type.clone(),
-                    params,
+                    params: vec![
+                        ("weight".to_string(), node.input[1].clone()),
+                        ("bias".into(), bias_init),
+                    ],
                 });
+                Some(Box::new(conv))
             }
             "BatchNormalization" => {
                 let get =
@@ -158,17 +300,16 @@ pub fn import_chain(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
                 let momentum = 1.0 - float(node, "momentum").unwrap_or(0.9);
                 let bn = BatchNorm::from_stats(get(1)?, get(2)?, get(3)?, get(4)?, eps, momentum)?;
                 in_channels.get_or_insert(bn.channels());
-                let params = ["weight", "bias", "running_mean", "running_var"]
-                    .iter()
-                    .zip(&node.input[1..5])
-                    .map(|(p, i)| (p.to_string(), i.clone()))
-                    .collect();
-                layers.push_boxed(&name, Box::new(bn));
                 map.push(ImportedLayer {
                     node: name.clone(),
                     op: node.op_type.clone(),
-                    params,
+                    params: ["weight", "bias", "running_mean", "running_var"]
+                        .iter()
+                        .zip(&node.input[1..5])
+                        .map(|(p, i)| (p.to_string(), i.clone()))
+                        .collect(),
                 });
+                Some(Box::new(bn))
             }
             "Clip" => {
                 let bound = |i: usize, attr: &str| -> Result<Option<f32>> {
@@ -190,18 +331,64 @@ pub fn import_chain(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
                         ));
                     }
                 };
-                layers.push_boxed(&name, Box::new(Activation::new(act)));
+                Some(Box::new(Activation::new(act)))
             }
-            "Relu" => layers.push_boxed(&name, Box::new(Activation::new(Act::Relu))),
-            "GlobalAveragePool" => layers.push_boxed(&name, Box::new(GlobalAvgPool::new())),
+            "Relu" => Some(Box::new(Activation::new(Act::Relu))),
+            "GlobalAveragePool" => {
+                pooled.insert(node.output[0].clone());
+                Some(Box::new(GlobalAvgPool::new()))
+            }
+            "Gemm" => {
+                let transposed = int(node, "transB") == Some(1)
+                    && int(node, "transA").unwrap_or(0) == 0
+                    && float(node, "alpha").unwrap_or(1.0) == 1.0
+                    && float(node, "beta").unwrap_or(1.0) == 1.0;
+                if !transposed {
+                    return Err(unsupported(
+                        node,
+                        format!("only transB = 1, alpha = beta = 1: {SUPPORTED}"),
+                    ));
+                }
+                let (ws, w) = init(model, node, &node.input[1])?;
+                let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
+                    Some(b) => init(model, node, b)?.1,
+                    None => {
+                        return Err(unsupported(node, "a Gemm without a bias"));
+                    }
+                };
+                width = Some(ws[0]);
+                map.push(ImportedLayer {
+                    node: name.clone(),
+                    op: node.op_type.clone(),
+                    params: vec![
+                        ("weight".to_string(), node.input[1].clone()),
+                        ("bias".into(), node.input[2].clone()),
+                    ],
+                });
+                Some(Box::new(Linear::from_weights(
+                    ndarray::Array2::from_shape_vec((ws[0], ws[1]), w)
+                        .map_err(|_| unsupported(node, format!("weight {ws:?} is not 2-D")))?,
+                    Array1::from_vec(bias),
+                )))
+            }
+            "Add" => None,
             // Global pooling already gives [N, C].
-            "Flatten"
-                if layers
-                    .layers()
-                    .any(|(_, l)| l.describe() == "global-avg-pool") => {}
+            "Flatten" if data.first().is_some_and(|d| pooled.contains(*d)) => {
+                value.insert(node.output[0].clone(), input(0)?);
+                continue;
+            }
             _ => return Err(unsupported(node, SUPPORTED)),
-        }
-        current = node.output[0].clone();
+        };
+        let out = match layer {
+            Some(l) => g.push_layer(&name, input(0)?, l)?,
+            None => {
+                if data.len() != 2 {
+                    return Err(unsupported(node, "Add of two computed values only"));
+                }
+                g.push_add(&name, input(0)?, input(1)?)?
+            }
+        };
+        value.insert(node.output[0].clone(), out);
     }
     let (Some(in_channels), Some(width)) = (in_channels, width) else {
         return Err(Error::invalid(
@@ -209,17 +396,20 @@ pub fn import_chain(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
             format!("no trainable layer between `{from}` and `{to}`"),
         ));
     };
-    if !layers
-        .layers()
-        .any(|(_, l)| l.describe() == "global-avg-pool")
-    {
+    if value.get(to) != Some(&g.len()) {
+        return Err(Error::invalid(
+            "fine-tuning",
+            format!("the layers from `{from}` do not end in `{to}`"),
+        ));
+    }
+    if pooled.is_empty() {
         return Err(Error::invalid(
             "fine-tuning",
             format!("the layers from `{from}` to `{to}` do not end in global pooling"),
         ));
     }
     Ok(Imported {
-        layers,
+        layers: g,
         map,
         in_channels,
         width,

@@ -15,6 +15,7 @@
 //! # Ok::<(), tl_head::Error>(())
 //! ```
 
+pub mod augment;
 mod error;
 pub mod export;
 pub mod import;

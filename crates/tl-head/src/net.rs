@@ -125,7 +125,7 @@ impl HeadNet {
     /// first; `inputs` is then the backbone's output width.
     pub fn build_on(
         spec: &HeadSpec,
-        backbone: Option<Sequential>,
+        backbone: Option<Box<dyn Module>>,
         inputs: usize,
         tasks: &[TaskSpec],
         seed: u64,
@@ -150,7 +150,7 @@ impl HeadNet {
         let mut rng = tl_core::rng::seeded_rng(seed, "init");
         let mut trunk = Sequential::new();
         if let Some(b) = backbone {
-            trunk.push_boxed("backbone", Box::new(b));
+            trunk.push_boxed("backbone", b);
         }
         let mut width = inputs;
         for (i, &h) in spec.hidden.iter().enumerate() {

@@ -18,6 +18,7 @@ use tl_nn::{
 
 use crate::{
     Error, Result,
+    augment::Augment,
     net::{HeadNet, TaskSpec},
 };
 
@@ -52,6 +53,14 @@ pub struct TrainConfig {
     pub unfreeze: Vec<Unfreeze>,
     /// Which weights the run ends with.
     pub keep: Keep,
+    /// Scale the gradients down to this global L2 norm when they exceed it.
+    pub clip_norm: Option<f32>,
+    /// Rows per forward/backward pass within a batch: gradients of the micro-batches are
+    /// accumulated (weighted by their rows) into one step of `batch_size` rows, bounding
+    /// memory for large inputs. BatchNorm sees micro-batch statistics, as in PyTorch.
+    pub micro_batch: Option<usize>,
+    /// Augmentation of image inputs (`[N, C, H, W]`) in each training batch.
+    pub augment: Augment,
 }
 
 /// The weights a run ends with.
@@ -80,6 +89,9 @@ impl Default for TrainConfig {
             groups: LrGroups::default(),
             unfreeze: Vec::new(),
             keep: Keep::Best,
+            clip_norm: None,
+            micro_batch: None,
+            augment: Augment::default(),
         }
     }
 }
@@ -110,6 +122,16 @@ impl TrainConfig {
                 format!("`{p}`: {f} must be ≥ 0"),
             ));
         }
+        if let Some(c) = self.clip_norm.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(Error::invalid(
+                "gradient clipping",
+                format!("a norm of {c} must be finite and > 0"),
+            ));
+        }
+        if self.micro_batch == Some(0) {
+            return Err(Error::invalid("micro-batch", "must be ≥ 1 row"));
+        }
+        self.augment.check()?;
         if self.patience == Some(0) {
             return Err(Error::invalid("patience", "must be ≥ 1 epoch (or none)"));
         }
@@ -393,6 +415,7 @@ pub trait Objective {
 pub struct Supervised {
     losses: Vec<CrossEntropy>,
     weights: Vec<f32>,
+    augment: Augment,
 }
 
 impl Supervised {
@@ -406,7 +429,16 @@ impl Supervised {
                 })
                 .collect(),
             weights: tasks.iter().map(|t| t.weight).collect(),
+            augment: Augment::default(),
         }
+    }
+
+    /// Augments each training batch's inputs with `augment` (from the stream
+    /// `augment/<epoch>/<batch>/<first row>` of the run seed).
+    #[must_use]
+    pub fn with_augment(mut self, augment: Augment) -> Self {
+        self.augment = augment;
+        self
     }
 
     /// The loss of logits `z` (all tasks side by side) against `labels[task][row]`, and
@@ -440,10 +472,16 @@ impl Objective for Supervised {
         net: &mut HeadNet,
         train: &Labelled<'_>,
         rows: &[usize],
-        _info: StepInfo,
+        info: StepInfo,
         ctx: &mut Ctx,
     ) -> Result<f64> {
-        let xb = train.x.select(Axis(0), rows);
+        let mut xb = train.x.select(Axis(0), rows);
+        if self.augment.is_active() {
+            let stream = format!("augment/{}/{}/{}", info.epoch, info.batch, rows[0]);
+            xb = self
+                .augment
+                .apply(&xb, &mut tl_core::rng::seeded_rng(info.seed, &stream))?;
+        }
         let logits = net.forward(&xb, ctx)?;
         let z = logits
             .view()
@@ -509,6 +547,62 @@ impl Module for Joint<'_> {
     }
 }
 
+/// One batch's loss, with its gradients in the parameters: in micro-batches of
+/// `cfg.micro_batch` rows whose gradients are summed weighted by their share of rows, then
+/// clipped to `cfg.clip_norm`.
+fn accumulate(
+    net: &mut HeadNet,
+    objective: &mut dyn Objective,
+    train: &Labelled<'_>,
+    idx: &[usize],
+    info: StepInfo,
+    ctx: &mut Ctx,
+    cfg: &TrainConfig,
+) -> Result<f64> {
+    let micro = cfg.micro_batch.unwrap_or(idx.len()).max(1);
+    let loss = if idx.len() <= micro {
+        objective.batch(net, train, idx, info, ctx)?
+    } else {
+        let mut sum: Vec<Tensor> = Vec::new();
+        let mut loss = 0.0;
+        for part in idx.chunks(micro) {
+            let l = objective.batch(net, train, part, info, ctx)?;
+            let share = part.len() as f32 / idx.len() as f32;
+            loss += l * share as f64;
+            let mut k = 0;
+            Joint::of(&mut *net, &mut *objective).visit_mut("", &mut |_, p| {
+                match sum.get_mut(k) {
+                    Some(s) => s.scaled_add(share, &p.grad),
+                    None => sum.push(p.grad.mapv(|g| g * share)),
+                }
+                p.zero_grad();
+                k += 1;
+            });
+        }
+        let mut k = 0;
+        Joint::of(&mut *net, &mut *objective).visit_mut("", &mut |_, p| {
+            p.grad.assign(&sum[k]);
+            k += 1;
+        });
+        loss
+    };
+    if let Some(max) = cfg.clip_norm {
+        let mut joint = Joint::of(&mut *net, &mut *objective);
+        let mut sq = 0.0f64;
+        joint.visit("", &mut |_, p| {
+            if p.trainable() {
+                sq += p.grad.iter().map(|&g| (g as f64).powi(2)).sum::<f64>();
+            }
+        });
+        let norm = sq.sqrt();
+        if norm > max as f64 {
+            let scale = (max as f64 / norm) as f32;
+            joint.visit_mut("", &mut |_, p| p.grad.mapv_inplace(|g| g * scale));
+        }
+    }
+    Ok(loss)
+}
+
 /// Where a run keeps its checkpoint (`<dir>/checkpoint/`).
 pub fn checkpoint_dir(dir: &Path) -> PathBuf {
     dir.join("checkpoint")
@@ -530,7 +624,8 @@ pub fn train(
     on_epoch: &mut dyn FnMut(&EpochLog),
     stop_after: Option<usize>,
 ) -> Result<TrainReport> {
-    let mut objective = Supervised::new(tasks, cfg.label_smoothing);
+    let mut objective =
+        Supervised::new(tasks, cfg.label_smoothing).with_augment(cfg.augment.clone());
     train_with(
         net,
         tasks,
@@ -675,7 +770,7 @@ pub fn train_with(
                 step: state.steps,
                 total_steps: total_steps as u64,
             };
-            let batch_loss = objective.batch(net, train, idx, info, &mut ctx)?;
+            let batch_loss = accumulate(net, objective, train, idx, info, &mut ctx, cfg)?;
             if !batch_loss.is_finite() {
                 return Err(Error::invalid(
                     "training",

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use ndarray::{ArrayD, IxDyn};
 use tl_head::{
     export::{ExportPool, ExportSpec, export},
-    import::import_chain,
+    import::import_graph,
     net::{HeadNet, HeadSpec, TaskSpec},
     train::{Labelled, TrainConfig, train},
 };
@@ -20,12 +20,14 @@ use tl_runtime::{Input, Runtime, RuntimeOptions, Session, SessionOptions};
 const PROB_TOL: f32 = 1e-5;
 /// Imported layers with pretrained weights against ONNX Runtime's own features.
 const FEATURE_TOL: f32 = 1e-4;
+/// The bar for a whole fine-tuned network exported, against the ndarray forward.
+const FULL_TOL: f32 = 1e-4;
 
-fn model(file: &str) -> (std::path::PathBuf, OnnxModel) {
-    let dir = tl_core::home::model_dir(&tl_core::home::tl_home().unwrap(), "efficientnet-lite0");
+fn model(id: &str, file: &str) -> (std::path::PathBuf, OnnxModel) {
+    let dir = tl_core::home::model_dir(&tl_core::home::tl_home().unwrap(), id);
     assert!(
         dir.join("fetched.json").is_file(),
-        "run `cargo xtask fetch-models efficientnet-lite0`"
+        "run `cargo xtask fetch-models {id}`"
     );
     let path = dir.join(file);
     let m = OnnxModel::load(&path).unwrap();
@@ -86,30 +88,48 @@ fn labels(n: usize) -> Vec<Vec<Option<u32>>> {
     ]
 }
 
-fn check_export(file: &str, finetune: bool, head: HeadSpec) {
-    let (path, backbone) = model(file);
+/// What the head reads.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tap {
+    /// `blocks.15` (or `last`) mean-pooled, frozen backbone.
+    Pooled,
+    /// The last block imported and fine-tuned from `last`.
+    Last,
+    /// The whole network imported and fine-tuned from its input.
+    All,
+}
+
+fn check_export(id: &str, file: &str, last: &str, tap_at: Tap, head: HeadSpec) {
+    let (path, backbone) = model(id, file);
     let rt = runtime();
     let x = input(8);
     let mut session = Session::from_model(
         rt,
-        &backbone.with_outputs(&["blocks.15"]).unwrap(),
+        &backbone.with_outputs(&[last]).unwrap(),
         file,
         &SessionOptions::default(),
     )
     .unwrap();
-    let outs = run(&mut session, &x, &["blocks.15", "features"]);
-    let (tap, features) = (&outs["blocks.15"], &outs["features"]);
+    let outs = run(&mut session, &x, &[last, "features"]);
+    let (tap, features) = (&outs[last], &outs["features"]);
     let tasks = tasks();
-    let (mut net, head_input, pool, imported) = if finetune {
-        let imp = import_chain(&backbone, "blocks.15", "features").unwrap();
+    let (mut net, head_input, pool, imported) = if tap_at != Tap::Pooled {
+        let (from, from_value) = if tap_at == Tap::All {
+            ("input", &x)
+        } else {
+            (last, tap)
+        };
+        let imp = import_graph(&backbone, from, "features").unwrap();
         let mut layers = imp.layers;
-        let mine = layers.predict(tap).unwrap();
+        let mine = layers.predict(from_value).unwrap();
         let d = max_diff(&mine, features);
-        println!("{file}: imported layers vs ONNX Runtime's features: max diff {d:.2e}");
+        println!(
+            "{id}/{file} from {from}: imported layers vs ONNX Runtime's features: max diff {d:.2e}"
+        );
         assert!(d < FEATURE_TOL, "{d}");
         (
-            HeadNet::build_on(&head, Some(layers), imp.width, &tasks, 3).unwrap(),
-            tap.clone(),
+            HeadNet::build_on(&head, Some(Box::new(layers)), imp.width, &tasks, 3).unwrap(),
+            from_value.clone(),
             ExportPool::None,
             imp.map,
         )
@@ -158,7 +178,11 @@ fn check_export(file: &str, finetune: bool, head: HeadSpec) {
         &backbone,
         &ExportSpec {
             text: None,
-            input_value: if finetune { "features" } else { "blocks.15" },
+            input_value: if tap_at == Tap::Pooled {
+                last
+            } else {
+                "features"
+            },
             pool,
             head: &head,
             tasks: &tasks,
@@ -185,10 +209,15 @@ fn check_export(file: &str, finetune: bool, head: HeadSpec) {
         let want = softmax(logits.slice(ndarray::s![.., cols])).into_dyn();
         let d = max_diff(&got[&format!("probabilities.{name}")], &want);
         println!(
-            "{file} finetune={finetune} {}: task {name}: exported vs ndarray max diff {d:.2e}",
+            "{id}/{file} {tap_at:?} {}: task {name}: exported vs ndarray max diff {d:.2e}",
             head.hidden.len()
         );
-        assert!(d < PROB_TOL, "task {name}: {d}");
+        let tol = if tap_at == Tap::All {
+            FULL_TOL
+        } else {
+            PROB_TOL
+        };
+        assert!(d < tol, "task {name}: {d}");
     }
     let meta = OnnxModel::load(&out).unwrap().metadata();
     assert!(meta["tl.class_names"].contains("\"light\""));
@@ -197,14 +226,26 @@ fn check_export(file: &str, finetune: bool, head: HeadSpec) {
 
 #[test]
 fn finetuned_last_layers_with_batch_norm_kept_export_and_match() {
-    check_export("model-bn.onnx", true, HeadSpec::linear());
+    check_export(
+        "efficientnet-lite0",
+        "model-bn.onnx",
+        "blocks.15",
+        Tap::Last,
+        HeadSpec::linear(),
+    );
 }
 
 #[test]
 fn finetuned_last_layers_folded_with_an_mlp_export_and_match() {
     let mut h = HeadSpec::mlp(vec![16]);
     h.activation = Act::Relu6;
-    check_export("model.onnx", true, h);
+    check_export(
+        "efficientnet-lite0",
+        "model.onnx",
+        "blocks.15",
+        Tap::Last,
+        h,
+    );
 }
 
 #[test]
@@ -212,24 +253,126 @@ fn a_gelu_mlp_on_pooled_features_exports_and_matches() {
     let mut h = HeadSpec::mlp(vec![24]);
     h.activation = Act::Gelu;
     h.dropout = 0.2;
-    check_export("model.onnx", false, h);
+    check_export(
+        "efficientnet-lite0",
+        "model.onnx",
+        "blocks.15",
+        Tap::Pooled,
+        h,
+    );
 }
 
 #[test]
-fn an_unsupported_op_is_named() {
-    let (_, backbone) = model("model.onnx");
-    // From blocks.14 the chain reaches the depthwise 3×3 convolution of block 15.
-    let err = import_chain(&backbone, "blocks.14", "features")
+fn the_whole_efficientnet_with_batch_norm_kept_is_fine_tuned_exported_and_matches() {
+    check_export(
+        "efficientnet-lite0",
+        "model-bn.onnx",
+        "blocks.15",
+        Tap::All,
+        HeadSpec::linear(),
+    );
+}
+
+#[test]
+fn the_whole_mobilenet_v2_folded_with_an_mlp_is_fine_tuned_exported_and_matches() {
+    check_export(
+        "mobilenet-v2",
+        "model.onnx",
+        "features.17",
+        Tap::All,
+        HeadSpec::mlp(vec![16]),
+    );
+}
+
+#[test]
+fn the_whole_mobilenet_v2_with_batch_norm_kept_imports_exactly() {
+    let (_, backbone) = model("mobilenet-v2", "model-bn.onnx");
+    let x = input(3);
+    let mut session = Session::from_model(
+        runtime(),
+        &backbone,
+        "mobilenet-v2",
+        &SessionOptions::default(),
+    )
+    .unwrap();
+    let features = run(&mut session, &x, &["features"])
+        .remove("features")
+        .unwrap();
+    let mut imp = import_graph(&backbone, "input", "features").unwrap();
+    assert_eq!(imp.in_channels, 3);
+    assert_eq!(imp.width, 1280);
+    let d = max_diff(&imp.layers.predict(&x).unwrap(), &features);
+    println!("mobilenet-v2/model-bn.onnx from input: max diff {d:.2e}");
+    assert!(d < FEATURE_TOL, "{d}");
+}
+
+/// A tiny model: input → Conv(weight) → `op` → GlobalAveragePool → Flatten → features.
+fn tiny(op: &str, weight_is_input: bool) -> OnnxModel {
+    use tl_onnx::builder::{Dim, GraphBuilder, ModelBuilder, attr};
+    use tl_onnx::proto::DataType;
+    let mut g = GraphBuilder::new("tiny");
+    let x = g.image_input("input", 2);
+    let w = if weight_is_input {
+        g.input(
+            "w",
+            DataType::Float,
+            &[Dim::Fixed(3), Dim::Fixed(2), Dim::Fixed(1), Dim::Fixed(1)],
+        )
+    } else {
+        g.initializer("w", &[3, 2, 1, 1], &[0.5; 6])
+    };
+    let c = g.op(
+        "Conv",
+        "conv",
+        &[&x, &w],
+        vec![attr::ints("kernel_shape", &[1, 1])],
+    );
+    let a = g.op(op, "act", &[&c], vec![]);
+    let p = g.op("GlobalAveragePool", "pool", &[&a], vec![]);
+    g.op("Flatten", "features", &[&p], vec![attr::int("axis", 1)]);
+    g.output(
+        "features",
+        DataType::Float,
+        &[Dim::param("N"), Dim::Fixed(3)],
+    );
+    ModelBuilder::new(g.build()).build().unwrap()
+}
+
+#[test]
+fn bad_graphs_are_named_before_training() {
+    assert!(import_graph(&tiny("Relu", false), "input", "features").is_ok());
+    let err = import_graph(&tiny("Sigmoid", false), "input", "features")
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("node `blocks.15.dw.conv` (Conv): kernel [1152, 1, 3, 3]: fine-tuning the last layers supports"),
+        err.contains("node `act` (Sigmoid)") && err.contains("fine-tuning supports Conv"),
         "{err}"
     );
-    let err = import_chain(&backbone, "no.such.value", "features")
+    let err = import_graph(&tiny("Relu", true), "input", "features")
         .unwrap_err()
         .to_string();
-    assert!(err.contains("no node consumes `no.such.value`"), "{err}");
+    assert!(
+        err.contains("node `conv` (Conv): input `w` is not a constant initializer"),
+        "{err}"
+    );
+    let (_, backbone) = model("efficientnet-lite0", "model.onnx");
+    let err = import_graph(&backbone, "no.such.value", "features")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("the model has no value `no.such.value`"),
+        "{err}"
+    );
+    // A residual block's inner value: the skip connection bypasses it.
+    let err = import_graph(&backbone, "blocks.14.dw", "features")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(
+            "node `blocks.14` (Add) reads `blocks.13`, which does not come from `blocks.14.dw`"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

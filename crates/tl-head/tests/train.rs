@@ -284,3 +284,103 @@ fn bad_settings_and_labels_fail_before_training() {
         "invalid training features: linear input: expected shape [batch, 3], got [1, 5]"
     ));
 }
+
+/// One epoch of one batch: the weights after a single step.
+fn one_step(c: &TrainConfig) -> std::collections::BTreeMap<String, Tensor> {
+    let (x, y) = digits();
+    let (xtr, ytr) = split(&x, &y, 0, 96);
+    let tasks = digit_task();
+    let mut spec = HeadSpec::mlp(vec![16]);
+    spec.activation = Act::Gelu;
+    let mut net = HeadNet::build(&spec, 64, &tasks, 2).unwrap();
+    train(
+        &mut net,
+        &tasks,
+        &Labelled {
+            x: &xtr,
+            labels: &ytr,
+        },
+        None,
+        c,
+        None,
+        &mut |_| {},
+        None,
+    )
+    .unwrap();
+    named_params(&net)
+}
+
+fn max_change(
+    a: &std::collections::BTreeMap<String, Tensor>,
+    b: &std::collections::BTreeMap<String, Tensor>,
+) -> f32 {
+    a.iter()
+        .map(|(k, v)| {
+            v.iter()
+                .zip(b[k].iter())
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max)
+        })
+        .fold(0.0, f32::max)
+}
+
+/// Summation order differs between one pass of 96 rows and three of 32.
+const ACCUMULATE_TOL: f32 = 1e-6;
+
+#[test]
+fn micro_batches_accumulate_to_the_full_batch_step_and_clipping_bounds_the_step() {
+    let mut c = cfg(1);
+    c.batch_size = 96;
+    c.optimizer = tl_nn::Optimizer::Sgd {
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    c.schedule = tl_nn::Schedule::Constant;
+    c.lr = 0.5;
+    let full = one_step(&c);
+    let mut micro = c.clone();
+    micro.micro_batch = Some(32);
+    let d = max_change(&full, &one_step(&micro));
+    assert!(
+        d < ACCUMULATE_TOL,
+        "micro-batches differ from the full batch by {d}"
+    );
+    // Uneven micro-batches (40 + 40 + 16) are weighted by their rows.
+    micro.micro_batch = Some(40);
+    let d = max_change(&full, &one_step(&micro));
+    assert!(d < ACCUMULATE_TOL, "uneven micro-batches differ by {d}");
+    // Clipping: plain SGD moves the weights by lr × the clipped gradient, whose global
+    // norm is the clip.
+    let mut start = c.clone();
+    start.lr = 1e-30;
+    let before = one_step(&start);
+    let mut clipped = c.clone();
+    clipped.clip_norm = Some(1e-3);
+    let after = one_step(&clipped);
+    let step: f64 = after
+        .iter()
+        .map(|(k, v)| {
+            v.iter()
+                .zip(before[k].iter())
+                .map(|(p, q)| ((p - q) as f64).powi(2))
+                .sum::<f64>()
+        })
+        .sum::<f64>()
+        .sqrt();
+    assert!(
+        (step - 0.5e-3).abs() < 1e-5,
+        "clipped step norm {step}, expected lr × clip = 5e-4"
+    );
+    let mut bad = c.clone();
+    bad.clip_norm = Some(0.0);
+    assert!(
+        bad.check()
+            .unwrap_err()
+            .to_string()
+            .contains("gradient clipping")
+    );
+    bad.clip_norm = None;
+    bad.micro_batch = Some(0);
+    assert!(bad.check().unwrap_err().to_string().contains("micro-batch"));
+}

@@ -1,19 +1,17 @@
-//! Layers: linear, pointwise convolution, BatchNorm, activations, dropout, global
-//! average pooling and gradient reversal.
+//! Layers: linear, BatchNorm, activations, dropout, global average pooling and gradient
+//! reversal (convolutions are in [`crate::conv`]).
 //!
-//! Weights follow ONNX and PyTorch layouts (`[out, in]` for linear layers, `[out, in,
-//! 1, 1]` for pointwise convolutions), so imported and exported weights need no
-//! transposition.
+//! Weights follow ONNX and PyTorch layouts (`[out, in]` for linear layers), so imported
+//! and exported weights need no transposition.
 
 use std::sync::{
     Arc,
     atomic::{AtomicU32, Ordering},
 };
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, Ix2, Ix4, s};
+use ndarray::{Array1, Array2, ArrayView2, Axis, Ix2, s};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use crate::{
     Error, Result,
@@ -264,177 +262,6 @@ impl Module for Dropout {
 
     fn describe(&self) -> String {
         format!("dropout {}", self.p)
-    }
-}
-
-/// Samples per parallel chunk: partial gradients are summed chunk by chunk in a fixed
-/// order, so results do not depend on the thread count.
-const CHUNK: usize = 8;
-
-/// A 1×1 convolution over NCHW input: weight `[out, in, 1, 1]`, bias `[out]`.
-#[derive(Debug)]
-pub struct PointwiseConv {
-    pub weight: Param,
-    pub bias: Param,
-    input: Option<Tensor>,
-}
-
-impl PointwiseConv {
-    /// From ONNX/PyTorch weights `[out, in, 1, 1]` (or `[out, in]`) and a bias `[out]`.
-    pub fn from_weights(weight: Tensor, bias: Array1<f32>) -> Result<Self> {
-        let s = weight.shape().to_vec();
-        let ok = (s.len() == 4 && s[2] == 1 && s[3] == 1) || s.len() == 2;
-        if !ok || bias.len() != s[0] {
-            return Err(Error::shape(
-                "pointwise convolution weight",
-                format!("[out, in, 1, 1] with a bias [out] ({} values)", bias.len()),
-                &s,
-            ));
-        }
-        let w = weight
-            .into_shape_with_order((s[0], s[1], 1, 1))
-            .expect("checked")
-            .into_dyn();
-        Ok(Self {
-            weight: Param::new(w, ParamKind::Weight),
-            bias: Param::new(bias.into_dyn(), ParamKind::NoDecay),
-            input: None,
-        })
-    }
-
-    fn w(&self) -> ArrayView2<'_, f32> {
-        let s = self.weight.value.shape();
-        self.weight
-            .value
-            .view()
-            .into_shape_with_order((s[0], s[1]))
-            .expect("contiguous weight")
-    }
-
-    pub fn inputs(&self) -> usize {
-        self.weight.value.shape()[1]
-    }
-
-    pub fn outputs(&self) -> usize {
-        self.weight.value.shape()[0]
-    }
-}
-
-fn as4<'a>(x: &'a Tensor, what: &str, channels: usize) -> Result<ndarray::ArrayView4<'a, f32>> {
-    let v = x.view().into_dimensionality::<Ix4>().map_err(|_| {
-        Error::shape(
-            what,
-            format!("[batch, {channels}, height, width]"),
-            x.shape(),
-        )
-    })?;
-    if v.shape()[1] != channels {
-        return Err(Error::shape(
-            what,
-            format!("[batch, {channels}, height, width]"),
-            x.shape(),
-        ));
-    }
-    Ok(v)
-}
-
-impl Module for PointwiseConv {
-    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let xv = as4(x, "pointwise convolution input", self.inputs())?;
-        let (n, c, h, wd) = xv.dim();
-        let o = self.outputs();
-        let w = self.w();
-        let b = self.bias.value.as_slice().expect("contiguous bias");
-        let xc = xv.as_standard_layout();
-        let mut y = ndarray::Array4::<f32>::zeros((n, o, h, wd));
-        y.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(xc.axis_iter(Axis(0)).into_par_iter())
-            .for_each(|(mut yi, xi)| {
-                let xi = xi.into_shape_with_order((c, h * wd)).expect("contiguous");
-                let mut yi = yi
-                    .view_mut()
-                    .into_shape_with_order((o, h * wd))
-                    .expect("contiguous");
-                ndarray::linalg::general_mat_mul(1.0, &w, &xi, 0.0, &mut yi);
-                for (mut row, &bo) in yi.outer_iter_mut().zip(b) {
-                    row += bo;
-                }
-            });
-        if ctx.train {
-            self.input = Some(xc.into_owned().into_dyn());
-        }
-        Ok(y.into_dyn())
-    }
-
-    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
-        let x = cached(&self.input, "pointwise convolution")?;
-        let xv = x.view().into_dimensionality::<Ix4>().expect("cached 4-D");
-        let (n, c, h, wd) = xv.dim();
-        let o = self.outputs();
-        let g = as4(grad_out, "pointwise convolution output gradient", o)?;
-        let g = g.as_standard_layout();
-        let w = self.w().to_owned();
-        let hw = h * wd;
-        // Per chunk of samples: (dW, db); summed in chunk order.
-        let partial: Vec<(Array2<f32>, Array1<f32>)> = (0..n.div_ceil(CHUNK))
-            .into_par_iter()
-            .map(|ci| {
-                let mut dw = Array2::<f32>::zeros((o, c));
-                let mut db = Array1::<f32>::zeros(o);
-                for i in ci * CHUNK..((ci + 1) * CHUNK).min(n) {
-                    let gi = g
-                        .slice(s![i, .., .., ..])
-                        .into_shape_with_order((o, hw))
-                        .expect("contiguous");
-                    let xi = xv
-                        .slice(s![i, .., .., ..])
-                        .into_shape_with_order((c, hw))
-                        .expect("contiguous");
-                    ndarray::linalg::general_mat_mul(1.0, &gi, &xi.t(), 1.0, &mut dw);
-                    db += &gi.sum_axis(Axis(1));
-                }
-                (dw, db)
-            })
-            .collect();
-        let mut dw = Array2::<f32>::zeros((o, c));
-        let mut db = Array1::<f32>::zeros(o);
-        for (pw, pb) in partial {
-            dw += &pw;
-            db += &pb;
-        }
-        self.weight.grad += &dw
-            .into_shape_with_order((o, c, 1, 1))
-            .expect("shape")
-            .into_dyn();
-        self.bias.grad += &db.into_dyn();
-        let mut dx = ndarray::Array4::<f32>::zeros((n, c, h, wd));
-        dx.axis_iter_mut(Axis(0))
-            .into_par_iter()
-            .zip(g.axis_iter(Axis(0)).into_par_iter())
-            .for_each(|(mut dxi, gi)| {
-                let gi = gi.into_shape_with_order((o, hw)).expect("contiguous");
-                let mut dxi = dxi
-                    .view_mut()
-                    .into_shape_with_order((c, hw))
-                    .expect("contiguous");
-                ndarray::linalg::general_mat_mul(1.0, &w.t(), &gi, 0.0, &mut dxi);
-            });
-        Ok(dx.into_dyn())
-    }
-
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
-        f(&join(prefix, "weight"), &self.weight);
-        f(&join(prefix, "bias"), &self.bias);
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
-        f(&join(prefix, "weight"), &mut self.weight);
-        f(&join(prefix, "bias"), &mut self.bias);
-    }
-
-    fn describe(&self) -> String {
-        format!("conv1x1 {}→{}", self.inputs(), self.outputs())
     }
 }
 

@@ -36,17 +36,20 @@
 //! ```
 
 pub mod checkpoint;
+pub mod conv;
 mod error;
 pub mod gradcheck;
+pub mod graph;
 pub mod layers;
 pub mod loss;
 pub mod module;
 pub mod optim;
 
+pub use conv::{Conv2d, Padding};
 pub use error::{Error, Result, check_finite};
+pub use graph::Graph;
 pub use layers::{
     Act, Activation, BatchNorm, Dropout, GlobalAvgPool, GradReverse, GrlHandle, Linear,
-    PointwiseConv,
 };
 pub use loss::{CrossEntropy, softmax};
 pub use module::{Ctx, Module, ModuleExt, Param, ParamKind, Sequential, Tensor};

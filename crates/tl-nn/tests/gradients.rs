@@ -4,8 +4,9 @@ use ndarray::Array1;
 use rand::Rng;
 use tl_core::rng::seeded_rng;
 use tl_nn::{
-    Act, Activation, BatchNorm, CrossEntropy, Ctx, Dropout, GlobalAvgPool, GradReverse, Linear,
-    Module, PointwiseConv, Sequential, Tensor, gradcheck::check_module, gradcheck::numeric_grad,
+    Act, Activation, BatchNorm, Conv2d, CrossEntropy, Ctx, Dropout, GlobalAvgPool, GradReverse,
+    Graph, Linear, Module, Padding, Sequential, Tensor, gradcheck::check_module,
+    gradcheck::numeric_grad,
 };
 
 /// f32 forward passes with step 1e-2 leave about 1e-4 of rounding in each difference; a
@@ -30,9 +31,15 @@ fn train_ctx() -> Ctx {
 }
 
 fn check(name: &str, m: &mut dyn Module, x: &Tensor) {
+    check_with(name, m, x, H);
+}
+
+/// [`check`] with step `h`: deep stacks with batch statistics need a smaller step, as
+/// the central difference's truncation error grows with their curvature.
+fn check_with(name: &str, m: &mut dyn Module, x: &Tensor, h: f32) {
     let y = m.forward(x, &mut train_ctx()).unwrap();
     let w = random(y.shape(), 11, "weights");
-    let r = check_module(m, x, &w, H, 40, &train_ctx).unwrap();
+    let r = check_module(m, x, &w, h, 40, &train_ctx).unwrap();
     assert!(r.checked > 0);
     assert!(
         r.max_error < GRAD_TOL,
@@ -73,37 +80,311 @@ fn dropout_with_a_fixed_mask() {
     );
 }
 
-#[test]
-fn pointwise_convolution() {
-    let w = random(&[6, 4, 1, 1], 4, "w");
-    let b = Array1::from_vec(vec![0.1, -0.2, 0.3, 0.0, 0.5, -0.4]);
-    let mut conv = PointwiseConv::from_weights(w, b).unwrap();
-    // 11 samples: more than one parallel chunk of partial gradients.
-    check("conv1x1", &mut conv, &random(&[11, 4, 3, 2], 4, "x"));
+/// A convolution case: (name, in, out, kernel, stride, padding, group).
+type ConvCase = (
+    &'static str,
+    usize,
+    usize,
+    [usize; 2],
+    [usize; 2],
+    Padding,
+    usize,
+);
+
+/// The convolutions of the shipped backbones and the rest of ONNX `Conv`'s cases.
+fn conv_cases() -> Vec<ConvCase> {
+    vec![
+        (
+            "pointwise",
+            4,
+            6,
+            [1, 1],
+            [1, 1],
+            Padding::Explicit([0; 4]),
+            1,
+        ),
+        (
+            "stem 3x3/2 same-upper",
+            3,
+            5,
+            [3, 3],
+            [2, 2],
+            Padding::SameUpper,
+            1,
+        ),
+        (
+            "3x3 pads 1",
+            2,
+            3,
+            [3, 3],
+            [1, 1],
+            Padding::Explicit([1; 4]),
+            1,
+        ),
+        (
+            "depthwise 3x3 pads 1",
+            4,
+            4,
+            [3, 3],
+            [1, 1],
+            Padding::Explicit([1; 4]),
+            4,
+        ),
+        (
+            "depthwise 5x5/2 same-upper",
+            3,
+            3,
+            [5, 5],
+            [2, 2],
+            Padding::SameUpper,
+            3,
+        ),
+        (
+            "depthwise 3x3/2 pads 1",
+            2,
+            2,
+            [3, 3],
+            [2, 2],
+            Padding::Explicit([1; 4]),
+            2,
+        ),
+        (
+            "grouped 2x3 uneven pads",
+            4,
+            6,
+            [2, 3],
+            [1, 2],
+            Padding::Explicit([0, 2, 1, 0]),
+            2,
+        ),
+        (
+            "1x1 with padding",
+            2,
+            3,
+            [1, 1],
+            [1, 1],
+            Padding::Explicit([1, 0, 0, 1]),
+            1,
+        ),
+    ]
 }
 
-#[test]
-fn pointwise_convolution_equals_a_naive_loop() {
-    let w = random(&[3, 2, 1, 1], 5, "w");
-    let b = Array1::from_vec(vec![0.5, -1.0, 0.25]);
-    let x = random(&[2, 2, 2, 3], 5, "x");
-    let y = PointwiseConv::from_weights(w.clone(), b.clone())
-        .unwrap()
-        .forward(&x, &mut Ctx::eval())
-        .unwrap();
-    for n in 0..2 {
-        for o in 0..3 {
-            for i in 0..2 {
-                for j in 0..3 {
-                    let naive: f32 = b[o]
-                        + (0..2)
-                            .map(|c| w[[o, c, 0, 0]] * x[[n, c, i, j]])
-                            .sum::<f32>();
-                    assert!((y[[n, o, i, j]] - naive).abs() < 1e-6);
+fn conv(case: usize, seed: u64) -> Conv2d {
+    let (_, i, o, k, s, p, g) = conv_cases()[case];
+    Conv2d::init(i, o, k, s, p, g, &mut seeded_rng(seed, "conv")).unwrap()
+}
+
+/// ONNX `Conv` by its definition, in f64 loops.
+fn naive_conv(c: &Conv2d, x: &Tensor) -> Tensor {
+    let (n, ci, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let ([kh, kw], [sh, sw], g, o) = (c.kernel(), c.stride, c.group, c.outputs());
+    let (pt, pl, oh, ow) = match c.padding {
+        Padding::Explicit([t, l, b, r]) => {
+            (t, l, (h + t + b - kh) / sh + 1, (w + l + r - kw) / sw + 1)
+        }
+        Padding::SameUpper => {
+            let (oh, ow) = (h.div_ceil(sh), w.div_ceil(sw));
+            let th = ((oh - 1) * sh + kh).saturating_sub(h);
+            let tw = ((ow - 1) * sw + kw).saturating_sub(w);
+            (th / 2, tw / 2, oh, ow)
+        }
+    };
+    let (cg, og) = (ci / g, o / g);
+    Tensor::from_shape_fn(vec![n, o, oh, ow], |d| {
+        let (b, oc, y, xx) = (d[0], d[1], d[2], d[3]);
+        let gi = oc / og;
+        let mut acc = c.bias.value[[oc]] as f64;
+        for cc in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let iy = (y * sh + ky) as isize - pt as isize;
+                    let ix = (xx * sw + kx) as isize - pl as isize;
+                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                        acc += c.weight.value[[oc, cc, ky, kx]] as f64
+                            * x[[b, gi * cg + cc, iy as usize, ix as usize]] as f64;
+                    }
                 }
             }
         }
+        acc as f32
+    })
+}
+
+/// f32 sums of at most 3·5·5 products of values below 1 in size.
+const CONV_TOL: f32 = 1e-5;
+
+#[test]
+fn convolutions_equal_onnx_conv_by_definition() {
+    for (i, case) in conv_cases().iter().enumerate() {
+        let mut c = conv(i, 1);
+        // Odd and even sizes: SAME_UPPER pads unevenly on one of them.
+        for (h, w) in [(7, 6), (8, 5)] {
+            let x = random(&[3, case.1, h, w], 2, "x");
+            let y = c.forward(&x, &mut Ctx::eval()).unwrap();
+            let expect = naive_conv(&c, &x);
+            assert_eq!(y.shape(), expect.shape(), "{}", case.0);
+            let d = y
+                .iter()
+                .zip(expect.iter())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(d < CONV_TOL, "{} on {h}x{w}: max diff {d}", case.0);
+        }
     }
+}
+
+#[test]
+fn convolution_gradients() {
+    for (i, case) in conv_cases().iter().enumerate() {
+        // 9 samples: three parallel chunks of partial gradients.
+        check(case.0, &mut conv(i, 3), &random(&[9, case.1, 7, 6], 4, "x"));
+    }
+}
+
+#[test]
+fn convolution_shapes_are_checked() {
+    let mut c = conv(1, 1);
+    let err = c
+        .forward(&random(&[2, 4, 7, 7], 1, "x"), &mut Ctx::eval())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("[batch, 3, height, width]") && err.contains("[2, 4, 7, 7]"),
+        "{err}"
+    );
+    let mut c = conv(2, 1);
+    let err = c
+        .forward(&random(&[1, 2, 0, 4], 1, "x"), &mut Ctx::eval())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kernel"), "{err}");
+    let err = Conv2d::from_weights(
+        random(&[5, 2, 3, 3], 1, "w"),
+        Array1::zeros(5),
+        [1, 1],
+        Padding::SameUpper,
+        2,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("divisible by the group count 2"), "{err}");
+}
+
+/// conv → BatchNorm → activation → depthwise → conv, plus the input: an inverted-residual
+/// block (with GELU, whose lack of kinks suits finite differences).
+fn residual_block(seed: u64, running_stats: bool) -> Graph {
+    let mut rng = seeded_rng(seed, "block");
+    let mut g = Graph::new();
+    let pad = Padding::Explicit([1; 4]);
+    let a = g
+        .push_layer(
+            "expand",
+            Graph::INPUT,
+            Box::new(
+                Conv2d::init(3, 6, [1, 1], [1, 1], Padding::Explicit([0; 4]), 1, &mut rng).unwrap(),
+            ),
+        )
+        .unwrap();
+    let mut bn = BatchNorm::new(6);
+    bn.use_running_stats = running_stats;
+    let a = g.push_layer("bn", a, Box::new(bn)).unwrap();
+    let a = g
+        .push_layer("act", a, Box::new(Activation::new(Act::Gelu)))
+        .unwrap();
+    let a = g
+        .push_layer(
+            "dw",
+            a,
+            Box::new(Conv2d::init(6, 6, [3, 3], [1, 1], pad, 6, &mut rng).unwrap()),
+        )
+        .unwrap();
+    let a = g
+        .push_layer(
+            "project",
+            a,
+            Box::new(
+                Conv2d::init(6, 3, [1, 1], [1, 1], Padding::Explicit([0; 4]), 1, &mut rng).unwrap(),
+            ),
+        )
+        .unwrap();
+    g.push_add("add", a, Graph::INPUT).unwrap();
+    g
+}
+
+#[test]
+fn graph_with_a_residual_add() {
+    let x = random(&[5, 3, 4, 4], 8, "x");
+    check_with("residual block", &mut residual_block(1, false), &x, 3e-3);
+    // The sum is the block's branch plus its input.
+    let mut g = residual_block(1, false);
+    let y = g.forward(&x, &mut Ctx::eval()).unwrap();
+    let mut branch = residual_block(1, false);
+    branch.freeze_first(0);
+    let names: Vec<&str> = g.nodes().iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["expand", "bn", "act", "dw", "project", "add"]);
+    let mut chain = Sequential::new();
+    let mut rng = seeded_rng(1, "block");
+    let pad = Padding::Explicit([1; 4]);
+    chain = chain
+        .push(Conv2d::init(3, 6, [1, 1], [1, 1], Padding::Explicit([0; 4]), 1, &mut rng).unwrap())
+        .push(BatchNorm::new(6))
+        .push(Activation::new(Act::Gelu))
+        .push(Conv2d::init(6, 6, [3, 3], [1, 1], pad, 6, &mut rng).unwrap())
+        .push(Conv2d::init(6, 3, [1, 1], [1, 1], Padding::Explicit([0; 4]), 1, &mut rng).unwrap());
+    let expect = chain.forward(&x, &mut Ctx::eval()).unwrap() + &x;
+    assert_eq!(y, expect);
+}
+
+#[test]
+fn a_frozen_prefix_runs_in_evaluation_mode_and_gets_no_gradient() {
+    let x = random(&[4, 3, 4, 4], 9, "x");
+    let mut g = residual_block(2, false);
+    g.freeze_through("bn").unwrap();
+    assert_eq!(g.frozen(), 2);
+    let y = g.forward(&x, &mut train_ctx()).unwrap();
+    let w = random(y.shape(), 12, "w");
+    let dx = g.backward(&w).unwrap();
+    // The gradient reaches the input through the skip connection only.
+    assert_eq!(dx, w);
+    // The same function unfrozen: BatchNorm on running statistics in training too.
+    let mut open = residual_block(2, true);
+    let y_open = open.forward(&x, &mut train_ctx()).unwrap();
+    assert_eq!(
+        y, y_open,
+        "frozen BatchNorm must use its running statistics"
+    );
+    open.backward(&w).unwrap();
+    let grads = |m: &Graph| {
+        let mut out = Vec::new();
+        m.visit("", &mut |n, p| {
+            out.push((n.to_string(), p.trainable(), p.grad.clone()))
+        });
+        out
+    };
+    for ((name, trainable, gf), (_, _, go)) in grads(&g).into_iter().zip(grads(&open)) {
+        let frozen = name.starts_with("expand.") || name.starts_with("bn.");
+        assert_eq!(trainable, !frozen, "{name}");
+        if frozen {
+            assert!(gf.iter().all(|&v| v == 0.0), "{name} got a gradient");
+        } else if !name.contains("running") {
+            assert_eq!(gf, go, "{name}");
+            assert!(gf.iter().any(|&v| v != 0.0), "{name} got no gradient");
+        }
+    }
+    // ... and the unfrozen graph's gradients are exact.
+    check(
+        "residual block, BatchNorm on running statistics",
+        &mut open,
+        &x,
+    );
+    let err = residual_block(2, false)
+        .freeze_through("blocks.3")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no node is named `blocks.3`") && err.contains("`expand`"),
+        "{err}"
+    );
 }
 
 #[test]
