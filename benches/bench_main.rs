@@ -7,5 +7,6 @@ mod benchmarks;
 criterion::criterion_main!(
     benchmarks::preprocess::benches,
     benchmarks::inference::benches,
-    benchmarks::heads::benches
+    benchmarks::heads::benches,
+    benchmarks::finetune::benches
 );

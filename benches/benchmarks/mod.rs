@@ -1,3 +1,4 @@
+pub mod finetune;
 pub mod heads;
 pub mod inference;
 pub mod preprocess;

@@ -34,7 +34,14 @@ fn json_field(text: &str, path: &[&str]) -> Result<f64> {
 }
 
 /// Sections of `docs/benchmarks.md`, each regenerated on its own (`--only NAME`).
-const SECTIONS: [&str; 5] = ["extract", "probe", "heads", "adapt", "experiments"];
+const SECTIONS: [&str; 6] = [
+    "extract",
+    "probe",
+    "heads",
+    "adapt",
+    "experiments",
+    "finetune",
+];
 
 /// The example experiments the `experiments` section runs (`tl run`, resumable).
 const EXPERIMENTS: [&str; 3] = ["digits", "sentiment", "multitask"];
@@ -50,6 +57,31 @@ fn splice(doc: &str, name: &str, content: &str) -> String {
         (Some(a), Some(b)) if b > a => format!("{}{block}{}", &doc[..a], &doc[b + close.len()..]),
         _ => format!("{}\n\n{block}\n", doc.trim_end()),
     }
+}
+
+/// Runs `experiments/<name>.toml` (resumable) and returns its comparison report as a
+/// subsection: headings demoted by two levels, the command above it.
+fn experiment_report(name: &str) -> Result<String> {
+    let out = Path::new("target/experiments/run").join(name);
+    let file = format!("experiments/{name}.toml");
+    crate::run(
+        Command::new("target/release/tl")
+            .args(["run", &file, "--out"])
+            .arg(&out),
+    )?;
+    let md = std::fs::read_to_string(out.join("report.md"))?;
+    let mut section = format!(
+        "\n### `{file}`\n\nCommand: `tl run {file} --out {}` (resumable).\n\n",
+        out.display()
+    );
+    for line in md.lines().skip_while(|l| l.starts_with("# ")) {
+        if line.starts_with("## ") {
+            section.push_str("##");
+        }
+        section.push_str(line);
+        section.push('\n');
+    }
+    Ok(section)
 }
 
 /// Fetches what a section measures and builds the release `tl` it runs.
@@ -173,33 +205,33 @@ pub fn run(args: &[String]) -> Result<()> {
             "## Experiments (`tl run experiments/*.toml`)\n\nEach study below is the comparison report that `tl run` wrote (its `report.md`, headings demoted by two levels); the HTML version with plots is beside it. Budgets count labelled rows per class for training and validation together; ± is the 95 % interval over seeds (1.96 standard errors).\n",
         );
         for name in EXPERIMENTS {
-            let out = Path::new("target/experiments/run").join(name);
-            let file = format!("experiments/{name}.toml");
-            crate::run(
-                Command::new("target/release/tl")
-                    .args(["run", &file, "--out"])
-                    .arg(&out),
-            )?;
-            let md = std::fs::read_to_string(out.join("report.md"))?;
-            let _ = write!(
-                section,
-                "\n### `{file}`\n\nCommand: `tl run {file} --out {}` (resumable).\n\n",
-                out.display()
-            );
-            for line in md.lines().skip_while(|l| l.starts_with("# ")) {
-                let line = if line.starts_with("## ") {
-                    format!("##{line}")
-                } else {
-                    line.to_string()
-                };
-                section.push_str(&line);
-                section.push('\n');
-            }
+            section.push_str(&experiment_report(name)?);
         }
         write_section(
             &mut doc,
             path,
             "experiments",
+            &section,
+            " (cells reused from earlier runs keep the seconds they were measured with)",
+        )?;
+    }
+    if only.iter().any(|s| s == "finetune") {
+        release_tl(
+            &cargo,
+            &[
+                "onnxruntime",
+                "efficientnet-lite0",
+                "mobilenet-v2",
+                "mnist-5k",
+                "sklearn-digits",
+            ],
+        )?;
+        let mut section = crate::finetune_bench::throughput(&cargo)?;
+        section.push_str(&experiment_report("finetune")?);
+        write_section(
+            &mut doc,
+            path,
+            "finetune",
             &section,
             " (cells reused from earlier runs keep the seconds they were measured with)",
         )?;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 
 mod adapt_experiment;
 mod bench_report;
+mod finetune_bench;
 mod heads_experiment;
 mod probe_bench;
 

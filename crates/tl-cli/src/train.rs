@@ -21,7 +21,7 @@ use tl_head::{
     probe::{ClassWeight, ProbeConfig, ProbeData},
     train::{EpochLog, Labelled, TaskScore, TrainConfig, Unfreeze, evaluate},
 };
-use tl_nn::{Act, LrGroups, Module, Optimizer, Schedule, Tensor, checkpoint};
+use tl_nn::{Act, Module, Optimizer, Schedule, Tensor, checkpoint};
 use tl_onnx::OnnxModel;
 
 use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, data, extract, resolve};
@@ -42,6 +42,17 @@ pub enum Finetune {
     Last,
     /// The whole backbone from its input with the head (`--freeze-until`, `--layer-decay`).
     All,
+}
+
+/// Where the fine-tuned layers start from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Init {
+    /// The pretrained weights.
+    #[default]
+    Pretrained,
+    /// PyTorch's default random initialisation of the same layers (training from scratch).
+    Random,
 }
 
 /// Which graph of a converted CNN to fine-tune.
@@ -133,6 +144,8 @@ pub struct RunConfig {
     /// `--finetune all`: each block's rate is this fraction of the next block's (1: one
     /// rate for the whole backbone).
     pub layer_decay: f32,
+    /// The fine-tuned layers' starting weights.
+    pub init: Init,
     pub split: SplitSettings,
     pub probe: ProbeSettings,
     pub train: TrainConfig,
@@ -156,6 +169,7 @@ impl Default for RunConfig {
             unfreeze_every: 0,
             freeze_until: None,
             layer_decay: 1.0,
+            init: Init::Pretrained,
             split: SplitSettings::default(),
             probe: ProbeSettings::default(),
             train: TrainConfig::default(),
@@ -247,6 +261,10 @@ pub struct TrainArgs {
     /// --finetune all: from --unfreeze-epoch on, unfreeze one more block every N epochs, last block first.
     #[arg(long, value_name = "N")]
     unfreeze_every: Option<usize>,
+    /// --finetune last|all: start from the pretrained weights, or from a random
+    /// initialisation of the same architecture (the from-scratch baseline).
+    #[arg(long, value_enum)]
+    init: Option<Init>,
     /// Clip the gradients to this global L2 norm.
     #[arg(long, value_name = "NORM")]
     clip_norm: Option<f32>,
@@ -381,6 +399,7 @@ impl TrainArgs {
             c.freeze_until = self.freeze_until.clone();
         }
         set!(c.layer_decay, self.layer_decay);
+        set!(c.init, self.init);
         if self.clip_norm.is_some() {
             c.train.clip_norm = self.clip_norm;
         }
@@ -439,23 +458,31 @@ impl TrainArgs {
         if let Some(p) = self.patience {
             c.train.patience = (p > 0).then_some(p);
         }
-        if c.finetune != Finetune::None {
-            c.train.groups = LrGroups(vec![("trunk.backbone".into(), c.pretrained_lr)]);
-            c.train.unfreeze = if c.unfreeze_epoch > 0 {
-                vec![Unfreeze {
-                    prefix: "trunk.backbone".into(),
-                    epoch: c.unfreeze_epoch,
-                }]
-            } else {
-                Vec::new()
-            };
-        }
         c.check()?;
         Ok(c)
     }
 }
 
 impl RunConfig {
+    /// The trainer's settings: `train` plus, for fine-tuning, the pretrained layers at
+    /// `pretrained_lr` × the head's rate and trained from `unfreeze_epoch` on (per-block
+    /// rates of `--finetune all` are added once the backbone is imported).
+    pub fn trainer(&self) -> TrainConfig {
+        let mut t = self.train.clone();
+        if self.finetune != Finetune::None {
+            t.groups
+                .0
+                .insert(0, ("trunk.backbone".into(), self.pretrained_lr));
+            if self.unfreeze_epoch > 0 {
+                t.unfreeze.push(Unfreeze {
+                    prefix: "trunk.backbone".into(),
+                    epoch: self.unfreeze_epoch,
+                });
+            }
+        }
+        t
+    }
+
     /// Checks the settings that need no data, before any work.
     pub fn check(&self) -> Result<()> {
         self.head.check()?;
@@ -484,6 +511,10 @@ impl RunConfig {
                 }
             );
         }
+        ensure!(
+            self.init == Init::Pretrained || self.finetune != Finetune::None,
+            "--init random applies to fine-tuned layers (--finetune last|all)"
+        );
         if self.finetune != Finetune::All {
             let all_only = [
                 ("--freeze-until", self.freeze_until.is_some()),
@@ -720,13 +751,16 @@ pub(crate) fn execute(
     let mut imported: Vec<ImportedLayer> = Vec::new();
     let mut backbone = None;
     let mut head_width = width;
-    let mut train_cfg = cfg.train.clone();
+    let mut train_cfg = cfg.trainer();
     if cfg.finetune != Finetune::None {
         let to = features_output
             .clone()
             .context("the model names no feature output")?;
         let backbone_model = OnnxModel::load(src.model_path.as_ref().context("no ONNX backbone")?)?;
         let mut imp = import_graph(&backbone_model, &src.layer, &to)?;
+        if cfg.init == Init::Random {
+            tl_head::import::reinitialize(&mut imp.layers, cfg.train.seed);
+        }
         if let Some(node) = &cfg.freeze_until {
             imp.layers.freeze_through(node)?;
         }
@@ -766,7 +800,7 @@ pub(crate) fn execute(
         serde_json::to_string(&serde_json::json!({
             "model_sha256": src.sha, "layer": src.layer, "pool": pool, "contract": src.contract_json,
             "dataset_sha256": ds.sha256, "split": split.rows.iter().map(|r| (&r.content_hash, r.split)).collect::<Vec<_>>(),
-            "tasks": tasks, "head": cfg.head, "finetune": cfg.finetune, "freeze_until": cfg.freeze_until,
+            "tasks": tasks, "head": cfg.head, "finetune": cfg.finetune, "freeze_until": cfg.freeze_until, "init": cfg.init,
         }))?
         .as_bytes(),
     );
@@ -1452,4 +1486,75 @@ pub fn export_cmd(a: &ExportArgs, global: &Global) -> Result<()> {
         println!("exported {} to {}", a.artifact.display(), p.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tl_nn::{Conv2d, Graph};
+
+    /// A graph with EfficientNet's node names: stem, two blocks, head.
+    fn graph() -> Graph {
+        let mut g = Graph::new();
+        let mut v = Graph::INPUT;
+        for name in [
+            "stem.conv",
+            "blocks.0.dw.conv",
+            "blocks.1.project",
+            "head.conv",
+        ] {
+            let conv = Conv2d::pointwise(Tensor::ones(vec![2, 2, 1, 1]), ndarray::Array1::zeros(2));
+            v = g.push_layer(name, v, Box::new(conv.unwrap())).unwrap();
+        }
+        g
+    }
+
+    #[test]
+    fn layer_decay_and_gradual_unfreezing_go_block_by_block_from_the_top() {
+        let mut cfg = RunConfig {
+            finetune: Finetune::All,
+            pretrained_lr: 0.5,
+            layer_decay: 0.1,
+            unfreeze_epoch: 2,
+            unfreeze_every: 3,
+            ..RunConfig::default()
+        };
+        cfg.train.epochs = 20;
+        cfg.check().unwrap();
+        let mut t = cfg.trainer();
+        block_rates(&cfg, &graph(), &mut t);
+        let at = |epoch: usize, p: &str| {
+            t.groups_at(epoch)
+                .factor(&format!("trunk.backbone.{p}.weight"))
+        };
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-6 * b.abs();
+        // The head's rate (factor 1) is untouched.
+        assert_eq!(t.groups.factor("heads.label.0.weight"), 1.0);
+        let last = 19;
+        assert!(close(at(last, "head.conv"), 0.5));
+        assert!(close(at(last, "blocks.1.project"), 0.05));
+        assert!(close(at(last, "blocks.0.dw.conv"), 0.005));
+        assert!(close(at(last, "stem.conv"), 0.0005));
+        // head from epoch 2, blocks.1 from 5, blocks.0 from 8, stem from 11.
+        for (node, from) in [
+            ("head.conv", 2),
+            ("blocks.1.project", 5),
+            ("blocks.0.dw.conv", 8),
+            ("stem.conv", 11),
+        ] {
+            assert_eq!(at(from - 1, node), 0.0, "{node} before epoch {from}");
+            assert!(at(from, node) > 0.0, "{node} at epoch {from}");
+        }
+        // Frozen nodes are not in any group: their parameters are buffers.
+        let mut frozen = graph();
+        frozen.freeze_through("blocks.0.dw.conv").unwrap();
+        let mut t = cfg.trainer();
+        block_rates(&cfg, &frozen, &mut t);
+        assert!(
+            t.groups
+                .0
+                .iter()
+                .all(|(p, _)| !p.contains("stem") && !p.contains("blocks.0"))
+        );
+    }
 }

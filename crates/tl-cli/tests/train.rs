@@ -387,6 +387,10 @@ fn the_whole_network_fine_tunes_reproducibly_exports_and_predicts() {
         "--layer-decay applies to --finetune all",
     );
     assert_fails_with(
+        &with(&["--init", "random"]),
+        "--init random applies to fine-tuned layers",
+    );
+    assert_fails_with(
         &with(&["--finetune", "all", "--layer-decay", "1.5"]),
         "must be in (0, 1]",
     );

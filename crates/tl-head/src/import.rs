@@ -415,3 +415,38 @@ pub fn import_graph(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
         width,
     })
 }
+
+/// Replaces every imported weight by a fresh random initialisation from `seed`, as
+/// PyTorch initialises the same layers: convolution and linear weights and biases uniform
+/// in ±1/√fan-in, BatchNorm scale 1, shift 0, running mean 0 and variance 1. The same
+/// architecture trained from scratch: the baseline of "pretrained weights converge
+/// faster".
+pub fn reinitialize(net: &mut dyn Module, seed: u64) {
+    use rand::Rng;
+    let mut rng = tl_core::rng::seeded_rng(seed, "reinitialize");
+    // The fan-in of the last weight visited (0 after a BatchNorm scale).
+    let mut fan_in = 0usize;
+    net.visit_mut("", &mut |name, p| {
+        let shape = p.value.shape().to_vec();
+        let last = name.rsplit('.').next().unwrap_or_default();
+        let uniform = |rng: &mut rand_chacha::ChaCha8Rng, v: &mut Tensor, fan: usize| {
+            let bound = 1.0 / (fan.max(1) as f32).sqrt();
+            v.mapv_inplace(|_| rng.random_range(-bound..bound));
+        };
+        match (last, shape.len()) {
+            ("weight", 1) => {
+                fan_in = 0;
+                p.value.fill(1.0);
+            }
+            ("weight", _) => {
+                fan_in = shape[1..].iter().product();
+                uniform(&mut rng, &mut p.value, fan_in);
+            }
+            ("bias", _) if fan_in == 0 => p.value.fill(0.0),
+            ("bias", _) => uniform(&mut rng, &mut p.value, fan_in),
+            ("running_mean", _) => p.value.fill(0.0),
+            ("running_var", _) => p.value.fill(1.0),
+            _ => {}
+        }
+    });
+}

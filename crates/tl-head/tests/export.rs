@@ -463,3 +463,33 @@ fn a_text_head_exports_with_pooling_in_the_graph_and_matches() {
         assert!(d < PROB_TOL, "{d}");
     }
 }
+
+#[test]
+fn a_random_initialisation_replaces_every_pretrained_weight() {
+    let (_, backbone) = model("mobilenet-v2", "model-bn.onnx");
+    let pretrained = named_params(&import_graph(&backbone, "input", "features").unwrap().layers);
+    let fresh = |seed| {
+        let mut g = import_graph(&backbone, "input", "features").unwrap().layers;
+        tl_head::import::reinitialize(&mut g, seed);
+        named_params(&g)
+    };
+    let (a, b) = (fresh(1), fresh(1));
+    assert_eq!(a, b, "the same seed gives the same weights");
+    assert_ne!(a, fresh(2));
+    for (name, v) in &a {
+        let old = &pretrained[name];
+        let shape = v.shape();
+        if name.ends_with("running_var") || (name.ends_with("weight") && shape.len() == 1) {
+            assert!(v.iter().all(|&x| x == 1.0), "{name}");
+        } else if name.ends_with("running_mean")
+            || (name.ends_with("bias") && name.contains(".bn."))
+        {
+            assert!(v.iter().all(|&x| x == 0.0), "{name}");
+        } else {
+            // Convolution weights: uniform in ±1/√fan-in (and not the pretrained values).
+            let bound = 1.0 / (shape[1..].iter().product::<usize>() as f32).sqrt();
+            assert!(v.iter().all(|x| x.abs() <= bound), "{name}");
+            assert_ne!(v, old, "{name}");
+        }
+    }
+}

@@ -302,29 +302,43 @@ fn col2im(col: &[f32], channels: usize, g: &Geom, dx: &mut [f32]) {
     }
 }
 
-/// One depthwise plane: `y = b + Σ k[ky, kx] · x[shifted]`.
-fn dw_forward(x: &[f32], k: &[f32], b: f32, g: &Geom, y: &mut [f32]) {
-    y.fill(b);
-    for ky in 0..g.kh {
-        let (ylo, yhi) = valid_range(ky, g.pt, g.sh, g.h, g.oh);
-        for kx in 0..g.kw {
-            let wv = k[ky * g.kw + kx];
-            let (xlo, xhi) = valid_range(kx, g.pl, g.sw, g.w, g.ow);
-            if xlo == xhi {
-                continue;
-            }
-            for oy in ylo..yhi {
-                let src = &x[(oy * g.sh + ky - g.pt) * g.w..][..g.w];
-                let dst = &mut y[oy * g.ow + xlo..oy * g.ow + xhi];
-                let start = xlo * g.sw + kx - g.pl;
+/// The zero-padded size `(hp, wp)` that holds every input position a depthwise kernel
+/// reads, with the input at offset `(pt, pl)`.
+fn padded(g: &Geom) -> (usize, usize) {
+    (
+        ((g.oh - 1) * g.sh + g.kh).max(g.pt + g.h),
+        ((g.ow - 1) * g.sw + g.kw).max(g.pl + g.w),
+    )
+}
+
+/// Copies the plane `x` into the zero-padded scratch `pad`.
+fn pad_plane(x: &[f32], g: &Geom, pad: &mut Vec<f32>) {
+    let (hp, wp) = padded(g);
+    pad.clear();
+    pad.resize(hp * wp, 0.0);
+    for (r, row) in x.chunks_exact(g.w).enumerate() {
+        let at = (r + g.pt) * wp + g.pl;
+        pad[at..at + g.w].copy_from_slice(row);
+    }
+}
+
+/// One depthwise plane: `y = b + Σ k[ky, kx] · x[shifted]`, over the padded input.
+fn dw_forward(x: &[f32], k: &[f32], b: f32, g: &Geom, y: &mut [f32], pad: &mut Vec<f32>) {
+    pad_plane(x, g, pad);
+    let (_, wp) = padded(g);
+    for (oy, yr) in y.chunks_exact_mut(g.ow).enumerate() {
+        yr.fill(b);
+        for ky in 0..g.kh {
+            let row = &pad[(oy * g.sh + ky) * wp..][..wp];
+            for kx in 0..g.kw {
+                let wv = k[ky * g.kw + kx];
                 if g.sw == 1 {
-                    let n = dst.len();
-                    for (d, &s) in dst.iter_mut().zip(&src[start..start + n]) {
+                    for (d, &s) in yr.iter_mut().zip(&row[kx..kx + g.ow]) {
                         *d += wv * s;
                     }
                 } else {
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d += wv * src[start + j * g.sw];
+                    for (ox, d) in yr.iter_mut().enumerate() {
+                        *d += wv * row[ox * g.sw + kx];
                     }
                 }
             }
@@ -333,6 +347,7 @@ fn dw_forward(x: &[f32], k: &[f32], b: f32, g: &Geom, y: &mut [f32]) {
 }
 
 /// One depthwise plane's backward: adds into `dx`, the kernel gradient `dk` and `db`.
+#[allow(clippy::too_many_arguments)]
 fn dw_backward(
     x: &[f32],
     k: &[f32],
@@ -341,42 +356,45 @@ fn dw_backward(
     dx: &mut [f32],
     dk: &mut [f32],
     db: &mut f32,
+    (pad, dpad): (&mut Vec<f32>, &mut Vec<f32>),
 ) {
     *db += dy.iter().map(|&v| v as f64).sum::<f64>() as f32;
-    for ky in 0..g.kh {
-        let (ylo, yhi) = valid_range(ky, g.pt, g.sh, g.h, g.oh);
-        for kx in 0..g.kw {
-            let wv = k[ky * g.kw + kx];
-            let (xlo, xhi) = valid_range(kx, g.pl, g.sw, g.w, g.ow);
-            if xlo == xhi {
-                continue;
-            }
-            let mut acc = 0.0f32;
-            for oy in ylo..yhi {
-                let base = (oy * g.sh + ky - g.pt) * g.w;
-                let src = &x[base..base + g.w];
-                let dxr = &mut dx[base..base + g.w];
-                let gy = &dy[oy * g.ow + xlo..oy * g.ow + xhi];
-                let start = xlo * g.sw + kx - g.pl;
+    pad_plane(x, g, pad);
+    let (hp, wp) = padded(g);
+    dpad.clear();
+    dpad.resize(hp * wp, 0.0);
+    for (oy, gy) in dy.chunks_exact(g.ow).enumerate() {
+        for ky in 0..g.kh {
+            let at = (oy * g.sh + ky) * wp;
+            let row = &pad[at..at + wp];
+            let drow = &mut dpad[at..at + wp];
+            for kx in 0..g.kw {
+                let wv = k[ky * g.kw + kx];
+                let mut acc = 0.0f32;
                 if g.sw == 1 {
-                    let n = gy.len();
-                    for ((d, &s), &gv) in dxr[start..start + n]
+                    for ((d, &s), &gv) in drow[kx..kx + g.ow]
                         .iter_mut()
-                        .zip(&src[start..start + n])
+                        .zip(&row[kx..kx + g.ow])
                         .zip(gy)
                     {
                         *d += wv * gv;
                         acc += gv * s;
                     }
                 } else {
-                    for (j, &gv) in gy.iter().enumerate() {
-                        let ix = start + j * g.sw;
-                        dxr[ix] += wv * gv;
-                        acc += gv * src[ix];
+                    for (ox, &gv) in gy.iter().enumerate() {
+                        let ix = ox * g.sw + kx;
+                        drow[ix] += wv * gv;
+                        acc += gv * row[ix];
                     }
                 }
+                dk[ky * g.kw + kx] += acc;
             }
-            dk[ky * g.kw + kx] += acc;
+        }
+    }
+    for (r, out) in dx.chunks_exact_mut(g.w).enumerate() {
+        let at = (r + g.pt) * wp + g.pl;
+        for (o, &d) in out.iter_mut().zip(&dpad[at..at + g.w]) {
+            *o += d;
         }
     }
 }
@@ -396,6 +414,7 @@ impl Conv2d {
                     b[ch],
                     g,
                     &mut y[ch * ohw..(ch + 1) * ohw],
+                    col,
                 );
             }
             return;
@@ -432,7 +451,7 @@ impl Conv2d {
         dx: &mut [f32],
         dw: &mut [f32],
         db: &mut [f32],
-        col: &mut Vec<f32>,
+        (col, dcol): (&mut Vec<f32>, &mut Vec<f32>),
     ) {
         let w = self.weight.value.as_slice().expect("standard layout");
         let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
@@ -447,6 +466,7 @@ impl Conv2d {
                     &mut dx[ch * hw..(ch + 1) * hw],
                     &mut dw[ch * kk..(ch + 1) * kk],
                     &mut db[ch],
+                    (&mut *col, &mut *dcol),
                 );
             }
             return;
@@ -530,7 +550,8 @@ impl Module for Conv2d {
             .par_chunks_mut((CHUNK * per_in).max(1))
             .enumerate()
             .map(|(ci, dxc)| {
-                let (mut dw, mut db, mut col) = (vec![0.0f32; wlen], vec![0.0f32; o], Vec::new());
+                let (mut dw, mut db) = (vec![0.0f32; wlen], vec![0.0f32; o]);
+                let (mut col, mut dcol) = (Vec::new(), Vec::new());
                 for (j, dxi) in dxc.chunks_mut(per_in.max(1)).enumerate() {
                     let i = ci * CHUNK + j;
                     self.backward_one(
@@ -540,7 +561,7 @@ impl Module for Conv2d {
                         dxi,
                         &mut dw,
                         &mut db,
-                        &mut col,
+                        (&mut col, &mut dcol),
                     );
                 }
                 (dw, db)

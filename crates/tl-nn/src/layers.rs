@@ -9,9 +9,10 @@ use std::sync::{
     atomic::{AtomicU32, Ordering},
 };
 
-use ndarray::{Array1, Array2, ArrayView2, Axis, Ix2, s};
+use ndarray::{Array1, Array2, ArrayView2, Axis, Ix2};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::{
     Error, Result,
@@ -193,14 +194,23 @@ impl Module for Activation {
         if ctx.train {
             self.input = Some(x.clone());
         }
-        Ok(x.mapv(|v| act.apply(v)))
+        Ok(ndarray::Zip::from(x).par_map_collect(|&v| act.apply(v)))
     }
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
         let x = cached(&self.input, "activation")?;
+        if x.shape() != grad_out.shape() {
+            return Err(Error::shape(
+                "activation output gradient",
+                format!("{:?}", x.shape()),
+                grad_out.shape(),
+            ));
+        }
         let act = self.act;
         let mut g = grad_out.clone();
-        g.zip_mut_with(x, |g, &x| *g *= act.derivative(x));
+        ndarray::Zip::from(&mut g)
+            .and(x)
+            .par_for_each(|g, &x| *g *= act.derivative(x));
         Ok(g)
     }
 
@@ -337,30 +347,42 @@ impl BatchNorm {
     }
 }
 
-/// `[N, C, S]` view of `[N, C]` or `[N, C, H, W]` input.
-fn ncs(x: &Tensor, c: usize) -> Result<ndarray::ArrayView3<'_, f32>> {
-    let s = x.shape();
-    if s.len() < 2 || s[1] != c || !x.is_standard_layout() {
-        return Err(Error::shape(
-            "batch norm input",
-            format!("[batch, {c}, ...]"),
-            s,
-        ));
+/// `(N, C, S)` of `[N, C]` or `[N, C, H, W]` input.
+fn ncs(shape: &[usize], c: usize, what: &str) -> Result<(usize, usize, usize)> {
+    if shape.len() < 2 || shape[1] != c {
+        return Err(Error::shape(what, format!("[batch, {c}, ...]"), shape));
     }
-    let spatial: usize = s[2..].iter().product();
-    Ok(x.view()
-        .into_shape_with_order((s[0], c, spatial))
-        .expect("standard layout"))
+    Ok((shape[0], c, shape[2..].iter().product()))
+}
+
+/// Per channel of `[N, C, S]` values: `f` of the channel's N planes of S values, in
+/// parallel over channels.
+fn per_channel<T: Send>(
+    x: &[f32],
+    (n, c, s): (usize, usize, usize),
+    f: impl Fn(usize, &mut dyn Iterator<Item = &[f32]>) -> T + Sync,
+) -> Vec<T> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            f(
+                ch,
+                &mut (0..n).map(|i| &x[(i * c + ch) * s..(i * c + ch + 1) * s]),
+            )
+        })
+        .collect()
 }
 
 impl Module for BatchNorm {
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let c = self.channels();
-        let x = x.as_standard_layout().into_owned();
-        let v = ncs(&x, c)?;
-        let count = (v.shape()[0] * v.shape()[2]) as f64;
+        let dims = ncs(x.shape(), c, "batch norm input")?;
+        let (n, _, sp) = dims;
+        let x = x.as_standard_layout();
+        let xs = x.as_slice().expect("standard layout");
+        let count = (n * sp) as f64;
         let batch_stats = ctx.train && !self.use_running_stats;
-        let (mean, var): (Array1<f32>, Array1<f32>) = if batch_stats {
+        let (mean, var): (Vec<f32>, Vec<f32>) = if batch_stats {
             if count < 2.0 {
                 return Err(Error::shape(
                     "batch norm input in training",
@@ -368,110 +390,147 @@ impl Module for BatchNorm {
                     x.shape(),
                 ));
             }
-            let mut mean = Array1::<f32>::zeros(c);
-            let mut var = Array1::<f32>::zeros(c);
-            for ch in 0..c {
-                let vals = v.slice(s![.., ch, ..]);
-                let m = vals.iter().map(|&a| a as f64).sum::<f64>() / count;
-                let q = vals.iter().map(|&a| (a as f64 - m).powi(2)).sum::<f64>() / count;
-                mean[ch] = m as f32;
-                var[ch] = q as f32;
-            }
+            // Two passes in f64 per channel.
+            let stats = per_channel(xs, dims, |_, planes| {
+                let planes: Vec<&[f32]> = planes.collect();
+                let m = planes
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .map(|&a| a as f64)
+                    .sum::<f64>()
+                    / count;
+                let q = planes
+                    .iter()
+                    .flat_map(|p| p.iter())
+                    .map(|&a| (a as f64 - m).powi(2))
+                    .sum::<f64>()
+                    / count;
+                (m as f32, q as f32)
+            });
+            let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
             let unbias = (count / (count - 1.0)) as f32;
             let mo = self.momentum;
-            self.running_mean
-                .value
-                .zip_mut_with(&mean.view().into_dyn(), |r, &m| {
-                    *r = (1.0 - mo) * *r + mo * m
-                });
-            self.running_var
-                .value
-                .zip_mut_with(&var.view().into_dyn(), |r, &q| {
-                    *r = (1.0 - mo) * *r + mo * q * unbias
-                });
+            for (r, &m) in self.running_mean.value.iter_mut().zip(&mean) {
+                *r = (1.0 - mo) * *r + mo * m;
+            }
+            for (r, &q) in self.running_var.value.iter_mut().zip(&var) {
+                *r = (1.0 - mo) * *r + mo * q * unbias;
+            }
             (mean, var)
         } else {
             (
-                self.running_mean
-                    .value
-                    .clone()
-                    .into_dimensionality()
-                    .expect("1-D"),
-                self.running_var
-                    .value
-                    .clone()
-                    .into_dimensionality()
-                    .expect("1-D"),
+                self.running_mean.value.iter().copied().collect(),
+                self.running_var.value.iter().copied().collect(),
             )
         };
-        let inv_std = var.mapv(|q| 1.0 / (q + self.eps).sqrt());
-        let mut xhat = x.clone();
-        {
-            let mut xv = xhat
-                .view_mut()
-                .into_shape_with_order(v.raw_dim())
-                .expect("standard layout");
+        let inv_std: Vec<f32> = var.iter().map(|q| 1.0 / (q + self.eps).sqrt()).collect();
+        let (g, b) = (
+            self.weight.value.as_slice().expect("contiguous"),
+            self.bias.value.as_slice().expect("contiguous"),
+        );
+        let per = c * sp;
+        let mut y = vec![0.0f32; xs.len()];
+        let mut xhat = if ctx.train {
+            vec![0.0f32; xs.len()]
+        } else {
+            Vec::new()
+        };
+        let keep = ctx.train;
+        let sample = |yi: &mut [f32], xi: &[f32], mut hi: Option<&mut [f32]>| {
             for ch in 0..c {
-                let (m, is) = (mean[ch], inv_std[ch]);
-                xv.slice_mut(s![.., ch, ..]).mapv_inplace(|a| (a - m) * is);
+                let (m, is, gg, bb) = (mean[ch], inv_std[ch], g[ch], b[ch]);
+                let r = ch * sp..(ch + 1) * sp;
+                let (yr, xr) = (&mut yi[r.clone()], &xi[r.clone()]);
+                match hi.as_deref_mut() {
+                    Some(h) => {
+                        for ((yv, hv), &xv) in yr.iter_mut().zip(&mut h[r]).zip(xr) {
+                            *hv = (xv - m) * is;
+                            *yv = *hv * gg + bb;
+                        }
+                    }
+                    None => {
+                        for (yv, &xv) in yr.iter_mut().zip(xr) {
+                            *yv = (xv - m) * is * gg + bb;
+                        }
+                    }
+                }
             }
+        };
+        let chunk = per.max(1);
+        if keep {
+            y.par_chunks_mut(chunk)
+                .zip(xs.par_chunks(chunk))
+                .zip(xhat.par_chunks_mut(chunk))
+                .for_each(|((yi, xi), hi)| sample(yi, xi, Some(hi)));
+        } else {
+            y.par_chunks_mut(chunk)
+                .zip(xs.par_chunks(chunk))
+                .for_each(|(yi, xi)| sample(yi, xi, None));
         }
-        let mut y = xhat.clone();
-        {
-            let mut yv = y
-                .view_mut()
-                .into_shape_with_order(v.raw_dim())
-                .expect("standard layout");
-            for ch in 0..c {
-                let (g, b) = (self.weight.value[[ch]], self.bias.value[[ch]]);
-                yv.slice_mut(s![.., ch, ..]).mapv_inplace(|a| a * g + b);
-            }
-        }
-        self.cache = ctx.train.then_some(BnCache { xhat, inv_std });
-        Ok(y)
+        self.cache = keep.then(|| BnCache {
+            xhat: Tensor::from_shape_vec(x.shape().to_vec(), xhat).expect("sizes"),
+            inv_std: Array1::from_vec(inv_std),
+        });
+        Ok(Tensor::from_shape_vec(x.shape().to_vec(), y).expect("sizes"))
     }
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
         let c = self.channels();
         let cache = cached(&self.cache, "batch norm")?;
-        let g = grad_out.as_standard_layout().into_owned();
-        let gv = ncs(&g, c)?;
-        let xh = ncs(&cache.xhat, c)?;
-        let count = (gv.shape()[0] * gv.shape()[2]) as f32;
-        let batch_stats = !self.use_running_stats;
-        let mut dx = Tensor::zeros(g.raw_dim());
-        {
-            let mut dxv = dx
-                .view_mut()
-                .into_shape_with_order(gv.raw_dim())
-                .expect("standard layout");
-            for ch in 0..c {
-                let gc = gv.slice(s![.., ch, ..]);
-                let xc = xh.slice(s![.., ch, ..]);
-                let dbeta: f32 = gc.iter().map(|&a| a as f64).sum::<f64>() as f32;
-                let dgamma: f32 = gc
-                    .iter()
-                    .zip(xc.iter())
-                    .map(|(&a, &b)| a as f64 * b as f64)
-                    .sum::<f64>() as f32;
-                self.weight.grad[[ch]] += dgamma;
-                self.bias.grad[[ch]] += dbeta;
-                let k = self.weight.value[[ch]] * cache.inv_std[ch];
-                let mut out = dxv.slice_mut(s![.., ch, ..]);
-                if batch_stats {
-                    let (mb, mg) = (dbeta / count, dgamma / count);
-                    ndarray::Zip::from(&mut out)
-                        .and(&gc)
-                        .and(&xc)
-                        .for_each(|o, &gg, &xx| *o = k * (gg - mb - xx * mg));
-                } else {
-                    ndarray::Zip::from(&mut out)
-                        .and(&gc)
-                        .for_each(|o, &gg| *o = k * gg);
+        if grad_out.shape() != cache.xhat.shape() {
+            return Err(Error::shape(
+                "batch norm output gradient",
+                format!("{:?}", cache.xhat.shape()),
+                grad_out.shape(),
+            ));
+        }
+        let dims = ncs(grad_out.shape(), c, "batch norm output gradient")?;
+        let (_, _, sp) = dims;
+        let g = grad_out.as_standard_layout();
+        let gs = g.as_slice().expect("standard layout");
+        let xh = cache.xhat.as_slice().expect("standard layout");
+        let count = (dims.0 * sp) as f32;
+        // Σ g and Σ g·x̂ per channel, in f64.
+        let sums = per_channel(gs, dims, |ch, planes| {
+            let (mut db, mut dg) = (0.0f64, 0.0f64);
+            for (i, p) in planes.enumerate() {
+                let h = &xh[(i * c + ch) * sp..(i * c + ch + 1) * sp];
+                for (&a, &b) in p.iter().zip(h) {
+                    db += a as f64;
+                    dg += a as f64 * b as f64;
                 }
             }
+            (db as f32, dg as f32)
+        });
+        for (ch, &(db, dg)) in sums.iter().enumerate() {
+            self.bias.grad[[ch]] += db;
+            self.weight.grad[[ch]] += dg;
         }
-        Ok(dx)
+        let batch_stats = !self.use_running_stats;
+        let k: Vec<f32> = (0..c)
+            .map(|ch| self.weight.value[[ch]] * cache.inv_std[ch])
+            .collect();
+        let per = c * sp;
+        let mut dx = vec![0.0f32; gs.len()];
+        dx.par_chunks_mut(per.max(1))
+            .zip(gs.par_chunks(per.max(1)))
+            .zip(xh.par_chunks(per.max(1)))
+            .for_each(|((di, gi), hi)| {
+                for ch in 0..c {
+                    let r = ch * sp..(ch + 1) * sp;
+                    let kk = k[ch];
+                    let (mb, mg) = if batch_stats {
+                        (sums[ch].0 / count, sums[ch].1 / count)
+                    } else {
+                        (0.0, 0.0)
+                    };
+                    for ((d, &gg), &xx) in di[r.clone()].iter_mut().zip(&gi[r.clone()]).zip(&hi[r])
+                    {
+                        *d = kk * (gg - mb - xx * mg);
+                    }
+                }
+            });
+        Ok(Tensor::from_shape_vec(grad_out.shape().to_vec(), dx).expect("sizes"))
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
