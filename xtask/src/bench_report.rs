@@ -43,6 +43,10 @@ const SECTIONS: [&str; 6] = [
     "finetune",
 ];
 
+/// The footer note of sections made from `tl run` experiments.
+const REUSED_CELLS: &str =
+    " (cells reused from earlier runs keep the seconds they were measured with)";
+
 /// The example experiments the `experiments` section runs (`tl run`, resumable).
 const EXPERIMENTS: [&str; 3] = ["digits", "sentiment", "multitask"];
 
@@ -207,13 +211,7 @@ pub fn run(args: &[String]) -> Result<()> {
         for name in EXPERIMENTS {
             section.push_str(&experiment_report(name)?);
         }
-        write_section(
-            &mut doc,
-            path,
-            "experiments",
-            &section,
-            " (cells reused from earlier runs keep the seconds they were measured with)",
-        )?;
+        write_section(&mut doc, path, "experiments", &section, REUSED_CELLS)?;
     }
     if only.iter().any(|s| s == "finetune") {
         release_tl(
@@ -228,13 +226,7 @@ pub fn run(args: &[String]) -> Result<()> {
         )?;
         let mut section = crate::finetune_bench::throughput(&cargo)?;
         section.push_str(&experiment_report("finetune")?);
-        write_section(
-            &mut doc,
-            path,
-            "finetune",
-            &section,
-            " (cells reused from earlier runs keep the seconds they were measured with)",
-        )?;
+        write_section(&mut doc, path, "finetune", &section, REUSED_CELLS)?;
     }
     if !only.iter().any(|s| s == "extract") {
         return Ok(());

@@ -465,18 +465,46 @@ impl TrainArgs {
 
 impl RunConfig {
     /// The trainer's settings: `train` plus, for fine-tuning, the pretrained layers at
-    /// `pretrained_lr` × the head's rate and trained from `unfreeze_epoch` on (per-block
-    /// rates of `--finetune all` are added once the backbone is imported).
-    pub fn trainer(&self) -> TrainConfig {
+    /// `pretrained_lr` × the head's rate, trained from `unfreeze_epoch` on. With the
+    /// imported `backbone` of `--finetune all`, block by block: the last block at
+    /// `pretrained_lr`, each earlier one at `layer_decay` × the next one's rate, and from
+    /// `unfreeze_epoch` one more block every `unfreeze_every` epochs, last block first.
+    pub fn trainer(&self, backbone: Option<&tl_nn::Graph>) -> TrainConfig {
         let mut t = self.train.clone();
-        if self.finetune != Finetune::None {
-            t.groups
-                .0
-                .insert(0, ("trunk.backbone".into(), self.pretrained_lr));
+        if self.finetune == Finetune::None {
+            return t;
+        }
+        t.groups
+            .0
+            .insert(0, ("trunk.backbone".into(), self.pretrained_lr));
+        let Some(graph) = backbone.filter(|_| self.finetune == Finetune::All) else {
             if self.unfreeze_epoch > 0 {
                 t.unfreeze.push(Unfreeze {
                     prefix: "trunk.backbone".into(),
                     epoch: self.unfreeze_epoch,
+                });
+            }
+            return t;
+        };
+        // The trainable blocks, in graph order.
+        let mut blocks: Vec<String> = Vec::new();
+        for node in &graph.nodes()[graph.frozen()..] {
+            let b = tl_head::import::block_of(&node.name);
+            if !blocks.contains(&b) {
+                blocks.push(b);
+            }
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            let depth = blocks.len() - 1 - i;
+            let prefix = format!("trunk.backbone.{b}.");
+            if self.layer_decay != 1.0 {
+                let factor = self.pretrained_lr * self.layer_decay.powi(depth as i32);
+                t.groups.0.push((prefix.clone(), factor));
+            }
+            if self.unfreeze_epoch > 0 {
+                t.unfreeze.push(Unfreeze {
+                    prefix,
+                    epoch: self.unfreeze_epoch + depth * self.unfreeze_every,
                 });
             }
         }
@@ -662,30 +690,31 @@ pub(crate) fn execute(
     let registry_entry = tl_hub::Registry::builtin()?.get(&cfg.model).ok().cloned();
     let (layer, pool, model_file) = match cfg.finetune {
         Finetune::None => (cfg.layer.clone(), cfg.pool, None),
-        Finetune::Last => {
-            let entry = registry_entry.as_ref().context(
-                "--finetune last needs a registry CNN (efficientnet-lite0, mobilenet-v2)",
-            )?;
-            let last = entry
-                .outputs
-                .as_ref()
-                .and_then(|o| o.last_block.clone())
-                .with_context(|| format!("`{}` names no last block to fine-tune from", entry.id))?;
+        Finetune::Last | Finetune::All => {
+            let entry = registry_entry.as_ref().with_context(|| {
+                format!(
+                    "--finetune {} needs a registry CNN (efficientnet-lite0, mobilenet-v2)",
+                    serde_name(&cfg.finetune)
+                )
+            })?;
+            // The last block's output, or (all) the model's input.
+            let from = match cfg.finetune {
+                Finetune::Last => Some(
+                    entry
+                        .outputs
+                        .as_ref()
+                        .and_then(|o| o.last_block.clone())
+                        .with_context(|| {
+                            format!("`{}` names no last block to fine-tune from", entry.id)
+                        })?,
+                ),
+                _ => None,
+            };
             let file = match cfg.batchnorm {
                 BatchNormForm::Folded => None,
                 BatchNormForm::Kept => Some(tl_hub::model_path(&home, entry, true)?),
             };
-            (Some(last), Pool::None, file)
-        }
-        Finetune::All => {
-            let entry = registry_entry.as_ref().context(
-                "--finetune all needs a registry CNN (efficientnet-lite0, mobilenet-v2)",
-            )?;
-            let file = match cfg.batchnorm {
-                BatchNormForm::Folded => None,
-                BatchNormForm::Kept => Some(tl_hub::model_path(&home, entry, true)?),
-            };
-            (None, Pool::None, file)
+            (from, Pool::None, file)
         }
     };
     let t_extract = Instant::now();
@@ -751,7 +780,7 @@ pub(crate) fn execute(
     let mut imported: Vec<ImportedLayer> = Vec::new();
     let mut backbone = None;
     let mut head_width = width;
-    let mut train_cfg = cfg.trainer();
+    let mut train_cfg = cfg.trainer(None);
     if cfg.finetune != Finetune::None {
         let to = features_output
             .clone()
@@ -764,9 +793,7 @@ pub(crate) fn execute(
         if let Some(node) = &cfg.freeze_until {
             imp.layers.freeze_through(node)?;
         }
-        if cfg.finetune == Finetune::All {
-            block_rates(&cfg, &imp.layers, &mut train_cfg);
-        }
+        train_cfg = cfg.trainer(Some(&imp.layers));
         let hw = width / imp.in_channels;
         let side = (hw as f64).sqrt().round() as usize;
         ensure!(
@@ -1251,35 +1278,6 @@ fn raw_source(raw: RawInput, ds: &Dataset, image_size: Option<u32>) -> Result<So
     })
 }
 
-/// `--finetune all`: per-block learning-rate factors (the last block at `pretrained_lr`,
-/// each earlier one `layer_decay` × the next) and, from `unfreeze_epoch`, the epoch each
-/// block starts training (one more every `unfreeze_every` epochs, last block first).
-fn block_rates(cfg: &RunConfig, layers: &tl_nn::Graph, train: &mut TrainConfig) {
-    let mut blocks: Vec<String> = Vec::new();
-    for node in &layers.nodes()[layers.frozen()..] {
-        let b = tl_head::import::block_of(&node.name);
-        if blocks.last() != Some(&b) {
-            blocks.retain(|x| x != &b);
-            blocks.push(b);
-        }
-    }
-    train.unfreeze.retain(|u| u.prefix != "trunk.backbone");
-    for (i, b) in blocks.iter().enumerate() {
-        let depth = blocks.len() - 1 - i;
-        let prefix = format!("trunk.backbone.{b}.");
-        let factor = cfg.pretrained_lr * cfg.layer_decay.powi(depth as i32);
-        if cfg.layer_decay != 1.0 {
-            train.groups.0.push((prefix.clone(), factor));
-        }
-        if cfg.unfreeze_epoch > 0 {
-            train.unfreeze.push(Unfreeze {
-                prefix,
-                epoch: cfg.unfreeze_epoch + depth * cfg.unfreeze_every,
-            });
-        }
-    }
-}
-
 /// The model's preprocessed inputs (`--finetune all`): each row decoded, resized and
 /// cropped by the input contract (at `--image-size`), normalised and flattened; the
 /// network computes everything after that.
@@ -1299,18 +1297,13 @@ fn input_source(r: &FeatureRequest<'_>, ds: &Dataset, home: &Path) -> Result<Sou
         contract.layout == tl_core::contract::Layout::Nchw,
         "--finetune all needs a model with NCHW input"
     );
-    let input = OnnxModel::load(&model.path)?
-        .input_names()
-        .into_iter()
-        .next()
-        .context("the model has no input")?;
     let rows: Vec<&tl_data::Row> = ds.rows.iter().collect();
     let x = tl_features::extract::preprocess_rows(&contract, &rows)?;
     let n = x.shape()[0];
     let width = x.len() / n.max(1);
     let features = x.into_shape_with_order((n, width))?;
     Ok(Source {
-        layer: input,
+        layer: contract.input.clone(),
         width,
         sha: tl_core::hash::sha256_file(&model.path)?,
         model_path: Some(model.path),
@@ -1521,8 +1514,7 @@ mod tests {
         };
         cfg.train.epochs = 20;
         cfg.check().unwrap();
-        let mut t = cfg.trainer();
-        block_rates(&cfg, &graph(), &mut t);
+        let t = cfg.trainer(Some(&graph()));
         let at = |epoch: usize, p: &str| {
             t.groups_at(epoch)
                 .factor(&format!("trunk.backbone.{p}.weight"))
@@ -1548,8 +1540,7 @@ mod tests {
         // Frozen nodes are not in any group: their parameters are buffers.
         let mut frozen = graph();
         frozen.freeze_through("blocks.0.dw.conv").unwrap();
-        let mut t = cfg.trainer();
-        block_rates(&cfg, &frozen, &mut t);
+        let t = cfg.trainer(Some(&frozen));
         assert!(
             t.groups
                 .0

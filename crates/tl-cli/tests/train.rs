@@ -33,6 +33,28 @@ fn digit_png(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// `tl predict` of one digit image by `model`: its prediction, after checking that it
+/// has ten class probabilities summing to 1.
+fn predict_digit(model: &str, png: &std::path::Path) -> serde_json::Value {
+    let v = ok_json(&tl(&[
+        "--json",
+        "predict",
+        "--model",
+        model,
+        png.to_str().unwrap(),
+    ]));
+    let p = v["results"][0]["predictions"][0].clone();
+    let probs: Vec<f64> = p["probabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert_eq!(probs.len(), 10);
+    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    p
+}
+
 #[test]
 fn probe_train_export_predict_on_digits() {
     let dir = tempfile::tempdir().unwrap();
@@ -96,23 +118,8 @@ fn probe_train_export_predict_on_digits() {
     // Predict from the artifact directory and from the exported file.
     let png = digit_png(dir.path());
     for m in [out.to_str().unwrap(), again.to_str().unwrap()] {
-        let v = ok_json(&tl(&[
-            "--json",
-            "predict",
-            "--model",
-            m,
-            png.to_str().unwrap(),
-        ]));
-        let p = &v["results"][0]["predictions"][0];
-        let probs: Vec<f64> = p["probabilities"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap())
-            .collect();
-        assert_eq!(probs.len(), 10);
-        assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
-        assert_eq!(p["class"], "8", "{v}");
+        let p = predict_digit(m, &png);
+        assert_eq!(p["class"], "8", "{p}");
     }
 }
 
@@ -350,21 +357,7 @@ fn the_whole_network_fine_tunes_reproducibly_exports_and_predicts() {
     assert_eq!(cfg["freeze_until"], "blocks.2");
     // The exported network runs in ONNX Runtime from the raw image.
     let png = digit_png(dir.path());
-    let v = ok_json(&tl(&[
-        "--json",
-        "predict",
-        "--model",
-        a.join("model.onnx").to_str().unwrap(),
-        png.to_str().unwrap(),
-    ]));
-    let probs: Vec<f64> = v["results"][0]["predictions"][0]["probabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    assert_eq!(probs.len(), 10);
-    assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-5);
+    predict_digit(a.join("model.onnx").to_str().unwrap(), &png);
     // Bad settings fail before any work, naming what is wrong.
     let o = dir.path().join("bad");
     let o = o.to_str().unwrap();
