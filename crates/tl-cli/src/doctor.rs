@@ -27,8 +27,12 @@ struct Cuda {
     feature: bool,
     runtime: Option<String>,
     provider_library: Option<String>,
+    /// Every library the provider links or opens, and where it was found.
+    libraries: Vec<tl_runtime::LibraryCheck>,
     driver: Option<String>,
     device: Option<String>,
+    /// The GPUs the driver reports, or why it cannot say.
+    gpus: Option<Result<Vec<tl_runtime::GpuInfo>, String>>,
     ready: bool,
     blocker: Option<String>,
 }
@@ -68,8 +72,10 @@ pub fn run(global: &Global) -> Result<()> {
             feature: cuda.feature,
             runtime: show(&cuda.runtime),
             provider_library: show(&cuda.provider_library),
+            libraries: cuda.libraries.clone(),
             driver: show(&cuda.driver),
             device: show(&cuda.device_node),
+            gpus: cuda.gpus.clone(),
             ready: blocker.is_none(),
             blocker,
         },
@@ -121,8 +127,51 @@ pub fn run(global: &Global) -> Result<()> {
         "  CUDA provider    {}",
         yes_no(&report.cuda.provider_library)
     );
+    if !report.cuda.libraries.is_empty() || report.cuda.runtime.is_some() {
+        let found = report
+            .cuda
+            .libraries
+            .iter()
+            .filter(|l| l.found.is_some())
+            .count();
+        println!(
+            "  CUDA libraries   {found} of {} found",
+            report.cuda.libraries.len()
+        );
+        // System libraries the provider links are listed only when missing.
+        for l in report
+            .cuda
+            .libraries
+            .iter()
+            .filter(|l| l.found.is_none() || l.what != "linked by the provider")
+        {
+            let state = match (&l.found, l.required) {
+                (Some(p), _) => p.display().to_string(),
+                (None, true) => "MISSING".into(),
+                (None, false) => "not found (optional)".into(),
+            };
+            println!("    {:34} {:36} {state}", l.soname, l.what);
+        }
+    }
     println!("  NVIDIA driver    {}", yes_no(&report.cuda.driver));
     println!("  GPU device       {}", yes_no(&report.cuda.device));
+    match &report.cuda.gpus {
+        Some(Ok(gpus)) => {
+            for g in gpus {
+                println!(
+                    "  GPU {}            {} ({:.1} GiB, {} SMs, compute capability {}.{})",
+                    g.index,
+                    g.name,
+                    g.memory_bytes as f64 / (1u64 << 30) as f64,
+                    g.multiprocessors,
+                    g.compute_capability.0,
+                    g.compute_capability.1
+                );
+            }
+        }
+        Some(Err(e)) => println!("  GPUs             the driver cannot list them: {e}"),
+        None => {}
+    }
     println!(
         "fetched            {}",
         if report.fetched.is_empty() {

@@ -7,7 +7,7 @@ use std::{
 
 use tl_core::Device;
 
-use crate::{CPU_RUNTIME_ID, CUDA_RUNTIME_ID, Error, Result, library};
+use crate::{CPU_RUNTIME_ID, Error, Result, cuda::cuda_support, library};
 
 /// The execution provider a session actually runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,85 +43,9 @@ pub struct ResolvedDevice {
     pub library: PathBuf,
     /// Why `auto` chose what it chose.
     pub note: Option<String>,
-}
-
-/// What this build and machine offer for CUDA, for `tl doctor` and `--device auto`.
-#[derive(Debug, Clone)]
-pub struct CudaSupport {
-    /// Built with the `cuda` feature.
-    pub feature: bool,
-    /// The CUDA build of ONNX Runtime, if fetched.
-    pub runtime: Option<PathBuf>,
-    /// `libonnxruntime_providers_cuda.so` beside it.
-    pub provider_library: Option<PathBuf>,
-    /// The NVIDIA driver library `libcuda.so.1`.
-    pub driver: Option<PathBuf>,
-    /// A GPU device node (`/dev/nvidia0`, ...).
-    pub device_node: Option<PathBuf>,
-}
-
-impl CudaSupport {
-    /// `None` when CUDA can be attempted, else the first reason it cannot.
-    pub fn blocker(&self) -> Option<String> {
-        if !self.feature {
-            return Some("this `tl` was built without the `cuda` feature (rebuild with `cargo build --release -p tl-cli --features cuda`)".into());
-        }
-        if self.runtime.is_none() {
-            return Some(format!(
-                "the CUDA build of ONNX Runtime is not installed (fetch it with `tl models fetch {CUDA_RUNTIME_ID}`)"
-            ));
-        }
-        if self.provider_library.is_none() {
-            return Some(
-                "libonnxruntime_providers_cuda.so is missing beside the CUDA runtime library"
-                    .into(),
-            );
-        }
-        if self.driver.is_none() {
-            return Some("no NVIDIA driver found (libcuda.so.1 is not on this machine)".into());
-        }
-        if self.device_node.is_none() {
-            return Some("no NVIDIA GPU found (no /dev/nvidia* device)".into());
-        }
-        None
-    }
-}
-
-/// Inspects the build and the machine for CUDA, without loading anything.
-pub fn cuda_support(home: &Path) -> CudaSupport {
-    let runtime = library::locate_library(home, CUDA_RUNTIME_ID).ok();
-    let provider_library = runtime
-        .as_ref()
-        .and_then(|p| p.parent())
-        .map(|d| d.join("libonnxruntime_providers_cuda.so"))
-        .filter(|p| p.is_file());
-    let mut lib_dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
-        .map(|v| std::env::split_paths(&v).collect())
-        .unwrap_or_default();
-    lib_dirs.extend(
-        [
-            "/usr/lib/x86_64-linux-gnu",
-            "/usr/lib64",
-            "/usr/lib",
-            "/usr/local/cuda/lib64",
-            "/usr/lib/wsl/lib",
-        ]
-        .map(PathBuf::from),
-    );
-    let driver = lib_dirs
-        .iter()
-        .map(|d| d.join("libcuda.so.1"))
-        .find(|p| p.exists());
-    let device_node = (0..16)
-        .map(|i| PathBuf::from(format!("/dev/nvidia{i}")))
-        .find(|p| p.exists());
-    CudaSupport {
-        feature: cfg!(feature = "cuda"),
-        runtime,
-        provider_library,
-        driver,
-        device_node,
-    }
+    /// What was found for CUDA, when the provider is CUDA (its NVIDIA libraries are
+    /// loaded before ONNX Runtime).
+    pub cuda: Option<crate::CudaSupport>,
 }
 
 /// Resolves the device to a provider and library, before ONNX Runtime is loaded.
@@ -132,10 +56,11 @@ pub(crate) fn resolve(device: Device, home: &Path) -> Result<ResolvedDevice> {
             provider: Provider::Cpu,
             library: cpu()?,
             note: None,
+            cuda: None,
         }),
         Device::Cuda { id } => {
             let support = cuda_support(home);
-            if let Some(reason) = support.blocker() {
+            if let Some(reason) = support.blocker_for(id) {
                 return Err(Error::CudaUnavailable {
                     requested: device,
                     reason,
@@ -143,8 +68,9 @@ pub(crate) fn resolve(device: Device, home: &Path) -> Result<ResolvedDevice> {
             }
             Ok(ResolvedDevice {
                 provider: Provider::Cuda { id },
-                library: support.runtime.expect("checked by blocker"),
+                library: support.runtime.clone().expect("checked by blocker"),
                 note: None,
+                cuda: Some(support),
             })
         }
         Device::Auto => {
@@ -152,17 +78,29 @@ pub(crate) fn resolve(device: Device, home: &Path) -> Result<ResolvedDevice> {
             match support.blocker() {
                 None => Ok(ResolvedDevice {
                     provider: Provider::Cuda { id: 0 },
-                    library: support.runtime.expect("checked by blocker"),
+                    library: support.runtime.clone().expect("checked by blocker"),
                     note: Some("--device auto chose cuda:0".into()),
+                    cuda: Some(support),
                 }),
                 Some(reason) => Ok(ResolvedDevice {
                     provider: Provider::Cpu,
                     library: cpu()?,
                     note: Some(format!("--device auto chose cpu: {reason}")),
+                    cuda: None,
                 }),
             }
         }
     }
+}
+
+/// `--device auto` after CUDA failed at the last step (loading its libraries).
+pub(crate) fn cpu_fallback(home: &Path, reason: &str) -> Result<ResolvedDevice> {
+    Ok(ResolvedDevice {
+        provider: Provider::Cpu,
+        library: library::locate_library(home, CPU_RUNTIME_ID)?,
+        note: Some(format!("--device auto chose cpu: {reason}")),
+        cuda: None,
+    })
 }
 
 /// Execution providers compiled into the loaded library.
@@ -209,32 +147,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("tl models fetch onnxruntime-cuda"), "{err}");
-    }
-
-    #[test]
-    #[cfg(feature = "cuda")]
-    fn cuda_with_the_runtime_but_no_driver_names_the_driver() {
-        if std::env::var_os("ORT_DYLIB_PATH").is_some()
-            || cuda_support(Path::new("/nonexistent")).driver.is_some()
-        {
-            return; // a machine with a driver tests the real path instead
-        }
-        let home = tempfile::tempdir().unwrap();
-        let dir = tl_core::home::runtime_dir(home.path(), CUDA_RUNTIME_ID);
-        std::fs::create_dir_all(&dir).unwrap();
-        for f in [
-            "libonnxruntime.so.1.31.1",
-            "libonnxruntime_providers_cuda.so",
-        ] {
-            std::fs::write(dir.join(f), b"").unwrap();
-        }
-        let err = resolve(Device::Cuda { id: 0 }, home.path())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("no NVIDIA driver found"), "{err}");
-        let auto = resolve(Device::Auto, home.path());
-        // With no CPU runtime in this home either, auto reports the CPU library as missing.
-        assert!(auto.is_err());
     }
 
     #[test]

@@ -21,12 +21,20 @@
 //! # Ok::<(), tl_runtime::Error>(())
 //! ```
 
+mod cuda;
 mod device;
+mod dl;
+mod elf;
 mod error;
 mod library;
 mod session;
 
-pub use device::{Provider, ResolvedDevice, cuda_support};
+pub use cuda::{
+    CUDA_LIBRARIES_ID, CudaSupport, GpuInfo, LibraryCheck, LibrarySearch, PROVIDER_LIBRARY,
+    cuda_support, support_with,
+};
+pub use device::{Provider, ResolvedDevice};
+pub use elf::{DynamicInfo, dynamic_info};
 pub use error::{Error, Result};
 pub use library::{LibraryStatus, locate_library};
 pub use session::{Input, OptLevel, Session, SessionOptions, TensorInfo};
@@ -95,7 +103,17 @@ impl Runtime {
             Some(h) => h.clone(),
             None => tl_core::home::tl_home()?,
         };
-        let resolved = device::resolve(opts.device, &home)?;
+        let mut resolved = device::resolve(opts.device, &home)?;
+        // The NVIDIA libraries first, so that the provider finds them by soname.
+        if let Some(Err(reason)) = resolved.cuda.as_ref().map(CudaSupport::preload) {
+            if opts.device != Device::Auto {
+                return Err(Error::CudaUnavailable {
+                    requested: opts.device,
+                    reason,
+                });
+            }
+            resolved = device::cpu_fallback(&home, &reason)?;
+        }
         let library = resolved.library.clone();
         let environment = ort::init_from(&library)
             .map_err(|e| Error::LibraryLoad {
