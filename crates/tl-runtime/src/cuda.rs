@@ -5,7 +5,7 @@
 //! Runtime (`tl models fetch onnxruntime-cuda`); `libonnxruntime_providers_cuda.so` beside
 //! it; every library the provider links (read from its ELF dynamic section) and the
 //! NVIDIA libraries it opens at run time (cuDNN, ...), each by name; the NVIDIA driver
-//! (`libcuda.so.1`); a GPU device node; the GPUs the driver reports.
+//! (`libcuda.so.1`); the GPUs the driver reports.
 
 use std::{
     collections::BTreeMap,
@@ -174,9 +174,9 @@ pub struct CudaSupport {
     pub libraries: Vec<LibraryCheck>,
     /// The NVIDIA driver library `libcuda.so.1`.
     pub driver: Option<PathBuf>,
-    /// A GPU device node (`/dev/nvidia0`, ...).
+    /// A GPU device node (`/dev/nvidia0`, ...), for information (WSL has none).
     pub device_node: Option<PathBuf>,
-    /// The GPUs the driver reports (asked only when the driver and a device node exist).
+    /// The GPUs the driver reports (asked whenever the driver library exists).
     pub gpus: Option<Result<Vec<GpuInfo>, String>>,
     /// The places libraries were looked for, for messages.
     pub searched: String,
@@ -216,9 +216,6 @@ impl CudaSupport {
             return Some(format!(
                 "no NVIDIA driver found ({DRIVER} is not on this machine)"
             ));
-        }
-        if self.device_node.is_none() {
-            return Some("no NVIDIA GPU found (no /dev/nvidia* device)".into());
         }
         match &self.gpus {
             Some(Err(e)) => Some(format!("the NVIDIA driver cannot list GPUs: {e}")),
@@ -264,8 +261,8 @@ impl CudaSupport {
     }
 }
 
-/// Inspects the build and the machine for CUDA. Loads nothing but the driver, and that only
-/// when a driver and a device node exist (to ask it which GPUs it has).
+/// Inspects the build and the machine for CUDA. Loads nothing but the driver, when there is
+/// one, to ask it which GPUs it has.
 pub fn cuda_support(home: &Path) -> CudaSupport {
     let runtime = library::locate_library(home, CUDA_RUNTIME_ID).ok();
     let search = LibrarySearch::for_home(home, runtime.as_deref().and_then(Path::parent));
@@ -326,10 +323,8 @@ pub fn support_with(
     let device_node = (0..16)
         .map(|i| PathBuf::from(format!("/dev/nvidia{i}")))
         .find(|p| p.exists());
-    let gpus = match (&driver, &device_node) {
-        (Some(d), Some(_)) if ask_driver => Some(dl::gpus(d)),
-        _ => None,
-    };
+    // The driver API, not /dev/nvidia* (absent under WSL), says whether there is a GPU.
+    let gpus = driver.as_ref().filter(|_| ask_driver).map(|d| dl::gpus(d));
     CudaSupport {
         feature: cfg!(feature = "cuda"),
         runtime,
@@ -509,7 +504,7 @@ mod tests {
     }
 
     #[test]
-    fn the_driver_then_the_device_then_the_gpus_the_driver_reports() {
+    fn the_driver_then_the_gpus_the_driver_reports() {
         let f = fixture(&[]);
         let driver_dir = f.libs.parent().unwrap().join("driver");
         std::fs::create_dir_all(&driver_dir).unwrap();
@@ -522,14 +517,14 @@ mod tests {
         shared_lib(&driver_dir, "libcuda.so.1", "libcuda.so.1", &[]);
         s = support(&f, &[&f.libs, &driver_dir]);
         assert!(s.driver.is_some());
-        if s.device_node.is_none() {
-            assert_eq!(
-                s.blocker().unwrap(),
-                "no NVIDIA GPU found (no /dev/nvidia* device)"
-            );
-        }
+        // A library called libcuda.so.1 that is not the driver: the driver API is missing.
+        s.gpus = Some(dl::gpus(s.driver.as_ref().unwrap()));
+        let why = s.blocker().unwrap();
+        assert!(
+            why.starts_with("the NVIDIA driver cannot list GPUs: the driver has no cuInit"),
+            "{why}"
+        );
         // What the driver reports, as the driver API would (a GPU machine fills it for real).
-        s.device_node = Some(PathBuf::from("/dev/nvidia0"));
         s.gpus = Some(Err(
             "cuInit: no CUDA-capable device is detected (CUDA_ERROR_NO_DEVICE)".into(),
         ));

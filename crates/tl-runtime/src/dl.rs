@@ -137,6 +137,47 @@ mod tests {
         assert!(preload(&dir.path().join("missing.so")).is_err());
     }
 
+    /// Builds `tests/fixtures/stub_cuda_driver.c` (a made-up driver with one GPU) with `cc`.
+    pub(crate) fn stub_driver(dir: &Path, init_result: i32) -> std::path::PathBuf {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stub_cuda_driver.c");
+        let out = dir.join("libcuda.so.1");
+        let ok = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-Wl,-soname,libcuda.so.1"])
+            .arg(format!("-DINIT_RESULT={init_result}"))
+            .arg("-o")
+            .arg(&out)
+            .arg(src)
+            .status()
+            .expect("the tests build a stand-in driver with `cc`")
+            .success();
+        assert!(ok);
+        out
+    }
+
+    #[test]
+    fn gpus_are_listed_through_the_driver_api() {
+        let dir = tempfile::tempdir().unwrap();
+        let gpus = gpus(&stub_driver(dir.path(), 0)).unwrap();
+        assert_eq!(
+            gpus,
+            [GpuInfo {
+                index: 0,
+                name: "Stub GPU (not a GPU)".into(),
+                memory_bytes: 1 << 30,
+                multiprocessors: 4,
+                clock_khz: Some(1_000_000),
+                compute_capability: (8, 6),
+            }]
+        );
+        // Another directory: the loader keys on the path, so this is a second library.
+        let dir = tempfile::tempdir().unwrap();
+        let err = super::gpus(&stub_driver(dir.path(), 100)).unwrap_err();
+        assert_eq!(
+            err,
+            "cuInit: no CUDA-capable device is detected (CUDA_ERROR_NO_DEVICE)"
+        );
+    }
+
     #[test]
     fn a_driver_library_without_the_driver_api_is_named() {
         // libm is a real shared library that is certainly not the NVIDIA driver.

@@ -159,6 +159,11 @@ impl Runtime {
         &self.version
     }
 
+    /// The device the user asked for.
+    pub fn requested(&self) -> Device {
+        self.requested
+    }
+
     /// The device sessions will run on, and why it was chosen.
     pub fn device(&self) -> &ResolvedDevice {
         &self.resolved

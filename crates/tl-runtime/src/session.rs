@@ -129,19 +129,35 @@ impl Session {
     }
 
     fn from_bytes(rt: &Runtime, bytes: &[u8], name: &str, opts: &SessionOptions) -> Result<Self> {
-        let provider = rt.device().provider;
+        let mut provider = rt.device().provider;
         let level = match opts.opt_level {
             OptLevel::Disable => GraphOptimizationLevel::Disable,
             OptLevel::Basic => GraphOptimizationLevel::Level1,
             OptLevel::Extended => GraphOptimizationLevel::Level2,
             OptLevel::All => GraphOptimizationLevel::All,
         };
-        let mut builder =
-            ort::session::Session::builder(rt.environment())?.with_optimization_level(level)?;
-        if let Some(n) = opts.threads {
-            builder = builder.with_intra_threads(n)?.with_inter_threads(1)?;
-        }
-        builder = register_provider(builder, provider)?;
+        let new_builder = || -> Result<ort::session::builder::SessionBuilder> {
+            let mut builder =
+                ort::session::Session::builder(rt.environment())?.with_optimization_level(level)?;
+            if let Some(n) = opts.threads {
+                builder = builder.with_intra_threads(n)?.with_inter_threads(1)?;
+            }
+            Ok(builder)
+        };
+        let mut builder = match register_provider(new_builder()?, provider) {
+            Ok(b) => b,
+            // `auto` promised "CUDA if it can be had, else CPU, and say which": the CUDA
+            // build of ONNX Runtime has the CPU provider too.
+            Err(Error::CudaUnavailable { reason, .. })
+                if rt.requested() == tl_core::Device::Auto =>
+            {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| eprintln!("--device auto chose cpu after all: {reason}"));
+                provider = Provider::Cpu;
+                new_builder()?
+            }
+            Err(e) => return Err(e),
+        };
         let inner = builder
             .commit_from_memory(bytes)
             .map_err(|e| Error::ModelLoad {
