@@ -8,6 +8,7 @@ mod data;
 mod doctor;
 mod experiment;
 mod extract;
+mod gpucheck;
 mod models;
 mod predict;
 mod quickstart;
@@ -117,6 +118,13 @@ tl extract --model mobilenet-v2 --data ./photos --layer features.17 --layer feat
     Run(experiment::RunExperimentArgs),
     /// Rank backbones and layers for a labelled dataset before training (LogME, H-score, NCE, LEEP).
     Rank(rank::RankArgs),
+    /// Check a GPU end to end: readiness, features on the GPU against the CPU, throughput at several batch sizes beside the card's roofline.
+    #[command(
+        after_help = "Examples:\n  tl gpu-check                      # cuda:0 against cpu; fetches the CUDA runtime (2.3 GB) if missing\n  \
+tl gpu-check --device cuda:1 --batch-sizes 32,128,256\n  \
+tl gpu-check --device cpu --against cpu --batch-sizes 8 --images 32 --sentences 32   # the check's own plumbing, no GPU"
+    )]
+    GpuCheck(gpucheck::GpuCheckArgs),
     /// Check the installation: ONNX Runtime library, version, providers, CUDA readiness, cache.
     #[command(after_help = "Example:\n  tl doctor --json")]
     Doctor,
@@ -129,6 +137,7 @@ fn main() -> ExitCode {
         Command::Data(cmd) => data::run(cmd, &cli.global),
         Command::Classify(args) => classify::run(args, &cli.global),
         Command::Doctor => doctor::run(&cli.global),
+        Command::GpuCheck(a) => gpucheck::run(a, &cli.global),
         Command::Extract(a) => extract::run(a, &cli.global),
         Command::Quickstart(a) => quickstart::run(a, &cli.global),
         Command::Train(a) => train::run(a, &cli.global),

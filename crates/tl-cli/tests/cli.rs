@@ -449,3 +449,61 @@ fn image_folder_extraction_skips_and_lists_bad_files() {
     assert_eq!(v["report"]["computed"], 2);
     assert_eq!(v["report"]["skipped"][0]["id"], "drink/broken.png");
 }
+
+#[test]
+fn gpu_check_without_a_usable_gpu_fails_with_the_reason() {
+    let out = tl(&["gpu-check", "--no-fetch"]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    if cfg!(feature = "cuda") {
+        assert!(e.contains("--device cuda cannot be used:"), "{e}");
+    } else {
+        assert!(
+            e.contains(
+                "--device cuda cannot be used: this `tl` was built without the `cuda` feature"
+            ),
+            "{e}"
+        );
+    }
+    assert!(out.stdout.is_empty(), "no throughput table without the GPU");
+}
+
+#[test]
+fn gpu_check_compares_two_devices_in_separate_processes() {
+    // The check's own plumbing, CPU against CPU: both runs compute every row (private
+    // feature stores), and the same provider gives the same features.
+    let out = tl(&[
+        "--json",
+        "--quiet",
+        "gpu-check",
+        "--device",
+        "cpu",
+        "--against",
+        "cpu",
+        "--batch-sizes",
+        "4,8",
+        "--images",
+        "8",
+        "--sentences",
+        "8",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let models = v["models"].as_array().unwrap();
+    assert_eq!(models.len(), 2);
+    for m in models {
+        assert_eq!(m["max_abs_difference"], 0.0, "{m}");
+        assert_eq!(m["passed"], true);
+        let timings = m["timings"].as_array().unwrap();
+        assert_eq!(timings.len(), 2);
+        assert!(
+            timings
+                .iter()
+                .all(|t| t["device_rows_per_second"].as_f64().unwrap() > 0.0)
+        );
+    }
+    // EfficientNet-Lite0 at 224 px: 385 M multiply-adds, counted from the graph.
+    let macs = models[0]["multiply_adds"].as_u64().unwrap();
+    assert!((380_000_000..400_000_000).contains(&macs), "{macs}");
+    assert!(v["gpu"].is_null());
+}

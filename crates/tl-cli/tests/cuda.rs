@@ -81,4 +81,25 @@ fn a_cuda_provider_that_cannot_start_fails_loudly_and_auto_says_it_chose_cpu() {
         v["cuda"]["ready"], true,
         "every check before ONNX Runtime passes"
     );
+
+    // The GPU check gets as far as ONNX Runtime, and stops there with its reason.
+    let check = Command::new(env!("CARGO_BIN_EXE_tl"))
+        .args([
+            "gpu-check",
+            "--no-fetch",
+            "--batch-sizes",
+            "1",
+            "--images",
+            "2",
+            "--sentences",
+            "2",
+        ])
+        .env("LD_LIBRARY_PATH", driver.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&check.stderr);
+    println!("gpu-check: {err}");
+    assert!(!check.status.success());
+    assert!(err.contains("could not start its CUDA provider"), "{err}");
+    assert!(check.stdout.is_empty());
 }

@@ -259,6 +259,23 @@ fn read_part(path: &Path) -> Result<(Vec<String>, Array2<f32>)> {
     ))
 }
 
+/// Reads a file written by [`write_matrix`].
+pub fn read_matrix(path: &Path) -> Result<Array2<f32>> {
+    let bytes = std::fs::read(path).map_err(|e| tl_core::Error::io("cannot read", path, e))?;
+    let bad = |why: String| Error::Store(format!("`{}`: {why}", path.display()));
+    let t = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let f = t.tensor("features").map_err(|e| bad(e.to_string()))?;
+    let [n, d] = f.shape() else {
+        return Err(bad(format!("features has shape {:?}", f.shape())));
+    };
+    let values = f
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
+        .collect();
+    Array2::from_shape_vec((*n, *d), values).map_err(|e| bad(e.to_string()))
+}
+
 /// Writes a matrix as a safetensors file with one tensor, `features` [n, d], atomically.
 pub fn write_matrix(path: &Path, features: &Array2<f32>) -> Result<()> {
     let bytes: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -336,6 +353,17 @@ mod tests {
     /// torchvision's normalisation constants are f32 values with long decimal forms: the
     /// key read back from meta.json must equal the key written (a 1-ulp parse error once
     /// made every MobileNetV2 store unreadable after its first use).
+    #[test]
+    fn a_written_matrix_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let m = Array2::from_shape_fn((3, 5), |(i, j)| (i * 5 + j) as f32 / 7.0 - 1.0);
+        write_matrix(&p, &m).unwrap();
+        assert_eq!(read_matrix(&p).unwrap(), m);
+        std::fs::write(&p, b"not safetensors").unwrap();
+        assert!(read_matrix(&p).unwrap_err().to_string().contains("m.safetensors"));
+    }
+
     #[test]
     fn keys_with_f32_constants_survive_the_round_trip() {
         let home = tempfile::tempdir().unwrap();

@@ -450,3 +450,107 @@ pub fn reinitialize(net: &mut dyn Module, seed: u64) {
         }
     });
 }
+
+/// Multiply-adds of one `height` × `width` image through `model`'s convolutions, pooling
+/// and dense layers (Conv, Gemm and MatMul with constant weights), by walking the graph
+/// with each value's spatial size; elementwise ops are not counted. FLOPs are twice this.
+/// For a roofline: what a forward pass must compute, against what a device can.
+pub fn multiply_adds(model: &OnnxModel, height: usize, width: usize) -> Result<u64> {
+    let graph = model
+        .proto()
+        .graph
+        .as_ref()
+        .expect("loaded models have a graph");
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let mut spatial: HashMap<String, (usize, usize)> = graph
+        .input
+        .iter()
+        .filter(|i| !initializers.contains(i.name.as_str()))
+        .map(|i| (i.name.clone(), (height, width)))
+        .collect();
+    let mut total = 0u64;
+    for node in &graph.node {
+        let Some(&(h, w)) = node.input.iter().find_map(|i| spatial.get(i)) else {
+            continue;
+        };
+        let window = |k: &[usize]| -> Result<(usize, usize)> {
+            let s = ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
+            let (sh, sw) = (
+                s[0].max(1) as usize,
+                s.get(1).copied().unwrap_or(s[0]).max(1) as usize,
+            );
+            if attr_string(node, "auto_pad").is_some_and(|p| p.starts_with("SAME")) {
+                return Ok((h.div_ceil(sh), w.div_ceil(sw)));
+            }
+            let p = ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+            let (pt, pl, pb, pr) = (p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize);
+            if h + pt + pb < k[0] || w + pl + pr < k[1] {
+                return Err(unsupported(
+                    node,
+                    format!("a {}x{} window on a {h}x{w} input", k[0], k[1]),
+                ));
+            }
+            Ok(((h + pt + pb - k[0]) / sh + 1, (w + pl + pr - k[1]) / sw + 1))
+        };
+        let out = match node.op_type.as_str() {
+            "Conv" => {
+                let t = graph
+                    .initializer
+                    .iter()
+                    .find(|t| t.name == node.input[1])
+                    .ok_or_else(|| unsupported(node, "the weight is not an initializer"))?;
+                let d: Vec<usize> = t.dims.iter().map(|&v| v as usize).collect();
+                if d.len() != 4 {
+                    return Err(unsupported(node, format!("weight of shape {d:?}")));
+                }
+                let (oh, ow) = window(&d[2..])?;
+                total += (d.iter().product::<usize>() * oh * ow) as u64;
+                (oh, ow)
+            }
+            "MaxPool" | "AveragePool" => {
+                let k: Vec<usize> = ints(node, "kernel_shape")
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&v| v as usize)
+                    .collect();
+                window(&k)?
+            }
+            "GlobalAveragePool" | "GlobalMaxPool" => (1, 1),
+            "Gemm" | "MatMul" => {
+                if let Some(t) = graph.initializer.iter().find(|t| t.name == node.input[1]) {
+                    total += t.dims.iter().product::<i64>().max(0) as u64 * (h * w) as u64;
+                }
+                (h, w)
+            }
+            _ => (h, w),
+        };
+        for o in &node.output {
+            spatial.insert(o.clone(), out);
+        }
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod multiply_add_tests {
+    use super::*;
+
+    #[test]
+    fn multiply_adds_of_tiny_networks_match_a_hand_count() {
+        // tiny-mobilenet at 32 px: stem 3→8 k3 s2 (16x16), expand 8→16 k1, depthwise 16 k3,
+        // project 16→8 k1, global pool, fc 8→10.
+        let m = tl_onnx::fixtures::tiny("mobilenet", 0, 10).unwrap();
+        let hand = 8 * 3 * 9 * 256 + 16 * 8 * 256 + 16 * 9 * 256 + 8 * 16 * 256 + 8 * 10;
+        assert_eq!(multiply_adds(&m, 32, 32).unwrap(), hand);
+        // tiny-vgg at 32 px: two 3x3 convs at 32x32, a 2x2 max pool, one at 16x16, fc 16→10.
+        let m = tl_onnx::fixtures::tiny("vgg", 0, 10).unwrap();
+        let hand = 8 * 3 * 9 * 1024 + 8 * 8 * 9 * 1024 + 16 * 8 * 9 * 256 + 16 * 10;
+        assert_eq!(multiply_adds(&m, 32, 32).unwrap(), hand);
+        // Quadratic in the side: 64 px is 4x the convolutions.
+        let m = tl_onnx::fixtures::tiny("mobilenet", 0, 10).unwrap();
+        assert_eq!(
+            multiply_adds(&m, 64, 64).unwrap() - 80,
+            4 * (multiply_adds(&m, 32, 32).unwrap() - 80)
+        );
+    }
+}
