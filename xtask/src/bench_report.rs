@@ -34,13 +34,14 @@ fn json_field(text: &str, path: &[&str]) -> Result<f64> {
 }
 
 /// Sections of `docs/benchmarks.md`, each regenerated on its own (`--only NAME`).
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "extract",
     "probe",
     "heads",
     "adapt",
     "experiments",
     "finetune",
+    "gpu",
 ];
 
 /// The footer note of sections made from `tl run` experiments.
@@ -227,6 +228,20 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut section = crate::finetune_bench::throughput(&cargo)?;
         section.push_str(&experiment_report("finetune")?);
         write_section(&mut doc, path, "finetune", &section, REUSED_CELLS)?;
+    }
+    if only.iter().any(|s| s == "gpu") {
+        crate::fetch_models(
+            &[
+                "onnxruntime",
+                "efficientnet-lite0",
+                "minilm-l6",
+                "mnist-5k",
+                "rotten-tomatoes",
+            ]
+            .map(String::from),
+        )?;
+        let section = crate::gpu_report::section(&cargo)?;
+        write_section(&mut doc, path, "gpu", &section, "")?;
     }
     if !only.iter().any(|s| s == "extract") {
         return Ok(());

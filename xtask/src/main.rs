@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 mod adapt_experiment;
 mod bench_report;
 mod finetune_bench;
+mod gpu_report;
 mod heads_experiment;
 mod probe_bench;
 
@@ -21,7 +22,7 @@ commands:
         fetch registry entries (all non-optional ones when no ID is given) into TL_HOME
   test  fetch what the tests need, then cargo fmt --check, cargo clippy -D warnings,
         and cargo test over the whole workspace
-  bench-report [--runs N] [--only extract|probe|heads|adapt]
+  bench-report [--runs N] [--only extract|probe|heads|adapt|experiments|finetune|gpu]
         measure feature extraction (tl end to end, bare ONNX Runtime, a Python pipeline)
         and the criterion benches on this machine, and regenerate docs/benchmarks.md
 ";

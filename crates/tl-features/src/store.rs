@@ -361,7 +361,12 @@ mod tests {
         write_matrix(&p, &m).unwrap();
         assert_eq!(read_matrix(&p).unwrap(), m);
         std::fs::write(&p, b"not safetensors").unwrap();
-        assert!(read_matrix(&p).unwrap_err().to_string().contains("m.safetensors"));
+        assert!(
+            read_matrix(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("m.safetensors")
+        );
     }
 
     #[test]
