@@ -132,7 +132,9 @@ pub fn classify(args: &ClassifyArgs, global: &Global) -> Result<(Report, std::ti
     let mut session = Session::from_file(
         rt,
         &model.path,
-        &SessionOptions::default().threads(args.run.threads),
+        &SessionOptions::default()
+            .threads(args.run.threads)
+            .precision(args.run.precision),
     )?;
     let started = Instant::now();
     let mut results = Vec::with_capacity(args.images.len());

@@ -35,9 +35,10 @@ pub struct ExtractArgs {
     /// Input side in pixels, for models with dynamic spatial size.
     #[arg(long, value_name = "N")]
     image_size: Option<u32>,
-    /// Images per ONNX Runtime call.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
+    /// Rows per ONNX Runtime call [default: 32 on the CPU, 128 on a GPU, where larger batches
+    /// keep the device busy; `tl gpu-check` measures several].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Rows per stored part (the unit an interrupted run resumes from).
     #[arg(long, default_value_t = 1024)]
     part_size: usize,
@@ -168,7 +169,8 @@ pub struct Request<'a> {
     pub layers: Vec<String>,
     pub pool: Pool,
     pub image_size: Option<u32>,
-    pub batch_size: usize,
+    /// `None`: [`default_batch_size`] for the device the runtime chose.
+    pub batch_size: Option<usize>,
     pub part_size: usize,
     pub skip_bad: bool,
     pub run: &'a RunArgs,
@@ -183,6 +185,16 @@ pub struct Computed {
     pub contract_json: serde_json::Value,
     pub report: tl_features::extract::ExtractReport,
     pub stores: Vec<tl_features::store::FeatureStore>,
+}
+
+/// Rows per ONNX Runtime call when none is asked for: 32 on the CPU (the earlier fixed
+/// default), 128 on a GPU, where larger batches keep the device busy (a guess until
+/// `tl gpu-check`, which times several sizes, has run on GPUs).
+pub fn default_batch_size(provider: tl_runtime::Provider) -> usize {
+    match provider {
+        tl_runtime::Provider::Cpu => 32,
+        tl_runtime::Provider::Cuda { .. } => 128,
+    }
 }
 
 /// Runs (or finds in the cache) the extraction `r` asks for over `ds`.
@@ -203,10 +215,14 @@ pub fn compute(
         model.path = f.clone();
     }
     let sha = tl_core::hash::sha256_file(&model.path)?;
-    let session_opts = SessionOptions::default().threads(r.run.threads);
+    let session_opts = SessionOptions::default()
+        .threads(r.run.threads)
+        .precision(r.run.precision);
     let mut opts = ExtractOptions::new(Vec::new());
     opts.pool = r.pool;
-    opts.batch_size = r.batch_size;
+    opts.batch_size = r
+        .batch_size
+        .unwrap_or_else(|| default_batch_size(rt.device().provider));
     opts.part_size = r.part_size;
     opts.skip_bad = r.skip_bad;
     opts.quiet = global.quiet || global.json;

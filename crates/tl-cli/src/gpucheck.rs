@@ -37,6 +37,10 @@ pub struct GpuCheckArgs {
     /// Film-review sentences per run (MiniLM).
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub sentences: usize,
+    /// Precision on the checked device (`f16`: half precision; the reference stays `f32`),
+    /// so the difference f16 makes is measured against float32 features.
+    #[arg(long, default_value = "f32", value_parser = crate::parse_precision)]
+    pub precision: tl_core::Precision,
     /// Smallest per-row cosine similarity between the two devices' features that passes.
     #[arg(long, default_value_t = 0.999)]
     pub min_cosine: f64,
@@ -81,6 +85,8 @@ struct ModelCheck {
 struct Report {
     schema_version: u32,
     device: String,
+    /// Precision on the device (the reference runs in f32).
+    precision: String,
     reference: String,
     gpu: Option<tl_runtime::GpuInfo>,
     /// Peak FP32 FLOP/s of the GPU: SMs × FP32 lanes per SM × 2 × clock.
@@ -178,9 +184,13 @@ pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
             let keep = i + 1 == a.batch_sizes.len();
             let mut rates = Vec::new();
             // The device first: a GPU that fails, fails before any reference run.
-            for device in [a.device, a.against] {
-                let out = scratch.path().join(format!("{}-{device}-{batch}", w.model));
-                let rate = extract_in_own_process(&home, w, device, batch, &out, global)?;
+            for (side, device, precision) in [
+                ("device", a.device, a.precision),
+                ("reference", a.against, tl_core::Precision::F32),
+            ] {
+                let out = scratch.path().join(format!("{}-{side}-{batch}", w.model));
+                let rate =
+                    extract_in_own_process(&home, w, (device, precision), batch, &out, global)?;
                 if keep {
                     features.push(read_features(&out)?);
                 }
@@ -211,6 +221,7 @@ pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
     let report = Report {
         schema_version: JSON_SCHEMA_VERSION,
         device: a.device.to_string(),
+        precision: a.precision.to_string(),
         reference: a.against.to_string(),
         gpu,
         peak_fp32_gflops: peak,
@@ -245,7 +256,7 @@ pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
 fn extract_in_own_process(
     home: &Path,
     w: &Workload,
-    device: Device,
+    (device, precision): (Device, tl_core::Precision),
     batch: usize,
     out: &Path,
     global: &Global,
@@ -260,7 +271,7 @@ fn extract_in_own_process(
     std::fs::create_dir_all(out)?;
     if !global.quiet && !global.json {
         eprintln!(
-            "  {} on {device}, batch {batch}: {} {} ...",
+            "  {} on {device} ({precision}), batch {batch}: {} {} ...",
             w.model, w.rows, w.unit
         );
     }
@@ -276,13 +287,14 @@ fn extract_in_own_process(
             "--batch-size",
             &batch.to_string(),
         ])
-        .args(["--device", &device.to_string(), "--out"])
+        .args(["--device", &device.to_string()])
+        .args(["--precision", &precision.to_string(), "--out"])
         .arg(out)
         .output()
         .context("cannot run `tl extract` as a child process")?;
     if !output.status.success() {
         bail!(
-            "`tl extract --model {} --device {device} --batch-size {batch}` failed: {}",
+            "`tl extract --model {} --device {device} --precision {precision} --batch-size {batch}` failed: {}",
             w.model,
             String::from_utf8_lossy(&output.stderr).trim()
         );
@@ -350,7 +362,10 @@ fn print_report(r: &Report) {
             peak.map_or("unknown".into(), |p| format!("{:.1} TFLOP/s", p / 1e3)),
             r.reference
         ),
-        (None, _) => println!("Device check: {} against {}", r.device, r.reference),
+        (None, _) => println!(
+            "Device check: {} ({}) against {} (f32)",
+            r.device, r.precision, r.reference
+        ),
     }
     for m in &r.models {
         println!(
@@ -368,7 +383,7 @@ fn print_report(r: &Report) {
             "  {:>6}  {:>14}  {:>14}  {:>8}  {:>22}",
             "batch",
             format!("{} {}/s", r.reference, m.unit),
-            format!("{} {}/s", r.device, m.unit),
+            format!("{} {} {}/s", r.device, r.precision, m.unit),
             "speed-up",
             "GFLOP/s (of peak)"
         );

@@ -75,6 +75,14 @@ pub struct RunArgs {
     /// Intra-op threads for ONNX Runtime (default: one per physical core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// `f32`, or `f16`: the model rewritten to compute in half precision (float32 in and out;
+    /// for GPUs; quantized models have no f16 form). Features of each precision are cached apart.
+    #[arg(long, default_value = "f32", value_parser = parse_precision)]
+    pub precision: tl_core::Precision,
+}
+
+pub(crate) fn parse_precision(s: &str) -> Result<tl_core::Precision, String> {
+    s.parse().map_err(|e: tl_core::Error| e.to_string())
 }
 
 fn parse_device(s: &str) -> Result<Device, String> {

@@ -74,8 +74,13 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
     })?)
     .context("metadata `tl.tasks`")?;
     let rt = Runtime::init(&RuntimeOptions::device(a.run.device).with_home(home))?;
-    let mut session =
-        Session::from_file(rt, &path, &SessionOptions::default().threads(a.run.threads))?;
+    let mut session = Session::from_file(
+        rt,
+        &path,
+        &SessionOptions::default()
+            .threads(a.run.threads)
+            .precision(a.run.precision),
+    )?;
     let names: Vec<String> = if tasks.len() == 1 {
         vec!["probabilities".into()]
     } else {

@@ -1169,7 +1169,7 @@ pub(crate) fn feature_source(
             layers: r.layer.clone().into_iter().collect(),
             pool: r.pool,
             image_size: r.image_size,
-            batch_size: 32,
+            batch_size: None,
             part_size: 1024,
             skip_bad: false,
             run: r.run,

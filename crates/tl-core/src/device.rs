@@ -55,9 +55,62 @@ impl fmt::Display for Device {
     }
 }
 
+/// The floating-point precision a model computes in: `f32` (as stored) or `f16` (weights
+/// and arithmetic in half precision, float32 at the inputs and outputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
+            _ => Err(Error::Parse {
+                what: "precision",
+                value: s.to_string(),
+                reason: "expected `f32` or `f16`".into(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn precisions_parse_and_print() {
+        for (s, p) in [
+            ("f32", Precision::F32),
+            ("FP16", Precision::F16),
+            ("half", Precision::F16),
+        ] {
+            let parsed: Precision = s.parse().unwrap();
+            assert_eq!(parsed, p);
+            assert_eq!(parsed.to_string().parse::<Precision>().unwrap(), p);
+        }
+        let err = "bf16".parse::<Precision>().unwrap_err().to_string();
+        assert!(
+            err.contains("bf16") && err.contains("`f32` or `f16`"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn parse_and_display_roundtrip() {

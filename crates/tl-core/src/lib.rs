@@ -29,7 +29,7 @@ pub mod io;
 pub mod rng;
 
 pub use contract::{ImageContract, InputContract, Layout, ResizePolicy, TextContract};
-pub use device::Device;
+pub use device::{Device, Precision};
 pub use error::{Error, Result};
 
 /// The version of `tl`, written into every artifact and cache entry.

@@ -297,7 +297,7 @@ fn open_stores(
                     preprocessing: preprocessing.clone(),
                     onnxruntime_version: rt.version().to_string(),
                     provider: session.provider().to_string(),
-                    precision: "f32".into(),
+                    precision: session.precision().to_string(),
                 },
             )
         })

@@ -32,6 +32,7 @@ pub mod convert;
 mod error;
 pub mod fixtures;
 mod model;
+pub mod precision;
 pub mod proto;
 pub mod torch;
 

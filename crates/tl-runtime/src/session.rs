@@ -28,6 +28,10 @@ pub struct SessionOptions {
     /// Intra-op threads; `None` lets ONNX Runtime use one per physical core.
     pub threads: Option<usize>,
     pub opt_level: OptLevel,
+    /// `F16` rewrites the model to compute in half precision ([`OnnxModel::to_float16`]).
+    pub precision: tl_core::Precision,
+    /// Runs through ONNX Runtime's I/O binding; `None`: on for CUDA, off for the CPU.
+    pub io_binding: Option<bool>,
 }
 
 impl SessionOptions {
@@ -35,6 +39,18 @@ impl SessionOptions {
     #[must_use]
     pub fn threads(mut self, n: Option<usize>) -> Self {
         self.threads = n;
+        self
+    }
+    /// Forces I/O binding on or off.
+    #[must_use]
+    pub fn io_binding(mut self, on: bool) -> Self {
+        self.io_binding = Some(on);
+        self
+    }
+    /// Sets the precision.
+    #[must_use]
+    pub fn precision(mut self, precision: tl_core::Precision) -> Self {
+        self.precision = precision;
         self
     }
     /// Sets the optimisation level.
@@ -106,6 +122,8 @@ pub struct Session {
     inputs: Vec<TensorInfo>,
     outputs: Vec<TensorInfo>,
     provider: Provider,
+    precision: tl_core::Precision,
+    io_binding: bool,
 }
 
 impl Session {
@@ -114,7 +132,10 @@ impl Session {
     pub fn from_file(rt: &Runtime, path: &Path, opts: &SessionOptions) -> Result<Self> {
         let bytes =
             std::fs::read(path).map_err(|e| tl_core::Error::io("cannot read model", path, e))?;
-        OnnxModel::from_bytes(&bytes, path)?;
+        let model = OnnxModel::from_bytes(&bytes, path)?;
+        if opts.precision == tl_core::Precision::F16 {
+            return Self::from_model(rt, &model, &path.display().to_string(), opts);
+        }
         Self::from_bytes(rt, &bytes, &path.display().to_string(), opts)
     }
 
@@ -125,7 +146,16 @@ impl Session {
         name: &str,
         opts: &SessionOptions,
     ) -> Result<Self> {
-        Self::from_bytes(rt, &model.to_bytes(), name, opts)
+        match opts.precision {
+            tl_core::Precision::F32 => Self::from_bytes(rt, &model.to_bytes(), name, opts),
+            tl_core::Precision::F16 => {
+                let half = model.to_float16().map_err(|e| Error::Inputs {
+                    model: name.to_string(),
+                    reason: format!("--precision f16: {e}"),
+                })?;
+                Self::from_bytes(rt, &half.to_bytes(), name, opts)
+            }
+        }
     }
 
     fn from_bytes(rt: &Runtime, bytes: &[u8], name: &str, opts: &SessionOptions) -> Result<Self> {
@@ -180,6 +210,10 @@ impl Session {
             inputs,
             outputs,
             provider,
+            precision: opts.precision,
+            io_binding: opts
+                .io_binding
+                .unwrap_or(matches!(provider, Provider::Cuda { .. })),
         })
     }
 
@@ -196,6 +230,11 @@ impl Session {
     /// The execution provider this session runs on.
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// The precision the model computes in.
+    pub fn precision(&self) -> tl_core::Precision {
+        self.precision
     }
 
     /// Checks names, ranks and fixed dimensions of `inputs` against the model.
@@ -275,42 +314,77 @@ impl Session {
                 });
             }
         }
-        let mut values: Vec<(
-            std::borrow::Cow<'_, str>,
-            ort::session::SessionInputValue<'_>,
-        )> = Vec::new();
-        for (name, input) in inputs {
-            let v: ort::session::SessionInputValue<'_> = match input {
-                Input::F32(a) => TensorRef::from_array_view(a.view())?.into(),
-                Input::I64(a) => TensorRef::from_array_view(a.view())?.into(),
-            };
-            values.push(((*name).into(), v));
-        }
         let model = self.name.clone();
         let wanted: Vec<String> = if outputs.is_empty() {
             self.outputs.iter().map(|o| o.name.clone()).collect()
         } else {
             outputs.iter().map(|s| s.to_string()).collect()
         };
-        let result = self.inner.run(values)?;
-        let mut out = HashMap::with_capacity(wanted.len());
-        for name in wanted {
-            let value = result.get(&name).ok_or_else(|| Error::Output {
-                model: model.clone(),
-                output: name.clone(),
-                reason: "missing from the run's results".into(),
-            })?;
-            let arr = value
-                .try_extract_array::<f32>()
-                .map_err(|e| Error::Output {
+        let extract = |result: &ort::session::SessionOutputs<'_>| {
+            let mut out = HashMap::with_capacity(wanted.len());
+            for name in &wanted {
+                let value = result.get(name).ok_or_else(|| Error::Output {
                     model: model.clone(),
                     output: name.clone(),
-                    reason: format!("not a float tensor: {e}"),
+                    reason: "missing from the run's results".into(),
                 })?;
-            out.insert(name, arr.to_owned());
+                let arr = value
+                    .try_extract_array::<f32>()
+                    .map_err(|e| Error::Output {
+                        model: model.clone(),
+                        output: name.clone(),
+                        reason: format!("not a float tensor: {e}"),
+                    })?;
+                out.insert(name.clone(), arr.to_owned());
+            }
+            Ok::<_, Error>(out)
+        };
+        if !self.io_binding {
+            let result = self.inner.run(session_inputs(inputs)?)?;
+            return extract(&result);
         }
-        Ok(out)
+        // I/O binding: inputs bound once per call, outputs allocated by ONNX Runtime where
+        // the provider wants them read (pinned host memory for CUDA, plain for the CPU).
+        let mut binding = self.inner.create_binding()?;
+        // Owned copies: ort clones a borrowed input before binding it anyway, and that clone
+        // never returned with ort 2.0.0-rc.15 here (tests/sessions.rs binds owned tensors).
+        for (name, input) in inputs {
+            let value: ort::value::DynValue = match input {
+                Input::F32(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+                Input::I64(a) => ort::value::Tensor::from_array(a.to_owned())?.into_dyn(),
+            };
+            binding.bind_input(*name, &value)?;
+        }
+        let memory = output_memory(self.provider)?;
+        for name in &wanted {
+            binding.bind_output_to_device(name.as_str(), &memory)?;
+        }
+        let result = self.inner.run_binding(&binding)?;
+        let out = extract(&result);
+        drop(result);
+        drop(binding);
+        out
     }
+}
+
+/// Where bound outputs are allocated: host memory the provider can write directly
+/// (`CudaPinned` for CUDA, so the copy back is one DMA; plain CPU memory otherwise).
+fn output_memory(provider: Provider) -> Result<ort::memory::MemoryInfo<'static>> {
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    Ok(match provider {
+        Provider::Cpu => MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )?,
+        Provider::Cuda { id } => MemoryInfo::new(
+            AllocationDevice::CUDA_PINNED,
+            id as i32,
+            AllocatorType::Device,
+            MemoryType::CPUOutput,
+        )?,
+    })
 }
 
 type InputValues<'a> = Vec<(
