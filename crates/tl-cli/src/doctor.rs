@@ -143,7 +143,7 @@ pub fn run(global: &Global) -> Result<()> {
             .cuda
             .libraries
             .iter()
-            .filter(|l| l.found.is_none() || l.what != "linked by the provider")
+            .filter(|l| l.found.is_none() || l.what != tl_runtime::LINKED_BY_PROVIDER)
         {
             let state = match (&l.found, l.required) {
                 (Some(p), _) => p.display().to_string(),

@@ -231,49 +231,52 @@ fn st(e: safetensors::SafeTensorError) -> Error {
     Error::Store(format!("safetensors: {e}"))
 }
 
-fn read_part(path: &Path) -> Result<(Vec<String>, Array2<f32>)> {
+/// Reads the safetensors file `path` and hands its tensors to `read`; errors name the file.
+fn with_tensors<T>(
+    path: &Path,
+    read: impl FnOnce(&safetensors::SafeTensors<'_>) -> std::result::Result<T, String>,
+) -> Result<T> {
     let bytes = std::fs::read(path).map_err(|e| tl_core::Error::io("cannot read", path, e))?;
     let bad = |why: String| Error::Store(format!("`{}`: {why}", path.display()));
     let t = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let f = t.tensor("features").map_err(|e| bad(e.to_string()))?;
-    let h = t.tensor("hashes").map_err(|e| bad(e.to_string()))?;
-    let (n, d) = match f.shape() {
-        [n, d] => (*n, *d),
-        s => return Err(bad(format!("features has shape {s:?}"))),
-    };
-    if h.shape() != [n, 32] {
-        return Err(bad(format!(
-            "hashes has shape {:?}, expected [{n}, 32]",
-            h.shape()
-        )));
-    }
-    let values: Vec<f32> = f
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
-    let hashes = h.data().chunks_exact(32).map(hex::encode).collect();
-    Ok((
-        hashes,
-        Array2::from_shape_vec((n, d), values).map_err(|e| bad(e.to_string()))?,
-    ))
+    read(&t).map_err(bad)
 }
 
-/// Reads a file written by [`write_matrix`].
-pub fn read_matrix(path: &Path) -> Result<Array2<f32>> {
-    let bytes = std::fs::read(path).map_err(|e| tl_core::Error::io("cannot read", path, e))?;
-    let bad = |why: String| Error::Store(format!("`{}`: {why}", path.display()));
-    let t = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-    let f = t.tensor("features").map_err(|e| bad(e.to_string()))?;
+/// The `features` tensor, [n, d] f32.
+fn features_tensor(t: &safetensors::SafeTensors<'_>) -> std::result::Result<Array2<f32>, String> {
+    let f = t.tensor("features").map_err(|e| e.to_string())?;
     let [n, d] = f.shape() else {
-        return Err(bad(format!("features has shape {:?}", f.shape())));
+        return Err(format!("features has shape {:?}", f.shape()));
     };
     let values = f
         .data()
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
         .collect();
-    Array2::from_shape_vec((*n, *d), values).map_err(|e| bad(e.to_string()))
+    Array2::from_shape_vec((*n, *d), values).map_err(|e| e.to_string())
+}
+
+fn read_part(path: &Path) -> Result<(Vec<String>, Array2<f32>)> {
+    with_tensors(path, |t| {
+        let features = features_tensor(t)?;
+        let h = t.tensor("hashes").map_err(|e| e.to_string())?;
+        let n = features.nrows();
+        if h.shape() != [n, 32] {
+            return Err(format!(
+                "hashes has shape {:?}, expected [{n}, 32]",
+                h.shape()
+            ));
+        }
+        Ok((
+            h.data().chunks_exact(32).map(hex::encode).collect(),
+            features,
+        ))
+    })
+}
+
+/// Reads a file written by [`write_matrix`].
+pub fn read_matrix(path: &Path) -> Result<Array2<f32>> {
+    with_tensors(path, features_tensor)
 }
 
 /// Writes a matrix as a safetensors file with one tensor, `features` [n, d], atomically.

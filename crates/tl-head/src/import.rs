@@ -89,6 +89,27 @@ fn attr_string(node: &NodeProto, name: &str) -> Option<String> {
 /// The block a node belongs to, by its name: the first segment, with the second when it
 /// is a number (`blocks.3.dw.conv` → `blocks.3`, `features.17` → `features.17`,
 /// `stem.conv` → `stem`, `head.bn` → `head`).
+/// A window op's padding (Conv, pooling): `auto_pad = SAME_UPPER`, or explicit `pads`
+/// (`[t, l, b, r]`, default none).
+fn padding(node: &NodeProto) -> Result<Padding> {
+    match attr_string(node, "auto_pad").as_deref() {
+        Some("SAME_UPPER") => Ok(Padding::SameUpper),
+        None | Some("NOTSET") => {
+            let p = ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
+            if p.len() != 4 || p.iter().any(|&v| v < 0) {
+                return Err(unsupported(node, format!("pads {p:?}")));
+            }
+            Ok(Padding::Explicit([
+                p[0] as usize,
+                p[1] as usize,
+                p[2] as usize,
+                p[3] as usize,
+            ]))
+        }
+        Some(other) => Err(unsupported(node, format!("auto_pad {other}: {SUPPORTED}"))),
+    }
+}
+
 pub fn block_of(node: &str) -> String {
     let mut parts = node.split('.');
     let first = parts.next().unwrap_or_default();
@@ -233,25 +254,8 @@ pub fn import_graph(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
                         format!("dilated convolution: {SUPPORTED}"),
                     ));
                 }
+                let padding = padding(node)?;
                 let stride = ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
-                let padding = match attr_string(node, "auto_pad").as_deref() {
-                    Some("SAME_UPPER") => Padding::SameUpper,
-                    None | Some("NOTSET") => {
-                        let p = ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
-                        if p.len() != 4 || p.iter().any(|&v| v < 0) {
-                            return Err(unsupported(node, format!("pads {p:?}")));
-                        }
-                        Padding::Explicit([
-                            p[0] as usize,
-                            p[1] as usize,
-                            p[2] as usize,
-                            p[3] as usize,
-                        ])
-                    }
-                    Some(other) => {
-                        return Err(unsupported(node, format!("auto_pad {other}: {SUPPORTED}")));
-                    }
-                };
                 if ws.len() != 4 || stride.len() != 2 || stride.iter().any(|&v| v < 1) {
                     return Err(unsupported(
                         node,
@@ -475,22 +479,24 @@ pub fn multiply_adds(model: &OnnxModel, height: usize, width: usize) -> Result<u
         };
         let window = |k: &[usize]| -> Result<(usize, usize)> {
             let s = ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
-            let (sh, sw) = (
+            let stride = [
                 s[0].max(1) as usize,
                 s.get(1).copied().unwrap_or(s[0]).max(1) as usize,
-            );
-            if attr_string(node, "auto_pad").is_some_and(|p| p.starts_with("SAME")) {
-                return Ok((h.div_ceil(sh), w.div_ceil(sw)));
-            }
-            let p = ints(node, "pads").unwrap_or_else(|| vec![0; 4]);
-            let (pt, pl, pb, pr) = (p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize);
-            if h + pt + pb < k[0] || w + pl + pr < k[1] {
-                return Err(unsupported(
+            ];
+            // Counting needs output sizes only: SAME_LOWER pads the other side to the size
+            // SAME_UPPER gives, and VALID is no padding (import supports neither).
+            let padding = match attr_string(node, "auto_pad").as_deref() {
+                Some("SAME_LOWER") => Padding::SameUpper,
+                Some("VALID") => Padding::Explicit([0; 4]),
+                _ => padding(node)?,
+            };
+            let ([oh, ow], _) = padding.apply([h, w], [k[0], k[1]], stride).ok_or_else(|| {
+                unsupported(
                     node,
                     format!("a {}x{} window on a {h}x{w} input", k[0], k[1]),
-                ));
-            }
-            Ok(((h + pt + pb - k[0]) / sh + 1, (w + pl + pr - k[1]) / sw + 1))
+                )
+            })?;
+            Ok((oh, ow))
         };
         let out = match node.op_type.as_str() {
             "Conv" => {

@@ -35,6 +35,26 @@ pub enum Padding {
     SameUpper,
 }
 
+impl Padding {
+    /// Output size and leading (top, left) padding of a `kernel` window moved by `stride`
+    /// over a `size` input, or `None` when the padded input is smaller than the window.
+    /// Pooling windows follow the same rule.
+    pub fn apply(
+        &self,
+        size: [usize; 2],
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> Option<([usize; 2], [usize; 2])> {
+        let (same, p) = match *self {
+            Padding::SameUpper => (true, [0; 4]),
+            Padding::Explicit(p) => (false, p),
+        };
+        let (oh, pt) = axis(size[0], kernel[0], stride[0], (p[0], p[2]), same)?;
+        let (ow, pl) = axis(size[1], kernel[1], stride[1], (p[1], p[3]), same)?;
+        Some(([oh, ow], [pt, pl]))
+    }
+}
+
 /// A convolution layer: weight `[out, in / group, kh, kw]`, bias `[out]` (ONNX and
 /// PyTorch layout, so imported and exported weights need no transposition).
 #[derive(Debug)]
@@ -221,14 +241,8 @@ impl Conv2d {
         }
         let [kh, kw] = self.kernel();
         let [sh, sw] = self.stride;
-        let (same, p) = match self.padding {
-            Padding::SameUpper => (true, [0; 4]),
-            Padding::Explicit(p) => (false, p),
-        };
-        let (Some((oh, pt)), Some((ow, pl))) = (
-            axis(x[2], kh, sh, (p[0], p[2]), same),
-            axis(x[3], kw, sw, (p[1], p[3]), same),
-        ) else {
+        let Some(([oh, ow], [pt, pl])) = self.padding.apply([x[2], x[3]], [kh, kw], self.stride)
+        else {
             return Err(Error::shape(
                 what,
                 format!("{} at least the {kh}×{kw} kernel once padded", expect()),

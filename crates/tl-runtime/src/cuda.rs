@@ -24,6 +24,9 @@ pub const CUDA_LIBRARIES_ID: &str = "cuda-libraries";
 /// File name of the provider library beside `libonnxruntime.so`.
 pub const PROVIDER_LIBRARY: &str = "libonnxruntime_providers_cuda.so";
 
+/// [`LibraryCheck::what`] of a library the provider links that is not NVIDIA's (libc, ...).
+pub const LINKED_BY_PROVIDER: &str = "linked by the provider";
+
 /// The driver, checked on its own (it comes with the GPU, not from a registry).
 const DRIVER: &str = "libcuda.so.1";
 
@@ -67,7 +70,7 @@ const NVIDIA: &[(&str, &str, bool, bool)] = &[
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LibraryCheck {
     pub soname: String,
-    /// What it is ("cuDNN 9"), or "linked by the provider" for system libraries.
+    /// What it is ("cuDNN 9"), or [`LINKED_BY_PROVIDER`] for system libraries.
     pub what: String,
     /// The provider cannot run without it.
     pub required: bool,
@@ -280,45 +283,37 @@ pub fn support_with(
         .and_then(|p| p.parent())
         .map(|d| d.join(PROVIDER_LIBRARY))
         .filter(|p| p.is_file());
+    // The NVIDIA table in load order, then the provider's other links as it lists them.
+    let mut libraries: Vec<LibraryCheck> = NVIDIA
+        .iter()
+        .map(|&(soname, what, required, preload)| LibraryCheck {
+            soname: soname.to_string(),
+            what: what.to_string(),
+            required,
+            found: search.find(soname),
+            preload,
+        })
+        .collect();
     let mut provider_unreadable = None;
-    let mut libraries: Vec<LibraryCheck> = Vec::new();
     if let Some(provider) = &provider_library {
         match elf::dynamic_info(provider) {
             Ok(info) => {
-                for soname in info.needed.iter().filter(|n| *n != DRIVER) {
-                    let known = NVIDIA.iter().find(|(s, ..)| s == soname);
-                    libraries.push(LibraryCheck {
-                        soname: soname.clone(),
-                        what: known.map_or("linked by the provider", |k| k.1).to_string(),
-                        required: true,
-                        found: search.find(soname),
-                        preload: false,
-                    });
+                for soname in info.needed.into_iter().filter(|n| n != DRIVER) {
+                    match libraries.iter_mut().find(|l| l.soname == soname) {
+                        Some(l) => l.required = true,
+                        None => libraries.push(LibraryCheck {
+                            what: LINKED_BY_PROVIDER.to_string(),
+                            required: true,
+                            found: search.find(&soname),
+                            preload: false,
+                            soname,
+                        }),
+                    }
                 }
             }
             Err(e) => provider_unreadable = Some(e),
         }
     }
-    for &(soname, what, required, preload) in NVIDIA {
-        let found = search.find(soname);
-        match libraries.iter_mut().find(|l| l.soname == soname) {
-            Some(l) => l.preload = preload,
-            None => libraries.push(LibraryCheck {
-                soname: soname.to_string(),
-                what: what.to_string(),
-                required,
-                found,
-                preload,
-            }),
-        }
-    }
-    // Load order: the NVIDIA table's order, then the rest as linked.
-    libraries.sort_by_key(|l| {
-        NVIDIA
-            .iter()
-            .position(|(s, ..)| *s == l.soname)
-            .unwrap_or(NVIDIA.len())
-    });
     let driver = search.find(DRIVER);
     let device_node = (0..16)
         .map(|i| PathBuf::from(format!("/dev/nvidia{i}")))

@@ -82,18 +82,14 @@ pub(crate) fn resolve(device: Device, home: &Path) -> Result<ResolvedDevice> {
                     note: Some("--device auto chose cuda:0".into()),
                     cuda: Some(support),
                 }),
-                Some(reason) => Ok(ResolvedDevice {
-                    provider: Provider::Cpu,
-                    library: cpu()?,
-                    note: Some(format!("--device auto chose cpu: {reason}")),
-                    cuda: None,
-                }),
+                Some(reason) => cpu_fallback(home, &reason),
             }
         }
     }
 }
 
-/// `--device auto` after CUDA failed at the last step (loading its libraries).
+/// `--device auto` when CUDA cannot be had, saying why (from [`resolve`], or after loading
+/// the NVIDIA libraries failed).
 pub(crate) fn cpu_fallback(home: &Path, reason: &str) -> Result<ResolvedDevice> {
     Ok(ResolvedDevice {
         provider: Provider::Cpu,

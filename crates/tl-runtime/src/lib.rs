@@ -30,8 +30,8 @@ mod library;
 mod session;
 
 pub use cuda::{
-    CUDA_LIBRARIES_ID, CudaSupport, GpuInfo, LibraryCheck, LibrarySearch, PROVIDER_LIBRARY,
-    cuda_support, support_with,
+    CUDA_LIBRARIES_ID, CudaSupport, GpuInfo, LINKED_BY_PROVIDER, LibraryCheck, LibrarySearch,
+    PROVIDER_LIBRARY, cuda_support, support_with,
 };
 pub use device::{Provider, ResolvedDevice};
 pub use elf::{DynamicInfo, dynamic_info};

@@ -359,11 +359,7 @@ impl Session {
         for name in &wanted {
             binding.bind_output_to_device(name.as_str(), &memory)?;
         }
-        let result = self.inner.run_binding(&binding)?;
-        let out = extract(&result);
-        drop(result);
-        drop(binding);
-        out
+        extract(&self.inner.run_binding(&binding)?)
     }
 }
 
