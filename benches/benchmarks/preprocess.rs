@@ -2,7 +2,10 @@
 
 use criterion::{Criterion, Throughput, criterion_group};
 use tl_core::ImageContract;
-use tl_features::image::{batch, load_rgb, preprocess_files, resize_and_crop};
+use tl_features::image::{
+    Decoded, Gray8, batch, batch_shape, load_rgb, preprocess_files, preprocess_into,
+    resize_and_crop,
+};
 
 fn contract(size: u32) -> ImageContract {
     ImageContract::rgb_center_crop("input", size, [127.0; 3], [128.0; 3])
@@ -17,6 +20,17 @@ fn bench(c: &mut Criterion) {
         let k = contract(size);
         g.bench_function(format!("resize_crop_normalise/451x300->{size}"), |b| {
             b.iter(|| batch(&k, &[resize_and_crop(&k, &img)]))
+        });
+    }
+    // An MNIST digit (28×28 gray), as `tl extract` preprocesses one row into its batch.
+    let digit = Decoded::Gray(
+        Gray8::new(28, 28, (0..784).map(|i| (i * 37 % 256) as u8).collect()).unwrap(),
+    );
+    for size in [224u32, 112] {
+        let k = contract(size);
+        let mut out = ndarray::Array4::<f32>::zeros(batch_shape(&k, 1));
+        g.bench_function(format!("preprocess_into/28x28_gray->{size}"), |b| {
+            b.iter(|| preprocess_into(&k, &digit, out.index_axis_mut(ndarray::Axis(0), 0)))
         });
     }
     let k = contract(224);

@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask fetch-models [ID...] [--from DIR] [--quiet]`: fetch registry entries into `TL_HOME`.
 //! - `cargo xtask test`: what CI runs — fetch what the tests need, then fmt, clippy, tests.
+//! - `cargo xtask make-photos`: the JPEG folder of the extraction benchmark.
 
 use std::process::Command;
 
@@ -9,9 +10,11 @@ use anyhow::{Context, Result, bail};
 
 mod adapt_experiment;
 mod bench_report;
+mod extract_bench;
 mod finetune_bench;
 mod gpu_report;
 mod heads_experiment;
+mod photos;
 mod probe_bench;
 
 const USAGE: &str = "\
@@ -25,6 +28,10 @@ commands:
   bench-report [--runs N] [--only extract|probe|heads|adapt|experiments|finetune|gpu]
         measure feature extraction (tl end to end, bare ONNX Runtime, a Python pipeline)
         and the criterion benches on this machine, and regenerate docs/benchmarks.md
+  make-photos [--out DIR] [--count N] [--seed S]
+        write N JPEGs (default 1000) made from the sample photos by random crops, sizes
+        (160-800 px on the longer side) and JPEG qualities, one sub-folder per photo
+        (default DIR: target/bench-photos-N-seedS); the extract benchmark uses them
 ";
 
 fn main() -> Result<()> {
@@ -33,6 +40,7 @@ fn main() -> Result<()> {
         Some("fetch-models") => fetch_models(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench-report") => bench_report::run(&args[1..]),
+        Some("make-photos") => photos::run(&args[1..]),
         // Used by bench-report: the probe section, timed in a release build.
         Some("probe-section") => {
             let out = args.get(1).context("probe-section needs an output file")?;

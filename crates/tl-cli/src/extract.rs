@@ -48,6 +48,10 @@ pub struct ExtractArgs {
     /// Skip rows whose image cannot be decoded (they are counted and listed) instead of failing.
     #[arg(long)]
     skip_bad: bool,
+    /// Batch texts in dataset order instead of grouping similar lengths (bucketing pads
+    /// less, so it is faster; the embeddings are the same either way).
+    #[arg(long)]
+    no_bucketing: bool,
     /// For word vectors (`--model glove-6b-50d`): plain mean or TF-IDF-weighted mean.
     #[arg(long, default_value = "mean")]
     weighting: String,
@@ -88,6 +92,7 @@ pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
             batch_size: a.batch_size,
             part_size: a.part_size,
             skip_bad: a.skip_bad,
+            bucket_by_length: !a.no_bucketing,
             run: &a.run,
         },
         &ds,
@@ -173,6 +178,8 @@ pub struct Request<'a> {
     pub batch_size: Option<usize>,
     pub part_size: usize,
     pub skip_bad: bool,
+    /// Group texts of similar token counts into batches.
+    pub bucket_by_length: bool,
     pub run: &'a RunArgs,
 }
 
@@ -225,6 +232,7 @@ pub fn compute(
         .unwrap_or_else(|| default_batch_size(rt.device().provider));
     opts.part_size = r.part_size;
     opts.skip_bad = r.skip_bad;
+    opts.bucket_by_length = r.bucket_by_length;
     opts.quiet = global.quiet || global.json;
     let (layers, contract_json, (report, stores)) = match &model.contract {
         Some(InputContract::Text(contract)) => {

@@ -1172,6 +1172,7 @@ pub(crate) fn feature_source(
             batch_size: None,
             part_size: 1024,
             skip_bad: false,
+            bucket_by_length: true,
             run: r.run,
         },
         ds,

@@ -22,7 +22,7 @@ use tl_runtime::{Input, Runtime, Session};
 
 use crate::{
     Error, Result,
-    image::{Rgb8, batch, load_rgb, resize_and_crop},
+    image::{Decoded, Gray8, Rgb8, batch_shape, load, preprocess_into},
     store::{FeatureStore, StoreKey},
     text::{TextEncoder, length_buckets},
 };
@@ -107,6 +107,8 @@ pub struct ExtractOptions {
     pub quiet: bool,
     /// Stop after writing this many new parts (to test resumption).
     pub max_new_parts: Option<usize>,
+    /// Batch texts of similar token counts together (less padding); off: dataset order.
+    pub bucket_by_length: bool,
 }
 
 impl ExtractOptions {
@@ -120,6 +122,7 @@ impl ExtractOptions {
             skip_bad: false,
             quiet: false,
             max_new_parts: None,
+            bucket_by_length: true,
         }
     }
 }
@@ -141,10 +144,29 @@ pub struct ExtractReport {
     pub stores: Vec<PathBuf>,
     /// Peak resident memory of this process so far (Linux `VmHWM`), when known.
     pub peak_rss_bytes: Option<u64>,
+    /// Where the time went.
+    pub stages: StageSeconds,
     /// The content hash of every input row, in row order (kept so that callers need not
     /// read image files again to join features to rows).
     #[serde(skip)]
     pub row_hashes: Vec<String>,
+}
+
+/// Where an extraction's time went. Wall-clock seconds of the thread that runs the model,
+/// except `preprocessing_cpu`, which sums the threads that decode and resize (they run
+/// while the model runs, so it can exceed the wall time).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageSeconds {
+    /// Hashing every row's content, to find the rows already in the store.
+    pub hashing: f64,
+    /// Decoding, resizing, cropping and normalising images, or tokenizing texts (CPU seconds).
+    pub preprocessing_cpu: f64,
+    /// Waiting for the next batch of inputs to be ready.
+    pub waiting_for_input: f64,
+    /// Inside ONNX Runtime (for texts: tokenizing the batch, running it and pooling).
+    pub inference: f64,
+    /// Pooling outputs and writing parts to the store.
+    pub storing: f64,
 }
 
 /// Peak resident set size of this process, from `/proc/self/status` (Linux only).
@@ -163,35 +185,37 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Rows decoded, resized and cropped by `contract` and normalised into one batch (the
 /// model's input, for fine-tuning the whole network), in parallel.
 pub fn preprocess_rows(contract: &ImageContract, rows: &[&Row]) -> Result<ndarray::Array4<f32>> {
-    let images: Vec<Rgb8> = rows
-        .par_iter()
-        .map(|r| row_image(r).map(|img| crate::image::resize_and_crop(contract, &img)))
-        .collect::<Result<_>>()?;
-    Ok(crate::image::batch(contract, &images))
+    let mut out = ndarray::Array4::<f32>::zeros(batch_shape(contract, rows.len()));
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(rows.par_iter())
+        .map(|(view, r)| row_decoded(r).map(|img| preprocess_into(contract, &img, view)))
+        .collect::<Result<Vec<()>>>()?;
+    Ok(out)
 }
 
 /// The 8-bit RGB image of a row (grayscale replicated), or an error naming it.
 pub fn row_image(row: &Row) -> Result<Rgb8> {
+    row_decoded(row).map(Decoded::into_rgb)
+}
+
+/// The decoded image of a row (grayscale kept as one channel), or an error naming it.
+pub fn row_decoded(row: &Row) -> Result<Decoded> {
     match &row.content {
-        Content::ImageFile(p) => load_rgb(p),
+        Content::ImageFile(p) => load(p),
         Content::Pixels {
             width,
             height,
             channels,
             data,
-        } => {
-            let rgb: Vec<u8> = match channels {
-                1 => data.iter().flat_map(|&v| [v, v, v]).collect(),
-                3 => data.to_vec(),
-                c => {
-                    return Err(Error::Invalid(format!(
-                        "row `{}`: {c} channels (1 or 3 supported)",
-                        row.id
-                    )));
-                }
-            };
-            Rgb8::new(*width, *height, rgb)
-        }
+        } => match channels {
+            1 => Gray8::new(*width, *height, data.to_vec()).map(Decoded::Gray),
+            3 => Rgb8::new(*width, *height, data.to_vec()).map(Decoded::Rgb),
+            c => Err(Error::Invalid(format!(
+                "row `{}`: {c} channels (1 or 3 supported)",
+                row.id
+            ))),
+        },
         Content::Text(_) => Err(Error::Invalid(format!(
             "row `{}` is text; an image model needs images",
             row.id
@@ -221,9 +245,15 @@ pub fn extract(
         preprocessing,
         home,
     )?;
-    run_parts(session, stores, rows, opts, |session, part, hashes, bar| {
-        run_part(session, contract, rows, hashes, part, opts, bar)
-    })
+    run_parts(
+        session,
+        stores,
+        rows,
+        opts,
+        |session, part, hashes, bar, stages| {
+            run_part(session, contract, rows, hashes, part, opts, bar, stages)
+        },
+    )
 }
 
 /// Extracts sentence embeddings of text rows (the contract's token output, pooled and
@@ -246,33 +276,52 @@ pub fn extract_text(
     let preprocessing = serde_json::to_value(contract).expect("contract serialises");
     let nodes = [contract.token_output.clone()];
     let stores = open_stores(session, model_sha256, &nodes, &pooling, preprocessing, home)?;
-    run_parts(session, stores, rows, opts, |session, part, hashes, bar| {
-        let texts: Vec<&str> = part
-            .iter()
-            .map(|&i| match &rows[i].content {
-                Content::Text(t) => Ok(t.as_str()),
-                _ => Err(Error::Invalid(format!(
-                    "row `{}` is not text; a text model needs texts",
-                    rows[i].id
-                ))),
-            })
-            .collect::<Result<_>>()?;
-        let counts = encoder.token_counts(&texts)?;
-        let mut out = Array2::<f32>::zeros((0, 0));
-        for bucket in length_buckets(&counts, opts.batch_size) {
-            let batch: Vec<&str> = bucket.iter().map(|&k| texts[k]).collect();
-            let emb = encoder.embed(session, &batch)?;
-            if out.ncols() == 0 {
-                out = Array2::zeros((part.len(), emb.ncols()));
+    run_parts(
+        session,
+        stores,
+        rows,
+        opts,
+        |session, part, hashes, bar, stages| {
+            let texts: Vec<&str> = part
+                .iter()
+                .map(|&i| match &rows[i].content {
+                    Content::Text(t) => Ok(t.as_str()),
+                    _ => Err(Error::Invalid(format!(
+                        "row `{}` is not text; a text model needs texts",
+                        rows[i].id
+                    ))),
+                })
+                .collect::<Result<_>>()?;
+            let batches: Vec<Vec<usize>> = if opts.bucket_by_length {
+                let counted = Instant::now();
+                let counts = encoder.token_counts(&texts)?;
+                stages.preprocessing_cpu += counted.elapsed().as_secs_f64();
+                length_buckets(&counts, opts.batch_size)
+            } else {
+                (0..texts.len())
+                    .collect::<Vec<_>>()
+                    .chunks(opts.batch_size)
+                    .map(<[usize]>::to_vec)
+                    .collect()
+            };
+            let mut out = Array2::<f32>::zeros((0, 0));
+            for bucket in batches {
+                let batch: Vec<&str> = bucket.iter().map(|&k| texts[k]).collect();
+                let ran = Instant::now();
+                let emb = encoder.embed(session, &batch)?;
+                stages.inference += ran.elapsed().as_secs_f64();
+                if out.ncols() == 0 {
+                    out = Array2::zeros((part.len(), emb.ncols()));
+                }
+                for (r, &k) in bucket.iter().enumerate() {
+                    out.row_mut(k).assign(&emb.row(r));
+                }
+                bar.inc(bucket.len() as u64);
             }
-            for (r, &k) in bucket.iter().enumerate() {
-                out.row_mut(k).assign(&emb.row(r));
-            }
-            bar.inc(bucket.len() as u64);
-        }
-        let kept = part.iter().map(|&i| hashes[i].clone()).collect();
-        Ok((kept, vec![out], Vec::new()))
-    })
+            let kept = part.iter().map(|&i| hashes[i].clone()).collect();
+            Ok((kept, vec![out], Vec::new()))
+        },
+    )
 }
 
 fn open_stores(
@@ -314,7 +363,13 @@ fn run_parts(
     mut stores: Vec<FeatureStore>,
     rows: &[Row],
     opts: &ExtractOptions,
-    mut compute: impl FnMut(&mut Session, &[usize], &[String], &ProgressBar) -> Result<PartResult>,
+    mut compute: impl FnMut(
+        &mut Session,
+        &[usize],
+        &[String],
+        &ProgressBar,
+        &mut StageSeconds,
+    ) -> Result<PartResult>,
 ) -> Result<(ExtractReport, Vec<FeatureStore>)> {
     if opts.batch_size == 0 || opts.part_size == 0 {
         return Err(Error::Invalid(
@@ -322,10 +377,12 @@ fn run_parts(
         ));
     }
     let started = Instant::now();
+    let mut stages = StageSeconds::default();
     let hashes: Vec<String> = rows
         .par_iter()
         .map(|r| r.content.hash().map_err(Error::from))
         .collect::<Result<_>>()?;
+    stages.hashing = started.elapsed().as_secs_f64();
     // Unique missing rows, in dataset order: the same list on every run, hence the same parts.
     let mut seen = std::collections::HashSet::new();
     let mut missing: Vec<usize> = Vec::new();
@@ -345,14 +402,16 @@ fn run_parts(
         if opts.max_new_parts.is_some_and(|m| p >= m) {
             break;
         }
-        let (part_hashes, outputs, bad) = compute(session, part, &hashes, &bar)?;
+        let (part_hashes, outputs, bad) = compute(session, part, &hashes, &bar, &mut stages)?;
         skipped.extend(bad);
         if part_hashes.is_empty() {
             continue;
         }
+        let stored = Instant::now();
         for (store, out) in stores.iter_mut().zip(&outputs) {
             store.append(&part_hashes, out)?;
         }
+        stages.storing += stored.elapsed().as_secs_f64();
         computed += part_hashes.len();
     }
     bar.finish_and_clear();
@@ -372,6 +431,7 @@ fn run_parts(
         provider: session.provider().to_string(),
         stores: stores.iter().map(|s| s.dir().to_path_buf()).collect(),
         peak_rss_bytes: peak_rss_bytes(),
+        stages,
         row_hashes: hashes,
     };
     Ok((report, stores))
@@ -394,7 +454,9 @@ fn progress(n: usize, quiet: bool) -> ProgressBar {
 
 type Batch = (Vec<usize>, Option<ndarray::Array4<f32>>, Vec<Skipped>);
 
-/// Computes one part: batches preprocessed on a producer thread, inference here.
+/// Computes one part: batches preprocessed on a producer thread (rows in parallel, each
+/// written straight into the batch tensor), inference here.
+#[allow(clippy::too_many_arguments)]
 fn run_part(
     session: &mut Session,
     contract: &ImageContract,
@@ -403,33 +465,46 @@ fn run_part(
     part: &[usize],
     opts: &ExtractOptions,
     bar: &ProgressBar,
+    stages: &mut StageSeconds,
 ) -> Result<PartResult> {
     let nodes: Vec<&str> = opts.nodes.iter().map(String::as_str).collect();
     let mut kept: Vec<String> = Vec::with_capacity(part.len());
     let mut per_node: Vec<Vec<Array2<f32>>> = vec![Vec::new(); nodes.len()];
     let mut skipped = Vec::new();
+    let preprocessing_ns = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|scope| -> Result<()> {
         let (tx, rx) = mpsc::sync_channel::<Result<Batch>>(2);
+        // Spent batch tensors come back to be refilled: every element is overwritten, and
+        // fresh tens-of-megabyte buffers would cost page faults on every batch.
+        let (spent_tx, spent_rx) = mpsc::channel::<ndarray::Array4<f32>>();
+        let preprocessing_ns = &preprocessing_ns;
         scope.spawn(move || {
             for chunk in part.chunks(opts.batch_size) {
-                let images: Vec<(usize, Result<Rgb8>)> = chunk
-                    .par_iter()
-                    .map(|&i| {
-                        (
-                            i,
-                            row_image(&rows[i]).map(|img| resize_and_crop(contract, &img)),
-                        )
+                let shape = batch_shape(contract, chunk.len());
+                let mut tensor = match spent_rx.try_recv() {
+                    Ok(t) if t.dim() == shape => t,
+                    _ => ndarray::Array4::<f32>::zeros(shape),
+                };
+                let results: Vec<Result<()>> = tensor
+                    .axis_iter_mut(Axis(0))
+                    .into_par_iter()
+                    .zip(chunk.par_iter())
+                    .map(|(view, &i)| {
+                        let t = Instant::now();
+                        let r =
+                            row_decoded(&rows[i]).map(|img| preprocess_into(contract, &img, view));
+                        preprocessing_ns.fetch_add(
+                            t.elapsed().as_nanos() as u64,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        r
                     })
                     .collect();
-                let mut ok_idx = Vec::new();
-                let mut ok_img = Vec::new();
+                let mut ok_pos = Vec::with_capacity(chunk.len());
                 let mut bad = Vec::new();
-                for (i, r) in images {
+                for (pos, (&i, r)) in chunk.iter().zip(results).enumerate() {
                     match r {
-                        Ok(img) => {
-                            ok_idx.push(i);
-                            ok_img.push(img);
-                        }
+                        Ok(()) => ok_pos.push(pos),
                         Err(e) if opts.skip_bad => bad.push(Skipped {
                             id: rows[i].id.clone(),
                             reason: e.to_string(),
@@ -440,26 +515,46 @@ fn run_part(
                         }
                     }
                 }
-                let tensor = (!ok_img.is_empty()).then(|| batch(contract, &ok_img));
-                if tx.send(Ok((ok_idx, tensor, bad))).is_err() {
+                let idx: Vec<usize> = ok_pos.iter().map(|&p| chunk[p]).collect();
+                let tensor = match ok_pos.len() {
+                    0 => None,
+                    n if n == chunk.len() => Some(tensor),
+                    _ => Some(tensor.select(Axis(0), &ok_pos)),
+                };
+                if tx.send(Ok((idx, tensor, bad))).is_err() {
                     return;
                 }
             }
         });
-        for msg in rx {
+        loop {
+            let waited = Instant::now();
+            let Ok(msg) = rx.recv() else { break };
+            stages.waiting_for_input += waited.elapsed().as_secs_f64();
             let (idx, tensor, bad) = msg?;
             bar.inc((idx.len() + bad.len()) as u64);
             skipped.extend(bad);
             let Some(tensor) = tensor else { continue };
-            let x = tensor.into_dyn();
-            let out = session.run(&[(contract.input.as_str(), Input::F32(x.view()))], &nodes)?;
+            let ran = Instant::now();
+            let out = session.run(
+                &[(
+                    contract.input.as_str(),
+                    Input::F32(tensor.view().into_dyn()),
+                )],
+                &nodes,
+            )?;
+            stages.inference += ran.elapsed().as_secs_f64();
+            let _ = spent_tx.send(tensor);
+            let pooled = Instant::now();
             for (k, node) in nodes.iter().enumerate() {
                 per_node[k].push(opts.pool.apply(&out[*node]));
             }
+            stages.storing += pooled.elapsed().as_secs_f64();
             kept.extend(idx.iter().map(|&i| hashes[i].clone()));
         }
         Ok(())
     })?;
+    stages.preprocessing_cpu +=
+        preprocessing_ns.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9;
     let outputs = per_node
         .into_iter()
         .map(|parts| {

@@ -144,60 +144,157 @@ fn coefficients(in_size: u32, out_size: u32) -> (Vec<usize>, Vec<Vec<i32>>) {
     (bounds, weights)
 }
 
+/// Per-output taps of one axis: for output `i`, `len[i]` input samples from `start[i]`,
+/// weighted by `k[i * stride..][..len[i]]` (22-bit fixed point, as Pillow quantises them).
+struct Taps {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    k: Vec<i32>,
+    stride: usize,
+}
+
+impl Taps {
+    /// [`Taps::compute`], remembered per thread for the last few geometries (a dataset's
+    /// images often share one size, and then every image reuses the same taps).
+    fn new(in_size: u32, out_size: u32, from: u32, n: u32) -> std::rc::Rc<Self> {
+        type Cache = Vec<((u32, u32, u32, u32), std::rc::Rc<Taps>)>;
+        thread_local! {
+            static CACHE: std::cell::RefCell<Cache> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let key = (in_size, out_size, from, n);
+        CACHE.with_borrow_mut(|cache| {
+            if let Some(pos) = cache.iter().position(|(k, _)| *k == key) {
+                return cache[pos].1.clone();
+            }
+            let taps = std::rc::Rc::new(Self::compute(in_size, out_size, from, n));
+            if cache.len() == 8 {
+                cache.remove(0);
+            }
+            cache.push((key, taps.clone()));
+            taps
+        })
+    }
+
+    /// The taps of outputs `from..from + n` of a resize from `in_size` to `out_size`.
+    fn compute(in_size: u32, out_size: u32, from: u32, n: u32) -> Self {
+        let (bounds, weights) = coefficients(in_size, out_size);
+        let range = from as usize..(from + n) as usize;
+        let stride = weights[range.clone()]
+            .iter()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0);
+        let mut k = vec![0; stride * n as usize];
+        for (i, w) in weights[range.clone()].iter().enumerate() {
+            k[i * stride..i * stride + w.len()].copy_from_slice(w);
+        }
+        Self {
+            start: bounds[range.clone()].to_vec(),
+            len: weights[range].iter().map(Vec::len).collect(),
+            k,
+            stride,
+        }
+    }
+
+    fn weights(&self, i: usize) -> &[i32] {
+        &self.k[i * self.stride..i * self.stride + self.len[i]]
+    }
+}
+
 #[inline]
-fn clip8(acc: i64) -> u8 {
+fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
 /// Resizes like Pillow's `Image.resize((width, height), Image.BILINEAR)`.
 pub fn resize_bilinear<const C: usize>(img: &Image8<C>, width: u32, height: u32) -> Image8<C> {
-    let mut cur = img.clone();
-    if width != cur.width {
-        let (bounds, weights) = coefficients(cur.width, width);
-        let mut out = vec![0u8; width as usize * cur.height as usize * C];
-        out.par_chunks_mut(width as usize * C)
-            .enumerate()
-            .for_each(|(y, row)| {
-                let src = &cur.data[y * cur.width as usize * C..(y + 1) * cur.width as usize * C];
-                for (xx, (start, ks)) in bounds.iter().zip(&weights).enumerate() {
+    resize_region(img, (width, height), (0, 0, width, height))
+}
+
+/// The `w × h` region at (`left`, `top`) of the image resized to `rw × rh` (Pillow's
+/// bilinear), computed directly: the same bytes as resizing the whole image and cropping,
+/// but only the input rows and output pixels the region needs are computed.
+///
+/// As in Pillow, the horizontal pass (rounded to 8 bits) comes first and an axis whose
+/// size does not change is not resampled. Accumulators are 32-bit, as Pillow's are:
+/// 255 × 2²² plus the rounding term stays below 2³¹.
+pub fn resize_region<const C: usize>(
+    img: &Image8<C>,
+    (rw, rh): (u32, u32),
+    (left, top, w, h): (u32, u32, u32, u32),
+) -> Image8<C> {
+    assert!(
+        left + w <= rw && top + h <= rh,
+        "region outside the resized image"
+    );
+    let iw = img.width as usize;
+    let (w_, h_) = (w as usize, h as usize);
+    let vertical = (rh != img.height).then(|| Taps::new(img.height, rh, top, h));
+    // The input rows the vertical pass reads (or the cropped rows when there is none).
+    let rows = match &vertical {
+        Some(t) => {
+            let first = t.start.first().copied().unwrap_or(0);
+            let last = (0..h_)
+                .map(|i| t.start[i] + t.len[i])
+                .max()
+                .unwrap_or(first);
+            first..last
+        }
+        None => top as usize..(top + h) as usize,
+    };
+    let stride = w_ * C;
+    let mut horizontal = vec![0u8; rows.len() * stride];
+    if rw != img.width {
+        let t = Taps::new(img.width, rw, left, w);
+        for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(stride)) {
+            let src = &img.data[y * iw * C..(y + 1) * iw * C];
+            for (x, px) in out.chunks_exact_mut(C).enumerate() {
+                let ks = t.weights(x);
+                let mut acc = [1i32 << (PRECISION_BITS - 1); C];
+                let taps = &src[t.start[x] * C..(t.start[x] + ks.len()) * C];
+                for (p, &k) in taps.chunks_exact(C).zip(ks) {
                     for c in 0..C {
-                        let mut acc: i64 = 1 << (PRECISION_BITS - 1);
-                        for (i, &k) in ks.iter().enumerate() {
-                            acc += src[(start + i) * C + c] as i64 * k as i64;
-                        }
-                        row[xx * C + c] = clip8(acc);
+                        acc[c] += p[c] as i32 * k;
                     }
                 }
-            });
-        cur = Image8 {
-            width,
-            height: cur.height,
-            data: out,
-        };
-    }
-    if height != cur.height {
-        let (bounds, weights) = coefficients(cur.height, height);
-        let stride = cur.width as usize * C;
-        let mut out = vec![0u8; stride * height as usize];
-        out.par_chunks_mut(stride)
-            .enumerate()
-            .for_each(|(yy, row)| {
-                let (start, ks) = (bounds[yy], &weights[yy]);
-                for (x, px) in row.iter_mut().enumerate() {
-                    let mut acc: i64 = 1 << (PRECISION_BITS - 1);
-                    for (i, &k) in ks.iter().enumerate() {
-                        acc += cur.data[(start + i) * stride + x] as i64 * k as i64;
-                    }
-                    *px = clip8(acc);
+                for c in 0..C {
+                    px[c] = clip8(acc[c]);
                 }
-            });
-        cur = Image8 {
-            width: cur.width,
-            height,
-            data: out,
-        };
+            }
+        }
+    } else {
+        let from = left as usize * C;
+        for (y, out) in rows.clone().zip(horizontal.chunks_exact_mut(stride)) {
+            out.copy_from_slice(&img.data[y * iw * C + from..y * iw * C + from + stride]);
+        }
     }
-    cur
+    let data = match vertical {
+        None => horizontal,
+        Some(t) => {
+            let mut out = vec![0u8; h_ * stride];
+            let mut acc = vec![0i32; stride];
+            for (yy, row) in out.chunks_exact_mut(stride).enumerate() {
+                acc.fill(1 << (PRECISION_BITS - 1));
+                for (i, &k) in t.weights(yy).iter().enumerate() {
+                    let y = t.start[yy] + i - rows.start;
+                    let src = &horizontal[y * stride..(y + 1) * stride];
+                    for (a, &p) in acc.iter_mut().zip(src) {
+                        *a += p as i32 * k;
+                    }
+                }
+                for (o, &a) in row.iter_mut().zip(&acc) {
+                    *o = clip8(a);
+                }
+            }
+            out
+        }
+    };
+    debug_assert_eq!(data.len(), h_ * stride);
+    Image8 {
+        width: w,
+        height: h,
+        data,
+    }
 }
 
 /// The resized size and crop box `(resize_w, resize_h, left, top)` a contract gives an image.
@@ -229,40 +326,133 @@ pub fn plan(contract: &ImageContract, width: u32, height: u32) -> (u32, u32, u32
     }
 }
 
-/// Resizes and crops an RGB image as the contract says (before normalisation).
-pub fn resize_and_crop(contract: &ImageContract, img: &Rgb8) -> Rgb8 {
+/// Resizes and crops an image as the contract says (before normalisation).
+pub fn resize_and_crop<const C: usize>(contract: &ImageContract, img: &Image8<C>) -> Image8<C> {
     let (w, h, left, top) = plan(contract, img.width, img.height);
-    let resized = resize_bilinear(img, w, h);
-    if left == 0 && top == 0 && w == contract.size && h == contract.size {
-        resized
-    } else {
-        resized.crop(left, top, contract.size, contract.size)
+    resize_region(img, (w, h), (left, top, contract.size, contract.size))
+}
+
+/// A decoded image. Grayscale stays one channel, so it is resized once and replicated
+/// only when laid out: the same values as resizing its RGB conversion, a third of the work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Gray(Gray8),
+    Rgb(Rgb8),
+}
+
+impl Decoded {
+    /// The RGB image (grayscale replicated).
+    pub fn into_rgb(self) -> Rgb8 {
+        match self {
+            Decoded::Rgb(img) => img,
+            Decoded::Gray(g) => Rgb8 {
+                width: g.width,
+                height: g.height,
+                data: g.data.iter().flat_map(|&v| [v, v, v]).collect(),
+            },
+        }
     }
 }
 
-/// Writes one preprocessed image into `out`, shaped [C, H, W] or [H, W, C] by the layout.
-fn normalise_into(contract: &ImageContract, img: &Rgb8, mut out: ArrayViewMut3<'_, f32>) {
+/// Decodes an image file, keeping grayscale as one channel (alpha dropped, as Pillow's
+/// `convert("RGB")` drops it).
+pub fn load(path: &Path) -> Result<Decoded> {
+    let img = decode(path)?;
+    if img.color().has_color() {
+        let img = img.into_rgb8();
+        let (w, h) = img.dimensions();
+        Rgb8::new(w, h, img.into_raw()).map(Decoded::Rgb)
+    } else {
+        let img = img.into_luma8();
+        let (w, h) = img.dimensions();
+        Gray8::new(w, h, img.into_raw()).map(Decoded::Gray)
+    }
+}
+
+/// The batch shape of `n` images under a contract: [N, C, H, W] or [N, H, W, C].
+pub fn batch_shape(contract: &ImageContract, n: usize) -> (usize, usize, usize, usize) {
     let s = contract.size as usize;
+    let c = contract.colour.channels();
+    match contract.layout {
+        Layout::Nchw => (n, c, s, s),
+        Layout::Nhwc => (n, s, s, c),
+    }
+}
+
+/// Resizes, crops and normalises one decoded image into `out` ([C, H, W] or [H, W, C]).
+pub fn preprocess_into(contract: &ImageContract, img: &Decoded, out: ArrayViewMut3<'_, f32>) {
+    match img {
+        Decoded::Gray(g) => lay_out(contract, &resize_and_crop(contract, g), out),
+        Decoded::Rgb(c) => lay_out(contract, &resize_and_crop(contract, c), out),
+    }
+}
+
+/// Writes one resized and cropped image into `out`, normalised through a per-channel
+/// table of `(v - mean) / std` (the same f32 arithmetic, once per byte value).
+fn lay_out<const C: usize>(
+    contract: &ImageContract,
+    img: &Image8<C>,
+    mut out: ArrayViewMut3<'_, f32>,
+) {
+    let s = contract.size as usize;
+    assert_eq!(
+        (img.width as usize, img.height as usize),
+        (s, s),
+        "image not resized to the contract's size"
+    );
     let channels = contract.colour.channels();
-    for y in 0..s {
-        for x in 0..s {
-            let p = &img.data[(y * s + x) * 3..(y * s + x) * 3 + 3];
-            for c in 0..channels {
-                let v = match contract.colour {
-                    ColourOrder::Rgb => p[c] as f32,
-                    ColourOrder::Bgr => p[2 - c] as f32,
-                    // ITU-R 601-2 luma, as Pillow's convert("L") computes it.
-                    ColourOrder::Gray => {
-                        ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000)
-                            >> 16) as f32
+    let tables: Vec<[f32; 256]> = (0..channels)
+        .map(|c| std::array::from_fn(|v| (v as f32 - contract.mean[c]) / contract.std[c]))
+        .collect();
+    let byte = |p: &[u8], c: usize| -> u8 {
+        if C == 1 {
+            // Gray replicated: R = G = B, and its luma is itself (the weights sum to 2¹⁶).
+            return p[0];
+        }
+        match contract.colour {
+            ColourOrder::Rgb => p[c],
+            ColourOrder::Bgr => p[2 - c],
+            // ITU-R 601-2 luma, as Pillow's convert("L") computes it.
+            ColourOrder::Gray => {
+                ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16)
+                    as u8
+            }
+        }
+    };
+    let fill = |dst: &mut [f32]| {
+        let pixels = img.data.chunks_exact(C);
+        match contract.layout {
+            Layout::Nchw => {
+                for c in 0..channels {
+                    let (done, rest) = dst.split_at_mut(c * s * s);
+                    let plane = &mut rest[..s * s];
+                    // A gray image under equal constants: the same plane again.
+                    if C == 1 && c > 0 && tables[c] == tables[c - 1] {
+                        plane.copy_from_slice(&done[(c - 1) * s * s..]);
+                        continue;
                     }
-                };
-                let v = (v - contract.mean[c]) / contract.std[c];
-                match contract.layout {
-                    Layout::Nchw => out[[c, y, x]] = v,
-                    Layout::Nhwc => out[[y, x, c]] = v,
+                    let table = &tables[c];
+                    for (d, p) in plane.iter_mut().zip(pixels.clone()) {
+                        *d = table[byte(p, c) as usize];
+                    }
                 }
             }
+            Layout::Nhwc => {
+                for (d, p) in dst.chunks_exact_mut(channels).zip(pixels) {
+                    for (c, v) in d.iter_mut().enumerate() {
+                        *v = tables[c][byte(p, c) as usize];
+                    }
+                }
+            }
+        }
+    };
+    match out.as_slice_mut() {
+        Some(dst) => fill(dst),
+        None => {
+            let mut dst = vec![0f32; s * s * channels];
+            fill(&mut dst);
+            let shape = out.raw_dim();
+            out.assign(&ndarray::ArrayView3::from_shape(shape, &dst).expect("same size"));
         }
     }
 }
@@ -273,26 +463,22 @@ pub fn preprocess_files(
     contract: &ImageContract,
     paths: &[impl AsRef<Path> + Sync],
 ) -> Result<Array4<f32>> {
-    let images: Vec<Rgb8> = paths
-        .par_iter()
-        .map(|p| load_rgb(p.as_ref()).map(|img| resize_and_crop(contract, &img)))
-        .collect::<Result<_>>()?;
-    Ok(batch(contract, &images))
+    let mut out = Array4::<f32>::zeros(batch_shape(contract, paths.len()));
+    out.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .zip(paths.par_iter())
+        .map(|(view, p)| load(p.as_ref()).map(|img| preprocess_into(contract, &img, view)))
+        .collect::<Result<Vec<()>>>()?;
+    Ok(out)
 }
 
 /// Lays out already resized and cropped images as a normalised batch.
 pub fn batch(contract: &ImageContract, images: &[Rgb8]) -> Array4<f32> {
-    let s = contract.size as usize;
-    let c = contract.colour.channels();
-    let shape = match contract.layout {
-        Layout::Nchw => (images.len(), c, s, s),
-        Layout::Nhwc => (images.len(), s, s, c),
-    };
-    let mut out = Array4::<f32>::zeros(shape);
+    let mut out = Array4::<f32>::zeros(batch_shape(contract, images.len()));
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .zip(images.par_iter())
-        .for_each(|(view, img)| normalise_into(contract, img, view));
+        .for_each(|(view, img)| lay_out(contract, img, view));
     out
 }
 
@@ -334,6 +520,158 @@ mod tests {
                 assert!((*g as f64 - w_).abs() <= 1.0, "out={out}: {g} vs {w_}");
             }
         }
+    }
+
+    /// The plain two-pass resize of the whole image (every output pixel, 64-bit sums, no
+    /// taps cache), as this module computed it before regions: the reference for regions.
+    fn full_resize<const C: usize>(img: &Image8<C>, width: u32, height: u32) -> Image8<C> {
+        let pass = |src: &[u8], n_in: usize, n_out: u32, lines: usize, step: usize| {
+            // Resamples `lines` lines of `n_in` samples (each `step` bytes apart).
+            let (bounds, weights) = coefficients(n_in as u32, n_out);
+            let mut out = vec![0u8; lines * n_out as usize * step];
+            for line in 0..lines {
+                for (o, (start, ks)) in bounds.iter().zip(&weights).enumerate() {
+                    for c in 0..step {
+                        let mut acc: i64 = 1 << (PRECISION_BITS - 1);
+                        for (i, &k) in ks.iter().enumerate() {
+                            acc += src[(line * n_in + start + i) * step + c] as i64 * k as i64;
+                        }
+                        out[(line * n_out as usize + o) * step + c] =
+                            (acc >> PRECISION_BITS).clamp(0, 255) as u8;
+                    }
+                }
+            }
+            out
+        };
+        let (w, h) = (img.width as usize, img.height as usize);
+        let mut data = img.data.clone();
+        let mut cw = w;
+        if width != img.width {
+            data = pass(&data, w, width, h, C);
+            cw = width as usize;
+        }
+        if height != img.height {
+            // Columns as lines: transpose, resample, transpose back.
+            let mut t = vec![0u8; data.len()];
+            for y in 0..h {
+                for x in 0..cw {
+                    for c in 0..C {
+                        t[(x * h + y) * C + c] = data[(y * cw + x) * C + c];
+                    }
+                }
+            }
+            let r = pass(&t, h, height, cw, C);
+            data = vec![0u8; r.len()];
+            for x in 0..cw {
+                for y in 0..height as usize {
+                    for c in 0..C {
+                        data[(y * cw + x) * C + c] = r[(x * height as usize + y) * C + c];
+                    }
+                }
+            }
+        }
+        Image8::new(width, height, data).unwrap()
+    }
+
+    fn noise<const C: usize>(w: u32, h: u32, seed: u32) -> Image8<C> {
+        let n = (w * h) as usize * C;
+        let data = (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 13) as u8)
+            .collect();
+        Image8::new(w, h, data).unwrap()
+    }
+
+    #[test]
+    fn regions_are_the_crops_of_the_whole_resize_bit_for_bit() {
+        // Up, down, identity on either axis, odd sizes, 1 and 3 channels.
+        for (iw, ih, rw, rh) in [
+            (28, 28, 256, 256),
+            (451, 300, 384, 256),
+            (300, 451, 128, 192),
+            (37, 19, 37, 50),
+            (64, 48, 20, 48),
+            (5, 3, 9, 7),
+        ] {
+            let rgb: Rgb8 = noise(iw, ih, iw * 7 + ih);
+            let gray: Gray8 = noise(iw, ih, ih * 3 + 1);
+            let (full_rgb, full_gray) = (full_resize(&rgb, rw, rh), full_resize(&gray, rw, rh));
+            assert_eq!(
+                resize_bilinear(&rgb, rw, rh),
+                full_rgb,
+                "{iw}x{ih} -> {rw}x{rh}"
+            );
+            assert_eq!(
+                resize_bilinear(&gray, rw, rh),
+                full_gray,
+                "{iw}x{ih} -> {rw}x{rh}"
+            );
+            for (left, top, w, h) in [
+                (0, 0, rw, rh),
+                (rw / 4, rh / 3, rw / 2, rh / 2),
+                (rw - 1, rh - 1, 1, 1),
+            ] {
+                assert_eq!(
+                    resize_region(&rgb, (rw, rh), (left, top, w, h)),
+                    full_rgb.crop(left, top, w, h),
+                    "{iw}x{ih} -> {rw}x{rh}, region {left},{top} {w}x{h}"
+                );
+                assert_eq!(
+                    resize_region(&gray, (rw, rh), (left, top, w, h)),
+                    full_gray.crop(left, top, w, h)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gray_images_preprocess_as_their_rgb_conversion() {
+        let gray: Gray8 = noise(28, 28, 5);
+        let rgb = Decoded::Gray(gray.clone()).into_rgb();
+        let (g0, g1) = (gray.pixels()[0], gray.pixels()[1]);
+        assert_eq!(rgb.pixels()[..6], [g0, g0, g0, g1, g1, g1]);
+        for colour in [ColourOrder::Rgb, ColourOrder::Bgr, ColourOrder::Gray] {
+            for layout in [Layout::Nchw, Layout::Nhwc] {
+                for mean in [vec![127.0; 3], vec![123.675, 116.28, 103.53]] {
+                    let c = ImageContract {
+                        input: "x".into(),
+                        layout,
+                        size: 24,
+                        dynamic_size: true,
+                        resize: ResizePolicy::ShorterSideCenterCrop {
+                            crop_fraction: 0.875,
+                        },
+                        colour,
+                        mean: mean.clone(),
+                        std: vec![58.4, 57.1, 57.4],
+                    };
+                    let mut a = Array4::<f32>::zeros(batch_shape(&c, 1));
+                    let mut b = Array4::<f32>::zeros(batch_shape(&c, 1));
+                    preprocess_into(
+                        &c,
+                        &Decoded::Gray(gray.clone()),
+                        a.index_axis_mut(Axis(0), 0),
+                    );
+                    preprocess_into(&c, &Decoded::Rgb(rgb.clone()), b.index_axis_mut(Axis(0), 0));
+                    assert_eq!(a, b, "{colour:?} {layout:?} {mean:?}");
+                    // And both equal the batch of the resized RGB image.
+                    assert_eq!(a, batch(&c, &[resize_and_crop(&c, &rgb)]));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_contiguous_destination_is_filled_too() {
+        let c = ImageContract::rgb_center_crop("x", 8, [127.0; 3], [128.0; 3]);
+        let img = Decoded::Rgb(noise(10, 12, 9));
+        let mut want = Array4::<f32>::zeros(batch_shape(&c, 1));
+        preprocess_into(&c, &img, want.index_axis_mut(Axis(0), 0));
+        // [C, H, W] viewed through a transposed [W, H, C] array: not a contiguous slice.
+        let mut t = ndarray::Array3::<f32>::zeros((8, 8, 3));
+        let mut view = t.view_mut().reversed_axes();
+        assert!(view.as_slice_mut().is_none());
+        preprocess_into(&c, &img, view.view_mut());
+        assert_eq!(view, want.index_axis(Axis(0), 0));
     }
 
     #[test]
@@ -399,6 +737,27 @@ mod tests {
         assert_eq!(b.shape(), &[1, 1, 1, 3]);
         // B=30, G=20, R=10 after the swap.
         assert_eq!(b.iter().copied().collect::<Vec<_>>(), vec![29.0, 9.0, 1.75]);
+    }
+
+    #[test]
+    fn grayscale_files_decode_to_one_channel_and_colour_files_to_three() {
+        let dir = tempfile::tempdir().unwrap();
+        let gray = dir.path().join("gray.png");
+        let luma = ::image::GrayImage::from_fn(5, 4, |x, y| ::image::Luma([(x * 40 + y) as u8]));
+        luma.save(&gray).unwrap();
+        let Decoded::Gray(g) = load(&gray).unwrap() else {
+            panic!("a grayscale PNG decoded to colour")
+        };
+        assert_eq!(g.pixels(), luma.as_raw().as_slice());
+        assert_eq!(Decoded::Gray(g).into_rgb(), load_rgb(&gray).unwrap());
+        let colour = dir.path().join("colour.png");
+        ::image::RgbImage::from_pixel(3, 2, ::image::Rgb([1, 2, 3]))
+            .save(&colour)
+            .unwrap();
+        assert_eq!(
+            load(&colour).unwrap(),
+            Decoded::Rgb(load_rgb(&colour).unwrap())
+        );
     }
 
     #[test]

@@ -92,6 +92,12 @@ fn cache_resume_and_direct_equality() {
     // Second run: every row is cached, no model runs.
     let (rep2, _) = extract(&mut s, "m", &contract(), &rows, a.path(), &opts()).unwrap();
     assert_eq!((rep2.computed, rep2.cached), (0, 40));
+    // Where the time went: the first run ran the model and preprocessed, the second neither.
+    assert!(rep.stages.inference > 0.0 && rep.stages.preprocessing_cpu > 0.0);
+    assert_eq!(
+        (rep2.stages.inference, rep2.stages.preprocessing_cpu),
+        (0.0, 0.0)
+    );
 
     // Interrupted after two parts in home B, then resumed.
     let mut first = opts();
