@@ -15,6 +15,7 @@
 //! assert!(small.pixels().iter().all(|&p| p == 255));
 //! ```
 
+pub mod adabn;
 mod error;
 pub mod extract;
 pub mod image;

@@ -27,6 +27,7 @@
 //! assert_eq!(tapped.output_names(), ["y", "hidden"]);
 //! ```
 
+pub mod batchnorm;
 pub mod builder;
 pub mod convert;
 mod error;

@@ -165,7 +165,7 @@ impl OnnxModel {
         self.graph().output.iter().map(|v| v.name.clone()).collect()
     }
 
-    fn graph(&self) -> &crate::proto::GraphProto {
+    pub(crate) fn graph(&self) -> &crate::proto::GraphProto {
         self.proto.graph.as_ref().expect("checked on construction")
     }
 
