@@ -34,10 +34,15 @@ pub enum Method {
     Dann,
     /// Label-shift correction of a source probe's outputs (closed form).
     Prior,
+    /// AdaBN: the target's features come through the backbone with every BatchNorm's
+    /// statistics re-estimated on the target (the caller extracts them: `tl adapt`); the
+    /// head then trains as for `none`, with no extra loss.
+    #[serde(rename = "adabn")]
+    AdaBn,
 }
 
 impl Method {
-    pub const ALL: [Method; 10] = [
+    pub const ALL: [Method; 11] = [
         Method::None,
         Method::Coral,
         Method::CoralClosed,
@@ -48,6 +53,7 @@ impl Method {
         Method::SelfTrain,
         Method::Dann,
         Method::Prior,
+        Method::AdaBn,
     ];
 
     /// The name used on the command line and in reports.
@@ -63,6 +69,7 @@ impl Method {
             Method::SelfTrain => "self-train",
             Method::Dann => "dann",
             Method::Prior => "prior",
+            Method::AdaBn => "adabn",
         }
     }
 
@@ -89,7 +96,7 @@ impl Method {
     /// otherwise chosen on the source-validation rule (see [`AdaptConfig`]).
     pub fn default_weight(self) -> f32 {
         match self {
-            Method::None | Method::CoralClosed | Method::Prior => 0.0,
+            Method::None | Method::CoralClosed | Method::Prior | Method::AdaBn => 0.0,
             Method::Coral => 10.0,
             Method::Mmd => 1.0,
             Method::Entropy => 0.1,

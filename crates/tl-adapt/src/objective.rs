@@ -235,7 +235,7 @@ impl AdaptObjective<'_> {
             scale * single.loss
         };
         match self.cfg.method {
-            Method::None => {}
+            Method::None | Method::AdaBn => {}
             Method::Coral | Method::Mmd => {
                 let (hs, ht) = (to64(h.slice(s![..ns, ..])), to64(h.slice(s![ns.., ..])));
                 let pair = if self.cfg.method == Method::Coral {

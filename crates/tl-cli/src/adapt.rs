@@ -24,6 +24,8 @@ use tl_head::{
     train::{Labelled, TrainConfig},
 };
 use tl_nn::Tensor;
+use tl_onnx::OnnxModel;
+use tl_runtime::{Runtime, RuntimeOptions, Session, SessionOptions};
 
 use crate::{
     Global, JSON_SCHEMA_VERSION, RunArgs, data,
@@ -150,7 +152,9 @@ pub struct AdaptArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     domains: DomainArgs,
-    /// none, coral, coral-closed, mmd, entropy, mcc, shot, self-train, dann or prior.
+    /// none, coral, coral-closed, mmd, entropy, mcc, shot, self-train, dann, prior or adabn
+    /// (a CNN with BatchNorm layers: each domain's features through the backbone with that
+    /// domain's BatchNorm statistics, written to TL_HOME/adapted/; then trained as none).
     #[arg(long, value_parser = parse_method)]
     method: Option<Method>,
     /// Weight of the method's loss (default: the method's own).
@@ -444,7 +448,7 @@ pub fn prepare(
         rows: target_rows.iter().map(|(_, r)| (*r).clone()).collect(),
         ..target.clone()
     };
-    let req = FeatureRequest {
+    let mut req = FeatureRequest {
         model: &c.model,
         contract,
         model_file: None,
@@ -454,7 +458,18 @@ pub fn prepare(
         inputs: false,
         run,
     };
+    // AdaBN: each domain through the backbone with its own BatchNorm statistics. The
+    // backbone's own are ImageNet's, a third domain: the head learns on source features
+    // normalised by the source's statistics and reads target features normalised by the
+    // target's, so both reach it on the same footing.
+    let adabn = c.adapt.method == Method::AdaBn;
+    if adabn {
+        req.model_file = Some(adabn_backbone(c, contract, &source_sub, run, home, global)?);
+    }
     let src: Source = feature_source(&req, &source_sub, home, global)?;
+    if adabn {
+        req.model_file = Some(adabn_backbone(c, contract, &target_sub, run, home, global)?);
+    }
     let tgt: Source = feature_source(&req, &target_sub, home, global)?;
     ensure!(
         src.width == tgt.width && src.contract_json == tgt.contract_json,
@@ -488,7 +503,7 @@ pub fn prepare(
     });
     let fingerprint = tl_core::hash::sha256_bytes(
         serde_json::to_string(&serde_json::json!({
-            "model": src.sha, "layer": src.layer, "contract": src.contract_json,
+            "model": src.sha, "target_model": tgt.sha, "layer": src.layer, "contract": src.contract_json,
             "source": source.sha256, "target": target.sha256, "split_rows": split.rows.len(),
             "split_seed": c.split_seed, "target_rows": target_hashes,
         }))?
@@ -511,6 +526,84 @@ pub fn prepare(
         split,
     })
 }
+
+/// The AdaBN backbone of one domain: the registry model's BatchNorm-kept graph with every
+/// BatchNorm's mean and variance re-estimated on the domain's images (AdaBN, Li et al.
+/// 2016), written once to `TL_HOME/adapted/<key>/model.onnx` and reused. The key covers the
+/// backbone's bytes, the preprocessing and the rows (by content, in order); labels are
+/// never read.
+fn adabn_backbone(
+    c: &AdaptRunConfig,
+    contract: Option<&Path>,
+    domain: &Dataset,
+    run: &RunArgs,
+    home: &Path,
+    global: &Global,
+) -> Result<PathBuf> {
+    let registry = tl_hub::Registry::builtin()?;
+    let kept = registry
+        .get(&c.model)
+        .ok()
+        .filter(|e| e.model_bn.is_some())
+        .with_context(|| {
+            format!(
+                "--method adabn needs a CNN whose BatchNorm layers are kept (efficientnet-lite0, mobilenet-v2); `{}` has none",
+                c.model
+            )
+        })
+        .and_then(|e| Ok(tl_hub::model_path(home, e, true)?))?;
+    let resolved = crate::resolve::resolve(&c.model, contract, home)?;
+    let mut image = resolved.image_contract()?.clone();
+    if let Some(size) = c.image_size {
+        image = image.with_size(size)?;
+    }
+    let hashes: Vec<String> = domain
+        .rows
+        .iter()
+        .map(|r| r.content.hash())
+        .collect::<std::result::Result<_, _>>()?;
+    let key = tl_core::hash::sha256_bytes(
+        serde_json::to_string(&serde_json::json!({
+            "method": "adabn", "backbone": tl_core::hash::sha256_file(&kept)?,
+            "contract": image, "batch": ADABN_BATCH, "rows": hashes,
+        }))?
+        .as_bytes(),
+    );
+    let path = home.join("adapted").join(&key[..32]).join("model.onnx");
+    if path.is_file() {
+        return Ok(path);
+    }
+    let backbone = OnnxModel::load(&kept)?;
+    let (stats_model, norms) = backbone.with_batch_statistics()?;
+    if !global.quiet && !global.json {
+        eprintln!(
+            "AdaBN: re-estimating {} BatchNorm statistics of `{}` on {} rows of `{}`",
+            norms.len(),
+            c.model,
+            domain.rows.len(),
+            domain.name
+        );
+    }
+    let rt = Runtime::init(&RuntimeOptions::device(run.device).with_home(home.to_path_buf()))?;
+    let opts = SessionOptions::default().threads(run.threads);
+    let mut session = Session::from_model(rt, &stats_model, &c.model, &opts)?;
+    let rows: Vec<&tl_data::Row> = domain.rows.iter().collect();
+    let stats =
+        tl_features::adabn::target_statistics(&mut session, &norms, &image, &rows, ADABN_BATCH)?;
+    let mut adapted = backbone.with_running_statistics(&stats)?;
+    adapted.set_metadata(
+        "tl.adabn",
+        // Not the domain's name: the file is shared by every dataset with these rows.
+        &serde_json::json!({"backbone": c.model, "rows": rows.len()}).to_string(),
+    );
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    adapted.save(&path)?;
+    Ok(path)
+}
+
+/// Target rows per batch of AdaBN's statistics pass (each batch is normalised by its own
+/// statistics on the way, as in training).
+const ADABN_BATCH: usize = 32;
 
 /// At most `k` of `items`, drawn from the stream `stream` of `seed`, in their order.
 fn seeded_sample<T>(items: Vec<T>, k: usize, seed: u64, stream: &str) -> Vec<T> {

@@ -58,7 +58,7 @@ fn target_labels_never_reach_training() {
     let (true_dir, permuted_dir) = (dir.path().join("true"), dir.path().join("permuted"));
     digit_folder(&true_dir, 200, |y| y);
     digit_folder(&permuted_dir, 200, |y| (y + 3) % 10);
-    for method in ["mcc", "self-train"] {
+    for method in ["mcc", "self-train", "adabn"] {
         let (a, b) = (
             dir.path().join(format!("{method}-a")),
             dir.path().join(format!("{method}-b")),
@@ -87,6 +87,98 @@ fn target_labels_never_reach_training() {
         assert!(sa != sb, "{method}: scores {sa} and {sb}");
         assert_eq!(ra["rows"]["target"], 200);
     }
+}
+
+/// AdaBN writes one backbone per domain: the BatchNorm-kept graph with that domain's
+/// statistics and every weight kept; a model without BatchNorm layers is refused.
+#[test]
+fn adabn_renormalises_each_domain_and_needs_batchnorm_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("adabn-digits");
+    digit_folder(&target, 120, |y| y);
+    let out = dir.path().join("out");
+    let v = ok_json(&tl(&adapt_args(
+        target.to_str().unwrap(),
+        "adabn",
+        out.to_str().unwrap(),
+    )));
+    assert_eq!(v["summary"]["method"], "adabn");
+    let home = tl_core::home::tl_home().unwrap();
+    let kept = tl_onnx::OnnxModel::load(
+        &tl_core::home::model_dir(&home, "efficientnet-lite0").join("model-bn.onnx"),
+    )
+    .unwrap();
+    let norms = kept.batch_norms().unwrap();
+    let values = |m: &tl_onnx::OnnxModel, name: &str| {
+        tl_onnx::tensor_values_f32(m.initializer(name).unwrap())
+            .unwrap()
+            .1
+    };
+    // The target's backbone, found by its metadata among the adapted ones (its 120 rows:
+    // no other test adapts to 120 rows).
+    let adapted = std::fs::read_dir(home.join("adapted"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("model.onnx"))
+        .filter(|p| p.is_file())
+        .map(|p| tl_onnx::OnnxModel::load(&p).unwrap())
+        .find(|m| {
+            m.metadata().get("tl.adabn").is_some_and(|j| {
+                let j: serde_json::Value = serde_json::from_str(j).unwrap();
+                j["rows"] == 120
+            })
+        })
+        .expect("the target's adapted backbone");
+    // Only running statistics changed: every other initializer is the backbone's.
+    let stats: std::collections::HashSet<&str> = norms
+        .iter()
+        .flat_map(|b| [b.mean.as_str(), b.var.as_str()])
+        .collect();
+    let graph = |m: &tl_onnx::OnnxModel| m.proto().graph.clone().unwrap();
+    let mut kept_weights = 0;
+    for t in graph(&kept).initializer {
+        if stats.contains(t.name.as_str()) {
+            continue;
+        }
+        assert_eq!(
+            values(&adapted, &t.name),
+            values(&kept, &t.name),
+            "{}",
+            t.name
+        );
+        kept_weights += 1;
+    }
+    assert!(
+        kept_weights > norms.len() * 2,
+        "{kept_weights} weights compared"
+    );
+    let changed = norms
+        .iter()
+        .filter(|b| values(&adapted, &b.mean) != values(&kept, &b.mean))
+        .count();
+    assert_eq!(
+        changed,
+        norms.len(),
+        "every BatchNorm's mean is re-estimated"
+    );
+    let text = tl(&[
+        "adapt",
+        "--source",
+        "rotten-tomatoes",
+        "--target",
+        "drug-reviews",
+        "--model",
+        "minilm-l6",
+        "--class-map",
+        "rotten=negative,fresh=positive",
+        "--method",
+        "adabn",
+    ]);
+    assert!(!text.status.success());
+    let err = String::from_utf8_lossy(&text.stderr);
+    assert!(
+        err.contains("BatchNorm") && err.contains("minilm-l6"),
+        "{err}"
+    );
 }
 
 #[test]
