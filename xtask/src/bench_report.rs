@@ -87,6 +87,18 @@ fn experiment_report(name: &str) -> Result<String> {
     Ok(section)
 }
 
+/// Fails with `hint` unless `python3` can import `modules` (comma-separated).
+pub(crate) fn require_python(modules: &str, hint: &str) -> Result<()> {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        bail!("{hint}");
+    }
+    Ok(())
+}
+
 /// Fetches what a section measures and builds the release `tl` it runs.
 fn release_tl(cargo: &str, assets: &[&str]) -> Result<()> {
     crate::fetch_models(&assets.iter().map(|a| a.to_string()).collect::<Vec<_>>())?;
@@ -137,15 +149,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let path = Path::new("docs/benchmarks.md");
     let mut doc = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
     if only.iter().any(|s| s == "probe") {
-        let ok = Command::new("python3")
-            .args(["-c", "import numpy, scipy, sklearn"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            bail!(
-                "the probe baseline needs `python3 -m pip install numpy scipy scikit-learn==1.9.1`"
-            );
-        }
+        require_python(
+            "numpy, scipy, sklearn",
+            "the probe baseline needs `python3 -m pip install numpy scipy scikit-learn==1.9.1`",
+        )?;
         release_tl(&cargo, &["onnxruntime", "efficientnet-lite0", "mnist-5k"])?;
         // Timed in a release build of xtask (a dev build keeps ndarray's debug assertions).
         let tmp = std::env::temp_dir().join(format!("tl-probe-section-{}.md", std::process::id()));

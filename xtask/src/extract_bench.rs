@@ -5,7 +5,7 @@
 
 use std::{fmt::Write as _, path::Path, process::Command};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::bench_report::{THREADS, json_field, median, output};
 
@@ -78,15 +78,10 @@ fn rate(report: &str) -> Result<f64> {
 
 /// Measures and returns the section's markdown.
 pub fn section(cargo: &str, runs: usize) -> Result<String> {
-    let ok = Command::new("python3")
-        .args(["-c", "import numpy, PIL, onnxruntime, tokenizers"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        bail!(
-            "the Python baselines need `python3 -m pip install numpy pillow onnxruntime==1.31.1 tokenizers`"
-        );
-    }
+    crate::bench_report::require_python(
+        "numpy, PIL, onnxruntime, tokenizers",
+        "the Python baselines need `python3 -m pip install numpy pillow onnxruntime==1.31.1 tokenizers`",
+    )?;
     crate::fetch_models(
         &[
             "onnxruntime",

@@ -126,16 +126,18 @@ fn text_extraction_stores_the_same_embeddings_and_caches_them() {
         extract_text(&mut s, &enc, "sha", &c, &rows, store_home.path(), &opts).unwrap();
     assert_eq!(rep.computed, 20);
     let hashes: Vec<String> = rows.iter().map(|r| r.content.hash().unwrap()).collect();
-    let got = stores[0].gather(&hashes).unwrap();
-    for (i, row) in got.outer_iter().enumerate() {
-        let want = embedding(&golden, i);
-        let d = row
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(d < MAX_ABS, "sentence {i}: {d}");
-    }
+    let matches_golden = |got: ndarray::Array2<f32>, how: &str| {
+        for (i, row) in got.outer_iter().enumerate() {
+            let want = embedding(&golden, i);
+            let d = row
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(d < MAX_ABS, "sentence {i}, {how}: {d}");
+        }
+    };
+    matches_golden(stores[0].gather(&hashes).unwrap(), "bucketed");
     let (again, _) =
         extract_text(&mut s, &enc, "sha", &c, &rows, store_home.path(), &opts).unwrap();
     assert_eq!((again.computed, again.cached), (0, 20));
@@ -147,14 +149,5 @@ fn text_extraction_stores_the_same_embeddings_and_caches_them() {
     let (plain, plain_stores) =
         extract_text(&mut s, &enc, "sha", &c, &rows, plain_home.path(), &opts).unwrap();
     assert_eq!(plain.computed, 20);
-    let got = plain_stores[0].gather(&hashes).unwrap();
-    for (i, row) in got.outer_iter().enumerate() {
-        let want = embedding(&golden, i);
-        let d = row
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(d < MAX_ABS, "sentence {i}, dataset order: {d}");
-    }
+    matches_golden(plain_stores[0].gather(&hashes).unwrap(), "dataset order");
 }
