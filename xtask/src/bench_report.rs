@@ -100,7 +100,7 @@ pub(crate) fn require_python(modules: &str, hint: &str) -> Result<()> {
 }
 
 /// Fetches what a section measures and builds the release `tl` it runs.
-fn release_tl(cargo: &str, assets: &[&str]) -> Result<()> {
+pub(crate) fn release_tl(cargo: &str, assets: &[&str]) -> Result<()> {
     crate::fetch_models(&assets.iter().map(|a| a.to_string()).collect::<Vec<_>>())?;
     crate::run(Command::new(cargo).args(["build", "--release", "-p", "tl-cli"]))
 }

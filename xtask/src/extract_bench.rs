@@ -51,24 +51,13 @@ fn python(mode: &str, model: &Path, data: &Path, size: u32, batch: u32) -> Resul
     )
 }
 
-/// Median stage seconds of several `tl extract` reports.
-fn stages(reports: &[String]) -> Result<Vec<(&'static str, f64)>> {
-    [
-        "inference",
-        "waiting_for_input",
-        "preprocessing_cpu",
-        "storing",
-        "hashing",
-    ]
-    .into_iter()
-    .map(|k| {
-        let v = reports
-            .iter()
-            .map(|r| json_field(r, &["report", "stages", k]))
-            .collect::<Result<Vec<_>>>()?;
-        Ok((k, median(v)))
-    })
-    .collect()
+/// The median over several `tl extract` reports of one of their `stages` (seconds).
+fn stage(reports: &[String], key: &str) -> Result<f64> {
+    let v = reports
+        .iter()
+        .map(|r| json_field(r, &["report", "stages", key]))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(median(v))
 }
 
 fn rate(report: &str) -> Result<f64> {
@@ -82,7 +71,8 @@ pub fn section(cargo: &str, runs: usize) -> Result<String> {
         "numpy, PIL, onnxruntime, tokenizers",
         "the Python baselines need `python3 -m pip install numpy pillow onnxruntime==1.31.1 tokenizers`",
     )?;
-    crate::fetch_models(
+    crate::bench_report::release_tl(
+        cargo,
         &[
             "onnxruntime",
             "efficientnet-lite0",
@@ -90,17 +80,14 @@ pub fn section(cargo: &str, runs: usize) -> Result<String> {
             "mnist-5k",
             "rotten-tomatoes",
             "sample-photos",
-        ]
-        .map(String::from),
+        ],
     )?;
-    crate::run(Command::new(cargo).args(["build", "--release", "-p", "tl-cli"]))?;
+    let home = tl_core::home::tl_home()?;
     let spec = crate::photos::PhotoSpec::default();
     let photos = std::env::current_dir()?.join(crate::photos::default_dir(&spec));
     if !photos.is_dir() {
-        let home = tl_core::home::tl_home()?;
         crate::photos::make(&home.join("assets/sample-photos"), &photos, &spec)?;
     }
-    let home = tl_core::home::tl_home()?;
     let model = home.join("models/efficientnet-lite0/model.onnx");
     let mnist = home.join("datasets/mnist-5k/mnist_5k.csv.gz");
     let minilm = home.join("models/minilm-l6");
@@ -254,8 +241,7 @@ pub fn section(cargo: &str, runs: usize) -> Result<String> {
     )?;
     writeln!(md, "|---|---|---|---|---|---|---|")?;
     for r in &rows {
-        let s = stages(&r.tl)?;
-        let get = |k: &str| s.iter().find(|(n, _)| *n == k).map_or(f64::NAN, |x| x.1);
+        let get = |k: &str| stage(&r.tl, k);
         let total = median(
             r.tl.iter()
                 .map(|t| json_field(t, &["report", "seconds"]))
@@ -265,11 +251,11 @@ pub fn section(cargo: &str, runs: usize) -> Result<String> {
             md,
             "| {} | {total:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
             r.name,
-            get("inference"),
-            get("waiting_for_input"),
-            get("storing"),
-            get("hashing"),
-            get("preprocessing_cpu")
+            get("inference")?,
+            get("waiting_for_input")?,
+            get("storing")?,
+            get("hashing")?,
+            get("preprocessing_cpu")?
         )?;
     }
     writeln!(

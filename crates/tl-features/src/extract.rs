@@ -185,13 +185,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Rows decoded, resized and cropped by `contract` and normalised into one batch (the
 /// model's input, for fine-tuning the whole network), in parallel.
 pub fn preprocess_rows(contract: &ImageContract, rows: &[&Row]) -> Result<ndarray::Array4<f32>> {
-    let mut out = ndarray::Array4::<f32>::zeros(batch_shape(contract, rows.len()));
-    out.axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .zip(rows.par_iter())
-        .map(|(view, r)| row_decoded(r).map(|img| preprocess_into(contract, &img, view)))
-        .collect::<Result<Vec<()>>>()?;
-    Ok(out)
+    crate::image::preprocess_batch(contract, rows, |r| row_decoded(r))
 }
 
 /// The 8-bit RGB image of a row (grayscale replicated), or an error naming it.

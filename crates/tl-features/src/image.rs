@@ -463,11 +463,21 @@ pub fn preprocess_files(
     contract: &ImageContract,
     paths: &[impl AsRef<Path> + Sync],
 ) -> Result<Array4<f32>> {
-    let mut out = Array4::<f32>::zeros(batch_shape(contract, paths.len()));
+    preprocess_batch(contract, paths, |p| load(p.as_ref()))
+}
+
+/// Decodes each item with `decode`, then resizes, crops and normalises it into one batch,
+/// in parallel; the first item that fails to decode stops the batch with its error.
+pub fn preprocess_batch<T: Sync>(
+    contract: &ImageContract,
+    items: &[T],
+    decode: impl Fn(&T) -> Result<Decoded> + Sync,
+) -> Result<Array4<f32>> {
+    let mut out = Array4::<f32>::zeros(batch_shape(contract, items.len()));
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
-        .zip(paths.par_iter())
-        .map(|(view, p)| load(p.as_ref()).map(|img| preprocess_into(contract, &img, view)))
+        .zip(items.par_iter())
+        .map(|(view, item)| decode(item).map(|img| preprocess_into(contract, &img, view)))
         .collect::<Result<Vec<()>>>()?;
     Ok(out)
 }
