@@ -10,10 +10,11 @@ use anyhow::{Context, Result, bail};
 
 const SEEDS: [u64; 5] = [0, 1, 2, 3, 4];
 
-const METHODS: [&str; 11] = [
+const METHODS: [&str; 12] = [
     "none",
     "coral-closed",
     "prior",
+    "propagate",
     "coral",
     "mmd",
     "entropy",

@@ -26,10 +26,11 @@ pub mod loss;
 pub mod method;
 pub mod objective;
 pub mod prior;
+pub mod propagate;
 pub mod run;
 pub mod select;
 pub mod shift;
 pub mod transfer;
 
 pub use error::{Error, Result};
-pub use method::{AdaptConfig, Method};
+pub use method::{AdaptConfig, Balance, Method};

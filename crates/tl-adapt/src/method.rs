@@ -39,10 +39,15 @@ pub enum Method {
     /// head then trains as for `none`, with no extra loss.
     #[serde(rename = "adabn")]
     AdaBn,
+    /// Transductive pseudo-labels (closed form): the source probe's target predictions
+    /// refined by SHOT's centroid clustering, propagated on the target's k-nearest-neighbour
+    /// graph and balanced to a class prior by Sinkhorn; then a probe on the target rows
+    /// with those labels ([`crate::propagate`]).
+    Propagate,
 }
 
 impl Method {
-    pub const ALL: [Method; 11] = [
+    pub const ALL: [Method; 12] = [
         Method::None,
         Method::Coral,
         Method::CoralClosed,
@@ -54,6 +59,7 @@ impl Method {
         Method::Dann,
         Method::Prior,
         Method::AdaBn,
+        Method::Propagate,
     ];
 
     /// The name used on the command line and in reports.
@@ -70,6 +76,7 @@ impl Method {
             Method::Dann => "dann",
             Method::Prior => "prior",
             Method::AdaBn => "adabn",
+            Method::Propagate => "propagate",
         }
     }
 
@@ -88,7 +95,10 @@ impl Method {
 
     /// Whether the method trains a network (the others fit a probe in closed form).
     pub fn trained(self) -> bool {
-        !matches!(self, Method::CoralClosed | Method::Prior)
+        !matches!(
+            self,
+            Method::CoralClosed | Method::Prior | Method::Propagate
+        )
     }
 
     /// The default weight of the method's loss, from its paper's setting where the scale
@@ -96,7 +106,11 @@ impl Method {
     /// otherwise chosen on the source-validation rule (see [`AdaptConfig`]).
     pub fn default_weight(self) -> f32 {
         match self {
-            Method::None | Method::CoralClosed | Method::Prior | Method::AdaBn => 0.0,
+            Method::None
+            | Method::CoralClosed
+            | Method::Prior
+            | Method::AdaBn
+            | Method::Propagate => 0.0,
             Method::Coral => 10.0,
             Method::Mmd => 1.0,
             Method::Entropy => 0.1,
@@ -143,6 +157,50 @@ pub struct AdaptConfig {
     pub per_domain_standardize: bool,
     /// Which epoch of a trained method is kept.
     pub selection: Selection,
+    /// `propagate`: neighbours per row of the target's graph (10).
+    pub neighbours: usize,
+    /// `propagate`: Zhou et al.'s α, the weight of the neighbours against the seed labels
+    /// (0.99, their setting).
+    pub propagate_alpha: f64,
+    /// `propagate`: the class proportions the pseudo-labels are balanced to.
+    pub balance: Balance,
+    /// `propagate`: Sinkhorn's entropic regularisation ε (0.05, SwAV's setting).
+    pub sinkhorn_eps: f64,
+}
+
+/// The class proportions `propagate` balances the target's pseudo-labels to. None of them
+/// reads target labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Every class equally often (SHOT's diversity term assumes the same).
+    Uniform,
+    /// The source's class frequencies.
+    Source,
+    /// No balancing: the propagated labels as they are.
+    None,
+}
+
+impl Balance {
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::Uniform => "uniform",
+            Balance::Source => "source",
+            Balance::None => "none",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        [Balance::Uniform, Balance::Source, Balance::None]
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                Error::invalid(
+                    "balance",
+                    format!("`{s}`: expected uniform, source or none"),
+                )
+            })
+    }
 }
 
 /// How a trained method's epoch is chosen, without target labels.
@@ -182,6 +240,10 @@ impl Default for AdaptConfig {
             coral_eps: crate::closed::CORAL_EPS,
             per_domain_standardize: true,
             selection: Selection::Last,
+            neighbours: 10,
+            propagate_alpha: 0.99,
+            balance: Balance::Uniform,
+            sinkhorn_eps: 0.05,
         }
     }
 }
@@ -229,6 +291,21 @@ impl AdaptConfig {
         }
         if self.method == Method::Dann && self.discriminator_hidden == 0 {
             return Err(Error::invalid("discriminator width", "must be ≥ 1"));
+        }
+        if self.neighbours == 0 {
+            return Err(Error::invalid("neighbours", "must be ≥ 1"));
+        }
+        if !(0.0..1.0).contains(&self.propagate_alpha) {
+            return Err(Error::invalid(
+                "propagation α",
+                format!("{} is not in [0, 1)", self.propagate_alpha),
+            ));
+        }
+        if !(self.sinkhorn_eps.is_finite() && self.sinkhorn_eps > 0.0) {
+            return Err(Error::invalid(
+                "Sinkhorn ε",
+                format!("{} must be > 0", self.sinkhorn_eps),
+            ));
         }
         if !(self.coral_eps.is_finite() && self.coral_eps > 0.0) {
             return Err(Error::invalid(

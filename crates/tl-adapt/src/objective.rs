@@ -284,7 +284,9 @@ impl AdaptObjective<'_> {
                 total += w * f64::from(l);
                 gh = Some(back.into_dimensionality().expect("2-D"));
             }
-            Method::CoralClosed | Method::Prior => unreachable!("checked in new()"),
+            Method::CoralClosed | Method::Prior | Method::Propagate => {
+                unreachable!("checked in new()")
+            }
         }
         net.backward_features(&gz.into_dyn(), gh.map(|g| g.into_dyn()).as_ref())?;
         Ok(total)

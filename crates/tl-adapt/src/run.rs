@@ -15,10 +15,39 @@ use crate::{
     Error, Result,
     closed::{ClosedCoral, Standardizer},
     loss,
-    method::{AdaptConfig, Method, Selection},
+    method::{AdaptConfig, Balance, Method, Selection},
     objective::{AdaptObjective, predict_proba},
     prior::{PriorEstimate, PriorMethod, bbse, confusion, em, reweight},
+    propagate,
 };
+
+/// Rounds of Zhou et al.'s label-propagation iteration, from the seed labels.
+const PROPAGATE_ITERS: usize = 100;
+/// At most this many rounds of SHOT's centroid pseudo-labels (they stop when no label
+/// changes).
+const CENTROID_ROUNDS: usize = 10;
+
+/// The source's class frequencies over its training and validation rows; every class
+/// must be present.
+fn source_frequencies(d: &Domains<'_>) -> Result<Vec<f64>> {
+    let classes = d.task.classes.len();
+    let mut counts = vec![0.0f64; classes];
+    for y in d.source_train.labels[0]
+        .iter()
+        .chain(&d.source_val.labels[0])
+        .flatten()
+    {
+        counts[*y as usize] += 1.0;
+    }
+    let total: f64 = counts.iter().sum();
+    if let Some(k) = counts.iter().position(|&c| c == 0.0) {
+        return Err(Error::invalid(
+            "source labels",
+            format!("class `{}` has no source rows", d.task.classes[k]),
+        ));
+    }
+    Ok(counts.iter().map(|c| c / total).collect())
+}
 
 /// The two domains. The source has one task's labels; the target has none.
 #[derive(Debug, Clone, Copy)]
@@ -104,6 +133,8 @@ pub struct RunSummary {
     pub source_val_accuracy: f64,
     pub best_epoch: Option<usize>,
     pub best_c: Option<f64>,
+    /// The target's class proportions: estimated (`prior`), or those of the pseudo-labels
+    /// (`propagate`).
     pub target_priors: Option<Vec<f64>>,
 }
 
@@ -328,19 +359,8 @@ pub fn adapt(
         (path.probe, path.best_c)
     };
     let prior = if cfg.method == Method::Prior {
-        let mut counts = vec![0.0f64; classes];
-        for &y in ys.iter().chain(&yv) {
-            counts[y as usize] += 1.0;
-        }
-        let total: f64 = counts.iter().sum();
         // Every class present: a prior of 0 cannot be reweighted.
-        if let Some(k) = counts.iter().position(|&c| c == 0.0) {
-            return Err(Error::invalid(
-                "source labels",
-                format!("class `{}` has no source rows", d.task.classes[k]),
-            ));
-        }
-        let source: Vec<f64> = counts.iter().map(|c| c / total).collect();
+        let source = source_frequencies(d)?;
         let pt = loss::probabilities(probe.logits(view2(d.target)).view());
         Some(match cfg.prior {
             PriorMethod::Em => em(pt.view(), &source, 1e-8, 1000)?,
@@ -368,10 +388,51 @@ pub fn adapt(
     } else {
         None
     };
+    // Transductive: the target's pseudo-labels, then a probe on the target rows with them
+    // at the C the source chose.
+    let (probe, propagated) = if cfg.method == Method::Propagate {
+        let xt = view2(d.target);
+        let p = loss::probabilities(probe.logits(xt).view());
+        let balance = match cfg.balance {
+            Balance::Uniform => Some(vec![1.0 / classes as f64; classes]),
+            Balance::Source => Some(source_frequencies(d)?),
+            Balance::None => None,
+        };
+        let labels = propagate::pseudo_labels(
+            xt,
+            p.view(),
+            balance.as_deref(),
+            &propagate::PropagateSettings {
+                neighbours: cfg.neighbours,
+                alpha: cfg.propagate_alpha,
+                iters: PROPAGATE_ITERS,
+                eps: cfg.sinkhorn_eps,
+                centroid_rounds: CENTROID_ROUNDS,
+            },
+        )?;
+        let refit = tl_head::probe::fit(
+            &ProbeData {
+                x: xt,
+                y: &labels,
+                classes,
+            },
+            &pc.clone().with_c(best_c),
+            None,
+        )?;
+        let mut counts = vec![0.0f64; classes];
+        for &l in &labels {
+            counts[l as usize] += 1.0 / labels.len() as f64;
+        }
+        (refit, Some(counts))
+    } else {
+        (probe, None)
+    };
     let summary = RunSummary {
         method: cfg.method,
         weight: cfg.weight(),
-        selection: if cfg.method == Method::Prior {
+        selection: if cfg.method == Method::Propagate {
+            "C with the best source-validation accuracy on a 10-value path (the source probe that seeds the pseudo-labels; the target probe is fitted at the same C)"
+        } else if cfg.method == Method::Prior {
             "C with the lowest source-validation log-loss on a 10-value path, refitted on train + validation"
         } else {
             "C with the best source-validation accuracy on a 10-value path, refitted on train + validation"
@@ -380,7 +441,7 @@ pub fn adapt(
         source_val_accuracy: val_acc_at(best_c),
         best_epoch: None,
         best_c: Some(best_c),
-        target_priors: prior.as_ref().map(|p| p.target.clone()),
+        target_priors: prior.as_ref().map(|p| p.target.clone()).or(propagated),
     };
     let adapted = Adapted {
         model: AdaptedModel::Probe {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use tl_adapt::{
-    AdaptConfig, Method,
+    AdaptConfig, Balance, Method,
     method::Selection,
     prior::PriorMethod,
     run::{AdaptedModel, Domains, RunSummary, adapt},
@@ -143,7 +143,12 @@ mcc           minimum class confusion\n  \
 shot          information maximisation + clustering pseudo-labels (SHOT-style)\n  \
 self-train    confidence-thresholded pseudo-labels (--threshold)\n  \
 dann          domain discriminator behind gradient reversal, λ ramped 0 → 1\n  \
-prior         label-shift correction (EM, or --prior bbse) of the source probe\n\n\
+prior         label-shift correction (EM, or --prior bbse) of the source probe\n  \
+adabn         each domain's features through the backbone with its own BatchNorm statistics\n  \
+propagate     the source probe's target predictions refined by SHOT's centroid clustering,\n                \
+propagated on the target's cosine k-NN graph (--neighbours, α 0.99) and balanced to\n                \
+--balance uniform|source|none class proportions by Sinkhorn; then a probe on the target\n                \
+rows with those pseudo-labels\n\n\
 Features are standardised per domain first (--no-standardize to skip). Trained methods keep \
 the last epoch of a fixed schedule (--select source-val: the best source-validation epoch).")]
 pub struct AdaptArgs {
@@ -152,7 +157,7 @@ pub struct AdaptArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     domains: DomainArgs,
-    /// none, coral, coral-closed, mmd, entropy, mcc, shot, self-train, dann, prior or adabn
+    /// none, coral, coral-closed, mmd, entropy, mcc, shot, self-train, dann, prior, propagate or adabn
     /// (a CNN with BatchNorm layers: each domain's features through the backbone with that
     /// domain's BatchNorm statistics, written to TL_HOME/adapted/; then trained as none).
     #[arg(long, value_parser = parse_method)]
@@ -169,6 +174,12 @@ pub struct AdaptArgs {
     /// How `prior` estimates the target's class priors: em or bbse.
     #[arg(long, value_parser = parse_prior)]
     prior: Option<PriorMethod>,
+    /// `propagate`: neighbours per row of the target's k-NN graph (default 10).
+    #[arg(long, value_name = "K")]
+    neighbours: Option<usize>,
+    /// `propagate`: class proportions of the pseudo-labels: uniform (default), source (the source's frequencies) or none.
+    #[arg(long, value_parser = parse_balance)]
+    balance: Option<Balance>,
     /// Which epoch a trained method keeps: last (of the fixed schedule) or source-val (best source-validation accuracy).
     #[arg(long, value_parser = parse_selection)]
     select: Option<Selection>,
@@ -221,6 +232,10 @@ fn parse_selection(s: &str) -> Result<Selection, String> {
         "source-val" => Ok(Selection::SourceVal),
         _ => Err(format!("`{s}`: expected last or source-val")),
     }
+}
+
+fn parse_balance(s: &str) -> Result<Balance, String> {
+    Balance::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_prior(s: &str) -> Result<PriorMethod, String> {
@@ -288,6 +303,12 @@ impl AdaptArgs {
         }
         if let Some(p) = self.prior {
             c.adapt.prior = p;
+        }
+        if let Some(k) = self.neighbours {
+            c.adapt.neighbours = k;
+        }
+        if let Some(b) = self.balance {
+            c.adapt.balance = b;
         }
         if let Some(sel) = self.select {
             c.adapt.selection = sel;
@@ -858,7 +879,12 @@ fn print_result(metrics: &AdaptMetrics, classes: &[String], global: &Global) -> 
             .zip(pr)
             .map(|(c, v)| format!("{c} {v:.3}"))
             .collect();
-        println!("estimated target priors: {}", shown.join(", "));
+        let what = if s.method == Method::Propagate {
+            "target pseudo-label proportions"
+        } else {
+            "estimated target priors"
+        };
+        println!("{what}: {}", shown.join(", "));
     }
     Ok(())
 }
