@@ -58,7 +58,7 @@ fn target_labels_never_reach_training() {
     let (true_dir, permuted_dir) = (dir.path().join("true"), dir.path().join("permuted"));
     digit_folder(&true_dir, 200, |y| y);
     digit_folder(&permuted_dir, 200, |y| (y + 3) % 10);
-    for method in ["mcc", "self-train", "adabn"] {
+    for method in ["mcc", "self-train", "adabn", "propagate"] {
         let (a, b) = (
             dir.path().join(format!("{method}-a")),
             dir.path().join(format!("{method}-b")),
