@@ -226,7 +226,13 @@ pub fn adapt(
     cfg.check()?;
     d.check()?;
     if cfg.per_domain_standardize {
-        let ss = Standardizer::fit(view2(d.source_train.x))?;
+        // Each domain's statistics come from all its rows, labels unused: the target's
+        // from every target row, the source's from its training and validation rows, so
+        // that validation rows are standardised like the rows the statistics saw.
+        let source_all =
+            ndarray::concatenate(Axis(0), &[view2(d.source_train.x), view2(d.source_val.x)])
+                .map_err(|e| Error::invalid("standardisation", e.to_string()))?;
+        let ss = Standardizer::fit(source_all.view())?;
         let ts = Standardizer::fit(view2(d.target))?;
         let st = ss.apply(view2(d.source_train.x)).into_dyn();
         let sv = ss.apply(view2(d.source_val.x)).into_dyn();

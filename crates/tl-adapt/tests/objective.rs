@@ -284,6 +284,15 @@ fn every_method_runs_and_is_reproducible_and_alignment_helps() {
             standardized > 0.95,
             "{m} with standardisation: {standardized}"
         );
+        // The source statistics come from every source row, validation included (labels
+        // unused): fitted on the training rows alone, a feature nearly constant there
+        // blows validation rows up (see `Standardizer`).
+        let all = ndarray::concatenate(Axis(0), &[xtr.view(), xv.view()]).unwrap();
+        let want = tl_adapt::closed::Standardizer::fit(
+            all.into_dimensionality::<ndarray::Ix2>().unwrap().view(),
+        )
+        .unwrap();
+        assert_eq!(a.source_standardizer.as_ref(), Some(&want), "{m}");
     }
 }
 
