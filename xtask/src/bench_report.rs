@@ -255,8 +255,8 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// CPU model and core count.
-/// The short hash of HEAD, with `+changes` when the work tree differs from it.
+/// The short hash of HEAD, with `+changes` when the work tree differs from it in
+/// anything but the report being written.
 fn git_revision() -> String {
     let out = |args: &[&str]| {
         Command::new("git")
@@ -267,13 +267,22 @@ fn git_revision() -> String {
             .unwrap_or_default()
     };
     let head = out(&["rev-parse", "--short", "HEAD"]);
-    if out(&["status", "--porcelain", "--untracked-files=no"]).is_empty() {
+    let status = [
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        ".",
+        ":!docs/benchmarks.md",
+    ];
+    if out(&status).is_empty() {
         head
     } else {
         format!("{head}+changes")
     }
 }
 
+/// CPU model and core count.
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
