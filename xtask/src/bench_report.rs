@@ -31,6 +31,9 @@ pub(crate) fn json_field(text: &str, path: &[&str]) -> Result<f64> {
         .with_context(|| format!("no number at {path:?} in {text}"))
 }
 
+/// The report, relative to the workspace root (the working directory of `cargo xtask`).
+const REPORT: &str = "docs/benchmarks.md";
+
 /// Sections of `docs/benchmarks.md`, each regenerated on its own (`--only NAME`).
 const SECTIONS: [&str; 7] = [
     "extract",
@@ -146,7 +149,7 @@ pub fn run(args: &[String]) -> Result<()> {
         only = SECTIONS.iter().map(|s| s.to_string()).collect();
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let path = Path::new("docs/benchmarks.md");
+    let path = Path::new(REPORT);
     let mut doc = std::fs::read_to_string(path).unwrap_or_else(|_| "# Benchmarks\n".into());
     if only.iter().any(|s| s == "probe") {
         require_python(
@@ -267,13 +270,14 @@ fn git_revision() -> String {
             .unwrap_or_default()
     };
     let head = out(&["rev-parse", "--short", "HEAD"]);
+    let exclude = format!(":!{REPORT}");
     let status = [
         "status",
         "--porcelain",
         "--untracked-files=no",
         "--",
         ".",
-        ":!docs/benchmarks.md",
+        exclude.as_str(),
     ];
     if out(&status).is_empty() {
         head
