@@ -3,7 +3,8 @@
 //! A labelled source domain and an unlabelled target domain, one backbone's features of
 //! both. This crate measures how far apart they are ([`shift`]), aligns them
 //! ([`loss`] for the trained methods through `tl-head`'s trainer, [`closed`] for the
-//! closed-form ones) and corrects for label shift ([`prior`]). Every setting is chosen
+//! closed-form ones), corrects for label shift ([`prior`]) and pools the predictions of
+//! a document's parts into its own ([`pool`]). Every setting is chosen
 //! without target labels: [`run::adapt`] never sees them.
 //!
 //! ```
@@ -25,6 +26,7 @@ pub mod linalg;
 pub mod loss;
 pub mod method;
 pub mod objective;
+pub mod pool;
 pub mod prior;
 pub mod propagate;
 pub mod run;

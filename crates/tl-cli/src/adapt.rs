@@ -17,7 +17,10 @@ use tl_adapt::{
     run::{AdaptedModel, Domains, RunSummary, adapt},
     shift::{ShiftConfig, ShiftReport, measure},
 };
-use tl_data::{Dataset, Part, Split, SplitConfig};
+use tl_data::{
+    Dataset, Part, Split, SplitConfig,
+    segment::{Segments, median_words, segment},
+};
 use tl_features::extract::Pool;
 use tl_head::{
     net::{HeadSpec, TaskSpec},
@@ -49,6 +52,9 @@ pub struct AdaptRunConfig {
     pub layer: Option<String>,
     pub pool: Pool,
     pub image_size: Option<u32>,
+    /// How target texts are cut before embedding (`auto`: into sentences when they are
+    /// much longer than the source's); a document's prediction pools its parts'.
+    pub segments: Segments,
     /// The adapter (hidden layers, whose output the feature losses align) and classifier.
     pub head: HeadSpec,
     pub split_seed: u64,
@@ -78,6 +84,7 @@ impl Default for AdaptRunConfig {
             layer: None,
             pool: Pool::Mean,
             image_size: None,
+            segments: Segments::Auto,
             head: HeadSpec::mlp(vec![256]),
             split_seed: 0,
             val: 0.1,
@@ -121,6 +128,12 @@ pub struct DomainArgs {
     /// Input side in pixels.
     #[arg(long, value_name = "N")]
     image_size: Option<u32>,
+    /// Target texts cut before embedding: none, sentences (each sentence a row; a review's
+    /// prediction is the mean of its sentences' log-probabilities), or auto (sentences when
+    /// the target's median text has more than twice the source's words; images never)
+    /// [default: auto].
+    #[arg(long, value_name = "HOW", value_parser = parse_segments)]
+    segments: Option<Segments>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -150,7 +163,12 @@ propagated on the target's cosine k-NN graph (--neighbours, α 0.99) and balance
 --balance uniform|source|none class proportions by Sinkhorn; then a probe on the target\n                \
 rows with those pseudo-labels\n\n\
 Features are standardised per domain first (--no-standardize to skip). Trained methods keep \
-the last epoch of a fixed schedule (--select source-val: the best source-validation epoch).")]
+the last epoch of a fixed schedule (--select source-val: the best source-validation epoch).\n\n\
+Text targets much longer than the source (the median target text has more than twice the \
+source's words, e.g. drug reviews against one-sentence film snippets) are cut into sentences \
+by default (--segments auto): the method sees one row per sentence, and each review's \
+prediction is the mean of its sentences' log-probabilities. --segments none keeps each text \
+whole; --segments sentences always cuts.")]
 pub struct AdaptArgs {
     /// Run config (TOML, the schema of config.json); flags override it.
     #[arg(long, value_name = "FILE.toml")]
@@ -226,6 +244,10 @@ fn parse_method(s: &str) -> Result<Method, String> {
     Method::parse(s).map_err(|e| e.to_string())
 }
 
+fn parse_segments(s: &str) -> Result<Segments, String> {
+    Segments::parse(s).map_err(|e| e.to_string())
+}
+
 fn parse_selection(s: &str) -> Result<Selection, String> {
     match s {
         "last" => Ok(Selection::Last),
@@ -280,6 +302,9 @@ impl DomainArgs {
         }
         if self.image_size.is_some() {
             c.image_size = self.image_size;
+        }
+        if let Some(s) = self.segments {
+            c.segments = s;
         }
         Ok(())
     }
@@ -348,9 +373,18 @@ pub struct Prepared {
     pub task: TaskSpec,
     pub source_train: (Tensor, Vec<Vec<Option<u32>>>),
     pub source_val: (Tensor, Vec<Vec<Option<u32>>>),
+    /// One row per target row, or per part (sentence) of one when segmented.
     pub target: Tensor,
     /// The target's labels mapped onto the source classes: evaluation only.
     pub target_labels: Option<Vec<u32>>,
+    /// When the target is segmented: the document (target row) of each part row.
+    pub target_owner: Option<Vec<usize>>,
+    /// Target documents (rows before segmentation).
+    pub target_docs: usize,
+    /// The segmentation used (`auto` resolved), and the median words per text of the
+    /// source and the target that resolved it (none for images).
+    pub segments: Segments,
+    pub median_words: (Option<f64>, Option<f64>),
     pub source_name: String,
     pub target_name: String,
     /// What the run trains on, for the checkpoint's identity.
@@ -465,9 +499,25 @@ pub fn prepare(
     }
     // Features: one request per dataset, the same model, layer, pooling and size.
     let source_sub = split.used_rows(&source);
-    let target_sub = Dataset {
-        rows: target_rows.iter().map(|(_, r)| (*r).clone()).collect(),
-        ..target.clone()
+    // Segmentation is decided from the texts' lengths alone (labels unused).
+    let words = (
+        median_words(&source_sub.rows),
+        median_words(target_rows.iter().map(|(_, r)| *r)),
+    );
+    let segments = c.segments.resolve(words.0, words.1);
+    let (target_sub, target_owner) = if segments == Segments::Sentences {
+        let s = segment(&target, target_rows.iter().map(|(_, r)| *r))
+            .with_context(|| format!("--segments sentences on target `{}`", target.name))?;
+        (s.dataset, Some(s.owner))
+    } else {
+        let rows = target_rows.iter().map(|(_, r)| (*r).clone()).collect();
+        (
+            Dataset {
+                rows,
+                ..target.clone()
+            },
+            None,
+        )
     };
     let mut req = FeatureRequest {
         model: &c.model,
@@ -515,7 +565,16 @@ pub fn prepare(
     };
     let (source_train, source_val) = (part(Part::Train)?, part(Part::Val)?);
     let target_hashes: Vec<String> = target_rows.iter().map(|(h, _)| h.clone()).collect();
-    let xt = (tgt.gather)(&target_hashes)?;
+    let xt = if target_owner.is_some() {
+        let parts: Vec<String> = target_sub
+            .rows
+            .iter()
+            .map(|r| r.content.hash())
+            .collect::<Result<_, _>>()?;
+        (tgt.gather)(&parts)?
+    } else {
+        (tgt.gather)(&target_hashes)?
+    };
     let target_labels = tt.map(|t| {
         target_rows
             .iter()
@@ -526,7 +585,7 @@ pub fn prepare(
         serde_json::to_string(&serde_json::json!({
             "model": src.sha, "target_model": tgt.sha, "layer": src.layer, "contract": src.contract_json,
             "source": source.sha256, "target": target.sha256, "split_rows": split.rows.len(),
-            "split_seed": c.split_seed, "target_rows": target_hashes,
+            "split_seed": c.split_seed, "target_rows": target_hashes, "segments": segments.name(),
         }))?
         .as_bytes(),
     );
@@ -540,6 +599,10 @@ pub fn prepare(
         source_val,
         target: xt.into_dyn(),
         target_labels,
+        target_docs: target_rows.len(),
+        target_owner,
+        segments,
+        median_words: words,
         source_name: source.name.clone(),
         target_name: target.name.clone(),
         fingerprint,
@@ -648,6 +711,12 @@ pub struct AdaptMetrics {
     pub target: String,
     pub layer: String,
     pub rows: BTreeMap<String, usize>,
+    /// How the target's texts were cut (`auto` resolved): `sentences` means the method saw
+    /// sentence rows and each target row's prediction pools its sentences'.
+    pub segments: Segments,
+    /// Median words per text of the source and the target (`null` for images): what
+    /// `auto` decided from.
+    pub median_words: (Option<f64>, Option<f64>),
     pub summary: RunSummary,
     /// Evaluated with the target's labels, which nothing above used; the calibration
     /// section's temperature is fitted on the source validation rows.
@@ -699,14 +768,24 @@ pub(crate) fn execute(
     let started = Instant::now();
     let p = prepare(&c, contract, run_args, &home, global, c.val, None)?;
     let extract_seconds = started.elapsed().as_secs_f64();
-    let rows: BTreeMap<String, usize> = [
+    let mut rows: BTreeMap<String, usize> = [
         ("source_train", p.source_train.0.shape()[0]),
         ("source_val", p.source_val.0.shape()[0]),
-        ("target", p.target.shape()[0]),
+        ("target", p.target_docs),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if p.target_owner.is_some() {
+        rows.insert("target_sentences".into(), p.target.shape()[0]);
+        say(format!(
+            "target texts cut into {} sentences (--segments {}; median words per text: source {}, target {}); a review's prediction pools its sentences'",
+            p.target.shape()[0],
+            c.segments.name(),
+            p.median_words.0.unwrap_or(f64::NAN),
+            p.median_words.1.unwrap_or(f64::NAN),
+        ));
+    }
     say(format!(
         "{} → {}: {} source training rows, {} source validation rows, {} target rows (unlabelled in training); features `{}` width {}",
         p.source_name,
@@ -773,10 +852,13 @@ pub(crate) fn execute(
     ));
     let target = match &p.target_labels {
         Some(y) => {
-            let (zt, zv) = (
-                log_proba(&proba),
-                log_proba(&adapted.predict_proba(&p.source_val.0)?),
-            );
+            let zt = match &p.target_owner {
+                Some(owner) => {
+                    tl_adapt::pool::pool_log_proba(log_proba(&proba).view(), owner, p.target_docs)?
+                }
+                None => log_proba(&proba),
+            };
+            let zv = log_proba(&adapted.predict_proba(&p.source_val.0)?);
             let yv: Vec<u32> = p.source_val.1[0].iter().flatten().copied().collect();
             ensure!(
                 yv.len() == zv.nrows(),
@@ -809,6 +891,8 @@ pub(crate) fn execute(
         target: p.target_name.clone(),
         layer: p.layer.clone(),
         rows,
+        segments: p.segments,
+        median_words: p.median_words,
         summary,
         target_scores: target,
         shift_before: before,

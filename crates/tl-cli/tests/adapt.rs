@@ -201,6 +201,9 @@ fn adapt_writes_its_artifact_and_reports_shift() {
     }
     assert_eq!(v["summary"]["method"], "mmd");
     assert_eq!(v["rows"]["target"], 1797);
+    // `--segments auto` leaves images whole.
+    assert_eq!(v["segments"], "none");
+    assert!(v["median_words"][1].is_null());
     let acc = &v["target_scores"]["accuracy"];
     let (val, lo, hi) = (
         acc["value"].as_f64().unwrap(),
@@ -230,6 +233,74 @@ fn adapt_writes_its_artifact_and_reports_shift() {
         dir.path().join("cc").to_str().unwrap(),
     )));
     assert!(v["summary"]["best_c"].as_f64().is_some());
+}
+
+/// Long reviews against one-sentence snippets: `auto` cuts the target into sentences,
+/// the method sees sentence rows and the evaluation counts reviews.
+#[test]
+fn long_target_texts_are_cut_into_sentences_and_pooled_per_review() {
+    let home = tl_core::home::tl_home().unwrap();
+    let drug = tl_hub::Registry::builtin()
+        .unwrap()
+        .get("drug-reviews")
+        .unwrap()
+        .load_dataset(&home)
+        .unwrap();
+    // The reviews the binary task labels (neutral dropped), and their sentences.
+    let (reviews, sentences) =
+        drug.rows
+            .iter()
+            .filter(|r| r.labels[0].is_some())
+            .fold((0usize, 0usize), |(n, s), r| match &r.content {
+                tl_data::Content::Text(t) => (n + 1, s + tl_data::segment::sentences(t).len()),
+                _ => panic!("drug reviews are texts"),
+            });
+    let v = ok_json(&tl(&[
+        "--json",
+        "adapt",
+        "--source",
+        "rotten-tomatoes",
+        "--budget",
+        "20",
+        "--target",
+        "drug-reviews",
+        "--model",
+        "minilm-l6",
+        "--class-map",
+        "rotten=negative,fresh=positive",
+        "--method",
+        "coral-closed",
+    ]));
+    assert_eq!(v["segments"], "sentences");
+    let (ms, mt) = (
+        v["median_words"][0].as_f64().unwrap(),
+        v["median_words"][1].as_f64().unwrap(),
+    );
+    assert!(mt > 2.0 * ms, "auto cut at medians {ms} and {mt}");
+    assert_eq!(v["rows"]["target"], reviews);
+    assert_eq!(v["rows"]["target_sentences"], sentences);
+    assert!(
+        sentences > 3 * reviews,
+        "{sentences} sentences of {reviews} reviews"
+    );
+    let scores = &v["target_scores"];
+    assert_eq!(
+        scores["rows"], reviews,
+        "scored per review, not per sentence"
+    );
+    let counted: u64 = scores["confusion"]["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|c| c.as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, reviews as u64);
+    // A segmentation that is not one of the three is refused by name.
+    let bad = tl(&["adapt", "--segments", "paragraphs"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("paragraphs"), "{err}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //!   class names, and relabelling onto another dataset's classes.
 //! - [`Split`]: stratified train/validation/test splits by seed with an optional label
 //!   budget per class, saved as `split.json` and checked against the dataset on reload.
+//! - [`segment`]: texts cut into sentence rows that remember their document.
 //!
 //! ```
 //! use tl_data::{Content, Dataset, Row, Split, SplitConfig, Task};
@@ -29,6 +30,7 @@
 mod dataset;
 mod error;
 pub mod loaders;
+pub mod segment;
 pub mod source;
 mod spec;
 mod split;
