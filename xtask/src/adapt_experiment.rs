@@ -295,7 +295,7 @@ pub fn section(tl: &Path) -> Result<String> {
             md,
             "Picking the best of the rows above reads the target's labels; the methods whose mean reaches the goal on their own: {}.\n",
             if reaching.is_empty() {
-                "none".to_string()
+                "no method".to_string()
             } else {
                 reaching.join(", ")
             }
