@@ -154,7 +154,8 @@ pub struct ExtractReport {
 
 /// Where an extraction's time went. Wall-clock seconds of the thread that runs the model,
 /// except `preprocessing_cpu`, which sums the threads that decode and resize (they run
-/// while the model runs, so it can exceed the wall time).
+/// while the model runs, so it can exceed the wall time), and the writing part of
+/// `storing`, which runs on its own thread at the same time as the next part's inference.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StageSeconds {
     /// Hashing every row's content, to find the rows already in the store.
@@ -165,7 +166,8 @@ pub struct StageSeconds {
     pub waiting_for_input: f64,
     /// Inside ONNX Runtime (for texts: tokenizing the batch, running it and pooling).
     pub inference: f64,
-    /// Pooling outputs and writing parts to the store.
+    /// Pooling outputs (on the model's thread), and writing parts to the store (on a
+    /// writer thread, while the model computes the next part).
     pub storing: f64,
 }
 
@@ -392,22 +394,51 @@ fn run_parts(
     let bar = progress(missing.len(), opts.quiet);
     let mut skipped = Vec::new();
     let mut computed = 0;
-    for (p, part) in missing.chunks(opts.part_size).enumerate() {
-        if opts.max_new_parts.is_some_and(|m| p >= m) {
-            break;
-        }
-        let (part_hashes, outputs, bad) = compute(session, part, &hashes, &bar, &mut stages)?;
-        skipped.extend(bad);
-        if part_hashes.is_empty() {
-            continue;
-        }
-        let stored = Instant::now();
-        for (store, out) in stores.iter_mut().zip(&outputs) {
-            store.append(&part_hashes, out)?;
-        }
-        stages.storing += stored.elapsed().as_secs_f64();
-        computed += part_hashes.len();
-    }
+    // Parts are written by a writer thread, in order, while the model computes the next
+    // part: writing (and syncing) a part no longer stalls inference at each part boundary.
+    // The writer holds at most one part in waiting; its first error ends the run.
+    let (stores, writing) = std::thread::scope(|scope| -> Result<(Vec<FeatureStore>, f64)> {
+        let (tx, rx) = mpsc::sync_channel::<(Vec<String>, Vec<Array2<f32>>)>(1);
+        let writer = scope.spawn(move || -> Result<(Vec<FeatureStore>, f64)> {
+            let mut seconds = 0.0;
+            for (part_hashes, outputs) in rx {
+                let stored = Instant::now();
+                for (store, out) in stores.iter_mut().zip(&outputs) {
+                    store.append(&part_hashes, out)?;
+                }
+                seconds += stored.elapsed().as_secs_f64();
+            }
+            Ok((stores, seconds))
+        });
+        let computing = (|| -> Result<()> {
+            for (p, part) in missing.chunks(opts.part_size).enumerate() {
+                if opts.max_new_parts.is_some_and(|m| p >= m) {
+                    break;
+                }
+                let (part_hashes, outputs, bad) =
+                    compute(session, part, &hashes, &bar, &mut stages)?;
+                skipped.extend(bad);
+                if part_hashes.is_empty() {
+                    continue;
+                }
+                computed += part_hashes.len();
+                if tx.send((part_hashes, outputs)).is_err() {
+                    // The writer stopped on an error, which joining it returns.
+                    break;
+                }
+            }
+            Ok(())
+        })();
+        drop(tx);
+        let written = writer
+            .join()
+            .map_err(|_| Error::Store("the feature writer thread panicked".into()))?;
+        // A write error comes first: it explains why computing stopped.
+        let written = written?;
+        computing?;
+        Ok(written)
+    })?;
+    stages.storing += writing;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     let report = ExtractReport {
