@@ -35,11 +35,12 @@ pub(crate) fn json_field(text: &str, path: &[&str]) -> Result<f64> {
 const REPORT: &str = "docs/benchmarks.md";
 
 /// Sections of `docs/benchmarks.md`, each regenerated on its own (`--only NAME`).
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "extract",
     "probe",
     "heads",
     "adapt",
+    "rank",
     "experiments",
     "finetune",
     "gpu",
@@ -199,6 +200,21 @@ pub fn run(args: &[String]) -> Result<()> {
         )?;
         let section = crate::adapt_experiment::section(Path::new("target/release/tl"))?;
         write_section(&mut doc, path, "adapt", &section, "")?;
+    }
+    if only.iter().any(|s| s == "rank") {
+        release_tl(
+            &cargo,
+            &[
+                "onnxruntime",
+                "efficientnet-lite0",
+                "mobilenet-v2",
+                "imagenet-classes",
+                "mnist-5k",
+                "sklearn-digits",
+            ],
+        )?;
+        let section = crate::rank_experiment::section(Path::new("target/release/tl"))?;
+        write_section(&mut doc, path, "rank", &section, "")?;
     }
     if only.iter().any(|s| s == "experiments") {
         release_tl(
