@@ -194,6 +194,63 @@ impl Adapted {
     }
 }
 
+/// The target-domain predictor of an [`Adapted`] as plain parts, for export as one ONNX
+/// file: `softmax(head(x · scale + shift) + logit_offset)` on the backbone's features.
+#[derive(Debug, Clone)]
+pub struct TargetPredictor {
+    /// The target's standardisation as `x · scale + shift` (`scale` = 1/sd,
+    /// `shift` = −mean/sd), if the run standardised per domain.
+    pub affine: Option<(Vec<f32>, Vec<f32>)>,
+    /// The head: the trained network's spec, or `linear` for a probe.
+    pub head: HeadSpec,
+    /// Its parameters by `HeadNet` name (`trunk.*`, `heads.<task>.0.weight|bias`).
+    pub params: std::collections::BTreeMap<String, Tensor>,
+    /// `ln(target prior / source prior)` per class (`prior`): adding it to the logits is
+    /// the posterior reweighting of [`reweight`].
+    pub logit_offset: Option<Vec<f32>>,
+}
+
+impl Adapted {
+    /// The parts that predict target rows as [`Adapted::predict_proba`] does; `head` is
+    /// the spec the network was trained with, `task` the run's task.
+    pub fn target_predictor(&self, head: &HeadSpec, task: &TaskSpec) -> TargetPredictor {
+        let affine = self.target_standardizer.as_ref().map(|st| {
+            let scale: Vec<f32> = st.sd.iter().map(|s| 1.0 / s).collect();
+            let shift: Vec<f32> = st.mean.iter().zip(&scale).map(|(m, k)| -m * k).collect();
+            (scale, shift)
+        });
+        match &self.model {
+            AdaptedModel::Net { net, .. } => TargetPredictor {
+                affine,
+                head: head.clone(),
+                params: tl_nn::checkpoint::named_params(net),
+                logit_offset: None,
+            },
+            AdaptedModel::Probe { probe, prior, .. } => {
+                let (w, b) = probe.to_f32();
+                let params = [
+                    (format!("heads.{}.0.weight", task.name), w.into_dyn()),
+                    (format!("heads.{}.0.bias", task.name), b.into_dyn()),
+                ]
+                .into_iter()
+                .collect();
+                TargetPredictor {
+                    affine,
+                    head: HeadSpec::linear(),
+                    params,
+                    logit_offset: prior.as_ref().map(|est| {
+                        est.target
+                            .iter()
+                            .zip(&est.source)
+                            .map(|(t, s)| (t / s).ln() as f32)
+                            .collect()
+                    }),
+                }
+            }
+        }
+    }
+}
+
 /// The adapter's (trunk's) outputs for `x`, in evaluation mode.
 fn adapter_features(net: &mut HeadNet, x: &Tensor) -> Result<Array2<f32>> {
     Ok(tl_head::train::predict_features(net, x, 512)?.0)

@@ -296,6 +296,79 @@ fn every_method_runs_and_is_reproducible_and_alignment_helps() {
     }
 }
 
+/// A predictor's parts composed by hand against the run's own predictions: the exported
+/// ONNX graph is these same parts (tl-cli's tests run it through ONNX Runtime).
+const PREDICTOR_TOL: f64 = 1e-5;
+
+#[test]
+fn the_target_predictor_parts_reproduce_every_methods_predictions() {
+    let (xs, ys, xt, _) = domains(240, 5);
+    let xv = xs
+        .slice_axis(Axis(0), ndarray::Slice::from(180..240))
+        .to_owned();
+    let yv = vec![ys[0][180..].to_vec()];
+    let xtr = xs
+        .slice_axis(Axis(0), ndarray::Slice::from(0..180))
+        .to_owned();
+    let ytr = vec![ys[0][..180].to_vec()];
+    let t = task();
+    let d = Domains {
+        task: &t,
+        source_train: Labelled {
+            x: &xtr,
+            labels: &ytr,
+        },
+        source_val: Labelled {
+            x: &xv,
+            labels: &yv,
+        },
+        target: &xt,
+    };
+    let x2 = xt.clone().into_dimensionality::<ndarray::Ix2>().unwrap();
+    for m in Method::ALL {
+        if m == Method::AdaBn {
+            continue; // a backbone method: its head is a `none` run on other features
+        }
+        for standardize in [true, false] {
+            let mut c = AdaptConfig::new(m);
+            c.per_domain_standardize = standardize;
+            let (mut a, _) = adapt(&d, &c, &head(), &train_cfg(3), None, &mut |_| {}).unwrap();
+            let want = a.predict_proba(&xt).unwrap();
+            let p = a.target_predictor(&head(), &t);
+            assert_eq!(p.affine.is_some(), standardize, "{m}");
+            assert_eq!(p.logit_offset.is_some(), m == Method::Prior, "{m}");
+            let x = match &p.affine {
+                Some((scale, shift)) => {
+                    let (k, b) = (
+                        ndarray::Array1::from(scale.clone()),
+                        ndarray::Array1::from(shift.clone()),
+                    );
+                    &x2 * &k + &b
+                }
+                None => x2.clone(),
+            };
+            let mut net = HeadNet::build(&p.head, 8, std::slice::from_ref(&t), 0).unwrap();
+            tl_nn::checkpoint::set_params(&mut net, &p.params, std::path::Path::new("parts"))
+                .unwrap();
+            let mut z = net
+                .predict(&x.into_dyn())
+                .unwrap()
+                .into_dimensionality::<ndarray::Ix2>()
+                .unwrap()
+                .mapv(f64::from);
+            if let Some(o) = &p.logit_offset {
+                z += &ndarray::Array1::from(o.iter().map(|&v| f64::from(v)).collect::<Vec<_>>());
+            }
+            let got = tl_adapt::loss::probabilities(z.view());
+            let worst = (&got - &want).iter().fold(0.0f64, |w, d| w.max(d.abs()));
+            assert!(
+                worst < PREDICTOR_TOL,
+                "{m}, standardise {standardize}: {worst:.2e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn mismatched_domains_fail_before_training() {
     let (xs, ys, _, _) = domains(30, 5);

@@ -14,7 +14,7 @@ use tl_adapt::{
     AdaptConfig, Balance, Method,
     method::Selection,
     prior::PriorMethod,
-    run::{AdaptedModel, Domains, RunSummary, adapt},
+    run::{Domains, RunSummary, adapt},
     shift::{ShiftConfig, ShiftReport, measure},
 };
 use tl_data::{
@@ -391,6 +391,12 @@ pub struct Prepared {
     pub fingerprint: String,
     pub layer: String,
     pub split: Split,
+    /// The ONNX backbone of the target's features (AdaBN: the target-adapted one), its
+    /// sha256 and input contract: what the exported model is built on (none for word
+    /// vectors).
+    pub target_backbone: Option<(PathBuf, String, serde_json::Value)>,
+    /// The target documents' row ids, in the order of `target_labels`.
+    pub target_ids: Vec<String>,
 }
 
 /// Loads both datasets, matches their label sets, splits the source, and extracts the
@@ -433,6 +439,9 @@ pub fn prepare(
             .ok()
             .or((!target.tasks.is_empty()).then_some(0)),
     };
+    // A task no row is labelled for (an unlabelled image folder, a file list) leaves the
+    // target unlabelled: every row takes part.
+    let tt = tt.filter(|&t| target.rows.iter().any(|r| r.labels[t].is_some()));
     if let Some(tt) = tt {
         let back: BTreeMap<&str, &str> = c
             .class_map
@@ -608,6 +617,11 @@ pub fn prepare(
         fingerprint,
         layer: src.layer.clone(),
         split,
+        target_ids: target_rows.iter().map(|(_, r)| r.id.clone()).collect(),
+        target_backbone: tgt
+            .model_path
+            .clone()
+            .map(|m| (m, tgt.sha.clone(), tgt.contract_json.clone())),
     })
 }
 
@@ -726,9 +740,46 @@ pub struct AdaptMetrics {
     /// target (closed-form CORAL).
     pub shift_after: Option<ShiftReport>,
     pub seconds: BTreeMap<String, f64>,
+    /// The exported target-domain model (`model.onnx` in the run directory: the
+    /// backbone, the target's standardisation, the head; `tl predict --model DIR`), when
+    /// the features come from an ONNX backbone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exported: Option<PathBuf>,
 }
 
 /// Log-probabilities clipped at 1e-300: logits that give back `proba` under softmax.
+/// The run's predictions for every target document, in `metrics.json`'s row order.
+pub const TARGET_PREDICTIONS: &str = "target_predictions.csv";
+
+/// `id,class,p_<class>...`: each target document's predicted class and probabilities,
+/// written atomically.
+fn write_target_predictions(
+    dest: &Path,
+    ids: &[String],
+    classes: &[String],
+    proba: &ndarray::Array2<f64>,
+) -> Result<()> {
+    ensure!(
+        ids.len() == proba.nrows(),
+        "{} target ids for {} predictions",
+        ids.len(),
+        proba.nrows()
+    );
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["id".to_string(), "class".to_string()];
+    header.extend(classes.iter().map(|c| format!("p_{c}")));
+    w.write_record(&header)?;
+    for (id, row) in ids.iter().zip(proba.rows()) {
+        let best = (0..row.len()).fold(0, |b, k| if row[k] > row[b] { k } else { b });
+        let mut rec = vec![id.clone(), classes[best].clone()];
+        rec.extend(row.iter().map(|p| format!("{p:.6}")));
+        w.write_record(&rec)?;
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    tl_core::io::atomic_write(dest, &bytes)?;
+    Ok(())
+}
+
 fn log_proba(proba: &ndarray::Array2<f64>) -> ndarray::Array2<f64> {
     proba.mapv(|p| p.max(1e-300).ln())
 }
@@ -850,14 +901,15 @@ pub(crate) fn execute(
     say(format!(
         "SND of the target predictions (label-free): {snd:.4}"
     ));
+    // Each target document's logits: its sentences' pooled, or its own.
+    let zt = match &p.target_owner {
+        Some(owner) => {
+            tl_adapt::pool::pool_log_proba(log_proba(&proba).view(), owner, p.target_docs)?
+        }
+        None => log_proba(&proba),
+    };
     let target = match &p.target_labels {
         Some(y) => {
-            let zt = match &p.target_owner {
-                Some(owner) => {
-                    tl_adapt::pool::pool_log_proba(log_proba(&proba).view(), owner, p.target_docs)?
-                }
-                None => log_proba(&proba),
-            };
             let zv = log_proba(&adapted.predict_proba(&p.source_val.0)?);
             let yv: Vec<u32> = p.source_val.1[0].iter().flatten().copied().collect();
             ensure!(
@@ -885,7 +937,7 @@ pub(crate) fn execute(
     };
     let (s_al, t_al) = adapted.aligned(&p.source_train.0, &p.target)?;
     let after = Some(measure(s_al.view(), t_al.view(), &shift_cfg)?);
-    let metrics = AdaptMetrics {
+    let mut metrics = AdaptMetrics {
         schema_version: JSON_SCHEMA_VERSION,
         source: p.source_name.clone(),
         target: p.target_name.clone(),
@@ -901,24 +953,44 @@ pub(crate) fn execute(
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+        exported: None,
     };
     if let Some(out) = out {
-        match &adapted.model {
-            AdaptedModel::Net { net, .. } => {
-                tl_nn::checkpoint::save_params(net, &out.join("weights.safetensors"))?;
-            }
-            AdaptedModel::Probe { probe, .. } => {
-                let (w, b) = probe.to_f32();
-                let tensors: BTreeMap<String, Tensor> = [
-                    ("probe.weight".to_string(), w.into_dyn()),
-                    ("probe.bias".to_string(), b.into_dyn()),
-                ]
-                .into_iter()
-                .collect();
-                tl_nn::checkpoint::save_tensors(&out.join("weights.safetensors"), &tensors)?;
-            }
-        }
+        // The target-domain predictor: weights by HeadNet name, head.json, model.onnx.
+        let predictor = adapted.target_predictor(&c.head, &p.task);
+        tl_nn::checkpoint::save_tensors(&out.join("weights.safetensors"), &predictor.params)?;
         p.split.save(&out.join("split.json"))?;
+        write_target_predictions(
+            &out.join(TARGET_PREDICTIONS),
+            &p.target_ids,
+            &p.task.classes,
+            &tl_adapt::loss::probabilities(zt.view()),
+        )?;
+        if let Some((model_file, sha, contract)) = &p.target_backbone {
+            let meta = crate::train::HeadMeta {
+                schema_version: crate::train::ARTIFACT_SCHEMA_VERSION,
+                tasks: vec![p.task.clone()],
+                input_value: p.layer.clone(),
+                pool: c.pool,
+                model_file: model_file.clone(),
+                model_sha256: sha.clone(),
+                contract: contract.clone(),
+                imported: Vec::new(),
+                feature_width: p.target.shape()[1],
+                head: Some(predictor.head.clone()),
+                source_model: Some(c.model.clone()),
+                affine: predictor
+                    .affine
+                    .map(|(scale, shift)| crate::train::Affine { scale, shift }),
+                logit_offset: predictor.logit_offset,
+                segments: (p.segments == Segments::Sentences).then_some(Segments::Sentences),
+            };
+            tl_core::io::write_json(&out.join("head.json"), &meta)?;
+            let dest = out.join("model.onnx");
+            crate::train::export_artifact(out, &dest)
+                .with_context(|| format!("exporting the adapted model to `{}`", dest.display()))?;
+            metrics.exported = Some(dest);
+        }
         tl_core::io::write_json(&out.join("metrics.json"), &metrics)?;
         write_report(out, &c, &metrics, snd)?;
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use tl_data::{Dataset, DatasetSpec, Split, SplitConfig};
+use tl_data::{Dataset, Split, SplitConfig};
 use tl_hub::{FetchOptions, Fetcher, Kind, Registry};
 
 use crate::{Global, JSON_SCHEMA_VERSION};
@@ -27,7 +27,7 @@ pub enum DataCmd {
     },
     /// Counts per class for every task, sizes, and example rows.
     #[command(
-        after_help = "Examples:\n  tl data info rotten-tomatoes\n  tl data info ./my-images   # one sub-folder per class"
+        after_help = "Examples:\n  tl data info rotten-tomatoes\n  tl data info ./my-images         # one sub-folder per class\n  tl data info reviews.csv         # text and label columns recognised by name\n  tl data info reviews.csv --spec > dataset.toml   # then edit: columns, tasks, classes\n\nA path is read as: a folder holding dataset.toml, by that spec; another folder, as \nimages; a .csv/.tsv/.jsonl table (.gz, .bz2, or the one table in a .zip) with the text \nin a column named text, sentence, review, content, body, document or comment (else the \nlongest) and the label in one named label, class, category, sentiment, target or y \n(none: unlabelled, e.g. a target domain); an IDX images file beside its labels file; \na .txt list of image paths (unlabelled)."
     )]
     Info(InfoArgs),
     /// A stratified train/validation/test split by seed (optionally k labels per class), saved as split.json.
@@ -39,16 +39,22 @@ pub enum DataCmd {
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
-    /// Registry name or a directory of images (one sub-folder per class).
+    /// Registry name, or a path: a folder of images (one sub-folder per class) or with a
+    /// dataset.toml, a text table (.csv/.tsv/.jsonl, .gz/.bz2/.zip), an IDX image file, a
+    /// .txt list of images.
     data: String,
     /// How many example rows to show.
     #[arg(long, default_value_t = 3)]
     examples: usize,
+    /// Print how a path is read as a dataset.toml (save it beside the data and edit it to
+    /// choose other columns, tasks or class orders) instead of the summary.
+    #[arg(long)]
+    spec: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct SplitArgs {
-    /// Registry name or a directory of images.
+    /// Registry name or path (as for `tl data info`).
     data: String,
     /// The task whose classes stratify the split (default: the first).
     #[arg(long)]
@@ -78,16 +84,21 @@ pub fn run(cmd: &DataCmd, global: &Global) -> Result<()> {
     }
 }
 
-/// Loads a registry dataset by name, or an image folder by path.
-/// Whether `spec` names a folder or a registry dataset, and a fetch hint if not fetched.
+/// Whether `spec` names a dataset on disk or a fetched registry dataset, with a fetch
+/// hint if not fetched.
 pub fn check_exists(spec: &str, home: &Path) -> Result<()> {
-    if Path::new(spec).is_dir() {
+    if Path::new(spec).exists() {
+        tl_data::open::open(Path::new(spec))?;
         return Ok(());
     }
     let registry = Registry::builtin()?;
     let entry = registry
         .get(spec)
-        .map_err(|_| anyhow::anyhow!("unknown data `{spec}` (a registry dataset or a folder)"))?;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "unknown data `{spec}`: neither a registry dataset (`tl data list`) nor a file or folder"
+            )
+        })?;
     anyhow::ensure!(
         entry.kind == Kind::Dataset,
         "`{spec}` is a registry {:?}, not a dataset",
@@ -100,14 +111,42 @@ pub fn check_exists(spec: &str, home: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The name of the dataset's first task that some row is labelled for.
+pub fn first_labelled_task(ds: &Dataset) -> Result<String> {
+    (0..ds.tasks.len())
+        .find(|&t| ds.rows.iter().any(|r| r.labels[t].is_some()))
+        .map(|t| ds.tasks[t].name.clone())
+        .with_context(|| {
+            format!(
+                "`{}` has no labelled task (no row carries a label); unlabelled data can be the --target of `tl adapt`",
+                ds.name
+            )
+        })
+}
+
+/// Whether `spec` is meant as a path: registry names hold neither separators nor dots.
+fn looks_like_path(spec: &str) -> bool {
+    spec.contains(['/', '\\', '.'])
+}
+
+/// Loads a registry dataset by name, or the dataset at a path (`tl_data::open`: a folder
+/// of images or with a `dataset.toml`, a text table, an IDX file, a list of images).
 pub fn load(spec: &str, home: &Path) -> Result<Dataset> {
     let path = Path::new(spec);
-    if path.is_dir() {
-        let ds = DatasetSpec::ImageFolder { dir: None }.load(spec, path)?;
-        return Ok(ds);
+    if path.exists() {
+        let opened = tl_data::open::open(path)?;
+        return opened
+            .load(spec)
+            .with_context(|| format!("reading `{spec}` as {}", opened.how));
     }
     let registry = Registry::builtin()?;
-    let entry = registry.get(spec)?;
+    let entry = registry.get(spec).map_err(|e| {
+        if looks_like_path(spec) {
+            anyhow::anyhow!("no file or folder `{spec}` (nor a registry dataset: `tl data list`)")
+        } else {
+            e.into()
+        }
+    })?;
     Ok(entry.load_dataset(home)?)
 }
 
@@ -175,6 +214,22 @@ struct TaskInfo {
 }
 
 fn info(a: &InfoArgs, global: &Global) -> Result<()> {
+    let path = Path::new(&a.data);
+    let how = if path.exists() {
+        let opened = tl_data::open::open(path)?;
+        if a.spec {
+            println!("{}", opened.spec_toml()?.trim_end());
+            return Ok(());
+        }
+        Some(opened.how)
+    } else {
+        anyhow::ensure!(
+            !a.spec,
+            "--spec describes a path; `{}` is a registry dataset",
+            a.data
+        );
+        None
+    };
     let ds = load(&a.data, &global.home()?)?;
     let tasks: Vec<TaskInfo> = (0..ds.tasks.len())
         .map(|t| {
@@ -212,12 +267,15 @@ fn info(a: &InfoArgs, global: &Global) -> Result<()> {
         let doc = serde_json::json!({
             "schema_version": JSON_SCHEMA_VERSION, "name": ds.name, "sha256": ds.sha256,
             "rows": ds.rows.len(), "tasks": tasks, "examples": examples,
-            "skipped": ds.skipped,
+            "skipped": ds.skipped, "read_as": how,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     println!("dataset  {} ({} rows)", ds.name, ds.rows.len());
+    if let Some(h) = &how {
+        println!("read as  {h}");
+    }
     if !ds.sha256.is_empty() {
         println!("sha256   {}", ds.sha256);
     }
@@ -261,11 +319,10 @@ fn info(a: &InfoArgs, global: &Global) -> Result<()> {
 
 fn split(a: &SplitArgs, global: &Global) -> Result<()> {
     let ds = load(&a.data, &global.home()?)?;
-    let task = a
-        .task
-        .clone()
-        .or_else(|| ds.tasks.first().map(|t| t.name.clone()))
-        .context("the dataset has no labelled task")?;
+    let task = match &a.task {
+        Some(t) => t.clone(),
+        None => first_labelled_task(&ds)?,
+    };
     let mut cfg = SplitConfig::new(&task, a.seed);
     cfg.val_fraction = a.val;
     cfg.test_fraction = a.test;

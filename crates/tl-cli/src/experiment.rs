@@ -501,9 +501,15 @@ pub fn print_outcome(o: &Outcome) {
         "study", "arm", "labels", "accuracy", "macro-F1"
     );
     for r in &o.summary {
+        // One seed has no interval: say so rather than print NaN.
+        let ci = if r.accuracy_ci.is_finite() {
+            format!("± {:<6.4}", r.accuracy_ci)
+        } else {
+            format!("{:<8}", "(1 seed)")
+        };
         println!(
-            "{:<16} {:<52} {:>12} {:>9.4} ± {:<6.4} {:>9.4}",
-            r.study, r.arm, r.budget, r.accuracy, r.accuracy_ci, r.macro_f1
+            "{:<16} {:<52} {:>12} {:>9.4} {ci} {:>9.4}",
+            r.study, r.arm, r.budget, r.accuracy, r.macro_f1
         );
     }
     println!("report: {}", o.out.join("report.html").display());

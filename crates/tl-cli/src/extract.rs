@@ -23,7 +23,9 @@ pub struct ExtractArgs {
     /// Input contract (TOML) for a model file that does not carry one.
     #[arg(long, value_name = "FILE.toml")]
     contract: Option<PathBuf>,
-    /// Registry dataset or a directory of images (one sub-folder per class, or unlabelled).
+    /// Registry dataset, or a path: a folder of images (one sub-folder per class, or
+    /// unlabelled), a text table (.csv/.tsv/.jsonl), an IDX file, a list of images, or a
+    /// folder with a dataset.toml (`tl data info PATH` shows how a path is read).
     #[arg(long, short)]
     data: String,
     /// Graph value to extract (repeatable); `tl models inspect` lists them. Default: the model's feature output.

@@ -45,6 +45,9 @@ struct TaskPrediction {
 struct Row {
     input: String,
     predictions: Vec<TaskPrediction>,
+    /// Sentences the prediction pools, for a model that cuts texts (`tl.segments`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sentences: Option<usize>,
 }
 
 pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
@@ -112,6 +115,7 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
                 rows.push(Row {
                     input: input.clone(),
                     predictions,
+                    sentences: None,
                 });
             }
         };
@@ -131,7 +135,26 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
             }
             let dir = path.parent().context("model file has no directory")?;
             let encoder = tl_features::text::TextEncoder::new(dir, contract)?;
-            for chunk in inputs.chunks(a.batch_size) {
+            // A model adapted on sentences (`tl adapt --segments`) predicts each text from
+            // its sentences': the mean of their log-probabilities, renormalised.
+            let segmented = meta.get(crate::train::SEGMENTS_KEY).map(String::as_str)
+                == Some(tl_data::segment::Segments::Sentences.name());
+            let (parts, owner): (Vec<String>, Vec<usize>) = if segmented {
+                inputs
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(d, t)| {
+                        tl_data::segment::sentences(t)
+                            .into_iter()
+                            .map(move |s| (s, d))
+                    })
+                    .unzip()
+            } else {
+                (inputs.clone(), (0..inputs.len()).collect())
+            };
+            let mut log_p: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+            let mut width = vec![0usize; names.len()];
+            for chunk in parts.chunks(a.batch_size) {
                 let texts: Vec<&str> = chunk.iter().map(String::as_str).collect();
                 let b = encoder.tokenize(&texts)?;
                 let (ids, mask, types) =
@@ -144,7 +167,32 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
                     feed.push((t.as_str(), Input::I64(types.view())));
                 }
                 let out = session.run(&feed, &refs)?;
-                push(chunk, &out);
+                if !segmented {
+                    push(chunk, &out);
+                    continue;
+                }
+                for (k, n) in names.iter().enumerate() {
+                    let p = &out[n];
+                    width[k] = p.shape()[1];
+                    log_p[k].extend(p.iter().map(|&v| f64::from(v).max(f64::MIN_POSITIVE).ln()));
+                }
+            }
+            if !segmented {
+                return finish(&rows, &path, &session, global);
+            }
+            let mut pooled = std::collections::HashMap::new();
+            for (k, n) in names.iter().enumerate() {
+                let lp = ndarray::Array2::from_shape_vec(
+                    (parts.len(), width[k]),
+                    std::mem::take(&mut log_p[k]),
+                )?;
+                let z = tl_adapt::pool::pool_log_proba(lp.view(), &owner, inputs.len())?;
+                let p = tl_adapt::loss::probabilities(z.view()).mapv(|v| v as f32);
+                pooled.insert(n.clone(), p.into_dyn());
+            }
+            push(&inputs, &pooled);
+            for (r, d) in rows.iter_mut().zip(0..) {
+                r.sentences = Some(owner.iter().filter(|&&o| o == d).count());
             }
         }
         _ => {
@@ -175,6 +223,11 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
             }
         }
     }
+    finish(&rows, &path, &session, global)
+}
+
+/// Prints the predictions.
+fn finish(rows: &[Row], path: &std::path::Path, session: &Session, global: &Global) -> Result<()> {
     if global.json {
         println!(
             "{}",
@@ -184,13 +237,16 @@ pub fn run(a: &PredictArgs, global: &Global) -> Result<()> {
         );
         return Ok(());
     }
-    for r in &rows {
+    for r in rows {
         let parts: Vec<String> = r
             .predictions
             .iter()
             .map(|p| format!("{} = {} ({:.4})", p.task, p.class, p.probability))
             .collect();
-        println!("{}  {}", r.input, parts.join(", "));
+        let pooled = r
+            .sentences
+            .map_or(String::new(), |n| format!("  (pooled over {n} sentences)"));
+        println!("{}  {}{pooled}", r.input, parts.join(", "));
     }
     Ok(())
 }

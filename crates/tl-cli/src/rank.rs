@@ -2,7 +2,7 @@
 //! dataset, computed without training a head, beside the linear-probe accuracy each
 //! candidate actually reaches and each score's rank correlation with it.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 use tl_adapt::transfer::{h_score, kendall_tau, leep, logme, nce};
@@ -29,7 +29,8 @@ candidates' models without one. Then each candidate's exact linear probe (C on v
 gives the test accuracy the scores try to predict, and Kendall's τ says how well each \
 score ranked the candidates.")]
 pub struct RankArgs {
-    /// Registry dataset or image folder.
+    /// Registry dataset or path: image folder, text table, IDX file, dataset.toml
+    /// (`tl data info PATH` shows how it is read).
     #[arg(long, short)]
     data: String,
     /// Candidates: MODEL or MODEL:LAYER, comma-separated (default: efficientnet-lite0,mobilenet-v2 at their feature outputs).
@@ -68,12 +69,7 @@ pub fn run(a: &RankArgs, global: &Global) -> Result<()> {
     let ds = data::load(&a.data, &home)?;
     let task = match &a.task {
         Some(t) => t.clone(),
-        None => ds
-            .tasks
-            .first()
-            .context("the dataset has no labelled task")?
-            .name
-            .clone(),
+        None => data::first_labelled_task(&ds)?,
     };
     let t = ds.task_index(&task)?;
     let classes = ds.tasks[t].classes.clone();

@@ -223,7 +223,8 @@ pub struct TrainArgs {
     /// Input contract (TOML) for a model file that does not carry one.
     #[arg(long, value_name = "FILE.toml")]
     contract: Option<PathBuf>,
-    /// Registry dataset or image folder (default mnist-5k).
+    /// Registry dataset or path: image folder, text table, IDX file, dataset.toml
+    /// (`tl data info PATH` shows how it is read; default mnist-5k).
     #[arg(long, short)]
     data: Option<String>,
     /// Task to train (repeat for a multi-task head; default: the dataset's first task).
@@ -651,13 +652,7 @@ pub(crate) fn execute(
     // Data, tasks and split.
     let ds = data::load(&cfg.data, &home)?;
     let task_names: Vec<String> = if cfg.tasks.is_empty() {
-        vec![
-            ds.tasks
-                .first()
-                .context("the dataset has no labelled task")?
-                .name
-                .clone(),
-        ]
+        vec![data::first_labelled_task(&ds)?]
     } else {
         cfg.tasks.clone()
     };
@@ -992,6 +987,11 @@ pub(crate) fn execute(
             contract: src.contract_json.clone(),
             imported,
             feature_width: width,
+            head: None,
+            source_model: None,
+            affine: None,
+            logit_offset: None,
+            segments: None,
         };
         tl_core::io::write_json(&out.join("head.json"), &head_meta)?;
     }
@@ -1376,12 +1376,51 @@ pub struct HeadMeta {
     pub contract: serde_json::Value,
     pub imported: Vec<ImportedLayer>,
     pub feature_width: usize,
+    /// The head and the backbone's registry id, when `config.json` is not a `tl train`
+    /// config (`tl adapt` artifacts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<HeadSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_model: Option<String>,
+    /// The features become `x · scale + shift` before the head (`tl adapt`'s target
+    /// standardisation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affine: Option<Affine>,
+    /// Added to the logits before the softmax (`tl adapt --method prior`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logit_offset: Option<Vec<f32>>,
+    /// How `tl predict` cuts texts before the model (`sentences`: each text's prediction
+    /// pools its sentences', as `tl adapt --segments` scored them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segments: Option<tl_data::segment::Segments>,
 }
+
+/// A per-feature affine map.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Affine {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+/// The ONNX metadata key that tells `tl predict` to cut texts into sentences.
+pub const SEGMENTS_KEY: &str = "tl.segments";
 
 /// Writes the artifact in `dir` as one ONNX file at `dest`.
 pub fn export_artifact(dir: &Path, dest: &Path) -> Result<PathBuf> {
-    let cfg: RunConfig = tl_core::io::read_json(&dir.join("config.json"))?;
-    let meta: HeadMeta = tl_core::io::read_json(&dir.join("head.json"))?;
+    let head_json = dir.join("head.json");
+    ensure!(
+        head_json.is_file(),
+        "`{}` holds no head.json: it is not a directory written by `tl train` or `tl adapt` (with an ONNX backbone)",
+        dir.display()
+    );
+    let meta: HeadMeta = tl_core::io::read_json(&head_json)?;
+    let (head, source_model) = match (&meta.head, &meta.source_model) {
+        (Some(h), Some(m)) => (h.clone(), m.clone()),
+        _ => {
+            let cfg: RunConfig = tl_core::io::read_json(&dir.join("config.json"))?;
+            (cfg.head.clone(), cfg.model.clone())
+        }
+    };
     let backbone = OnnxModel::load(&meta.model_file)
         .with_context(|| format!("the artifact's backbone `{}`", meta.model_file.display()))?;
     let sha = tl_core::hash::sha256_file(&meta.model_file)?;
@@ -1425,8 +1464,11 @@ pub fn export_artifact(dir: &Path, dest: &Path) -> Result<PathBuf> {
             serde_json::to_string(&contract)?,
         ),
         ("tl.source_sha256".to_string(), meta.model_sha256.clone()),
-        ("tl.source_model".to_string(), cfg.model.clone()),
+        ("tl.source_model".to_string(), source_model),
     ]);
+    if let Some(seg) = meta.segments {
+        metadata.insert(SEGMENTS_KEY.into(), seg.name().into());
+    }
     if let tl_core::InputContract::Text(t) = &contract {
         metadata.insert("tl.tokenizer".into(), t.tokenizer.clone());
     }
@@ -1440,11 +1482,16 @@ pub fn export_artifact(dir: &Path, dest: &Path) -> Result<PathBuf> {
                 Pool::Max => ExportPool::Max,
                 Pool::None => ExportPool::None,
             },
-            head: &cfg.head,
+            head: &head,
             tasks: &meta.tasks,
             params: &params,
             imported: &meta.imported,
             metadata,
+            input_affine: meta
+                .affine
+                .as_ref()
+                .map(|a| (a.scale.as_slice(), a.shift.as_slice())),
+            logit_offset: meta.logit_offset.as_deref(),
         },
     )?;
     model.save(dest)?;

@@ -52,6 +52,52 @@ fn adapt_args<'a>(target: &'a str, method: &'a str, out: &'a str) -> Vec<&'a str
     ]
 }
 
+/// Exported probabilities against the run's own: the exported graph recomputes the
+/// features (ONNX Runtime, batches padded differently) in f32, the run's file has 6
+/// decimals.
+const EXPORTED_TOL: f64 = 1e-4;
+
+/// `tl predict` on the first `n` target rows through the run's exported model agrees
+/// with the run's `target_predictions.csv`; `input_of` maps a row id to its text or image
+/// file. Returns how many predictions pooled several sentences.
+fn exported_model_agrees(out: &Path, input_of: &dyn Fn(&str) -> String, n: usize) -> usize {
+    let mut r = csv::Reader::from_path(out.join("target_predictions.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header[..2], ["id", "class"]);
+    let rows: Vec<Vec<String>> = r
+        .records()
+        .take(n)
+        .map(|rec| rec.unwrap().iter().map(String::from).collect())
+        .collect();
+    assert_eq!(rows.len(), n);
+    let texts: Vec<String> = rows.iter().map(|row| input_of(&row[0])).collect();
+    let model = out.join("model.onnx");
+    let mut args = vec!["--json", "predict", "--model", model.to_str().unwrap()];
+    args.extend(texts.iter().map(String::as_str));
+    let v = ok_json(&tl(&args));
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), n);
+    let mut pooled = 0;
+    for (row, res) in rows.iter().zip(results) {
+        let pred = &res["predictions"][0];
+        assert_eq!(pred["class"], row[1].as_str(), "{}", row[0]);
+        for (k, want) in row[2..].iter().enumerate() {
+            let want: f64 = want.parse().unwrap();
+            let got = pred["probabilities"][k].as_f64().unwrap();
+            assert!(
+                (got - want).abs() < EXPORTED_TOL,
+                "{} {}: exported {got}, run {want}",
+                row[0],
+                header[2 + k]
+            );
+        }
+        if res["sentences"].as_u64().is_some_and(|s| s > 1) {
+            pooled += 1;
+        }
+    }
+    pooled
+}
+
 #[test]
 fn target_labels_never_reach_training() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,6 +206,10 @@ fn adabn_renormalises_each_domain_and_needs_batchnorm_layers() {
         norms.len(),
         "every BatchNorm's mean is re-estimated"
     );
+    // The exported model is built on the target's adapted backbone: it predicts the
+    // target's images as the run did.
+    let input_of = |id: &str| target.join(id).display().to_string();
+    exported_model_agrees(&out, &input_of, 20);
     let text = tl(&[
         "adapt",
         "--source",
@@ -226,6 +276,29 @@ fn adapt_writes_its_artifact_and_reports_shift() {
         out.to_str().unwrap(),
     )));
     assert!(w == std::fs::read(out.join("weights.safetensors")).unwrap());
+    // The exported model predicts target digits, written as PNGs, as the run did.
+    let home = tl_core::home::tl_home().unwrap();
+    let digits = tl_hub::Registry::builtin()
+        .unwrap()
+        .get("sklearn-digits")
+        .unwrap()
+        .load_dataset(&home)
+        .unwrap();
+    let pngs = dir.path().join("png");
+    std::fs::create_dir_all(&pngs).unwrap();
+    let input_of = |id: &str| {
+        let row = digits.rows.iter().find(|r| r.id == id).unwrap();
+        let tl_data::Content::Pixels { data, .. } = &row.content else {
+            panic!()
+        };
+        let f = pngs.join(format!("{}.png", id.replace([':', '/'], "_")));
+        image::GrayImage::from_raw(8, 8, data.to_vec())
+            .unwrap()
+            .save(&f)
+            .unwrap();
+        f.display().to_string()
+    };
+    exported_model_agrees(&out, &input_of, 20);
     // Closed-form CORAL: a probe, no training.
     let v = ok_json(&tl(&adapt_args(
         "sklearn-digits",
@@ -239,6 +312,8 @@ fn adapt_writes_its_artifact_and_reports_shift() {
 /// the method sees sentence rows and the evaluation counts reviews.
 #[test]
 fn long_target_texts_are_cut_into_sentences_and_pooled_per_review() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
     let home = tl_core::home::tl_home().unwrap();
     let drug = tl_hub::Registry::builtin()
         .unwrap()
@@ -269,7 +344,9 @@ fn long_target_texts_are_cut_into_sentences_and_pooled_per_review() {
         "--class-map",
         "rotten=negative,fresh=positive",
         "--method",
-        "coral-closed",
+        "prior",
+        "--out",
+        out.to_str().unwrap(),
     ]));
     assert_eq!(v["segments"], "sentences");
     let (ms, mt) = (
@@ -296,11 +373,132 @@ fn long_target_texts_are_cut_into_sentences_and_pooled_per_review() {
         .map(|c| c.as_u64().unwrap())
         .sum();
     assert_eq!(counted, reviews as u64);
+    // The exported model (standardisation, probe and prior correction in one graph) cuts
+    // a text into sentences as the run did and pools them to the run's probabilities.
+    let text_of = |id: &str| match &drug.rows.iter().find(|r| r.id == id).unwrap().content {
+        tl_data::Content::Text(t) => t.clone(),
+        _ => unreachable!(),
+    };
+    let pooled = exported_model_agrees(&out, &text_of, 40);
+    assert!(
+        pooled > 30,
+        "{pooled} of 40 reviews pooled several sentences"
+    );
     // A segmentation that is not one of the three is refused by name.
     let bad = tl(&["adapt", "--segments", "paragraphs"]);
     assert!(!bad.status.success());
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("paragraphs"), "{err}");
+}
+
+/// The first `n` drug reviews the binary task labels, as (text, class name).
+fn drug_reviews(n: usize) -> Vec<(String, String)> {
+    let home = tl_core::home::tl_home().unwrap();
+    let drug = tl_hub::Registry::builtin()
+        .unwrap()
+        .get("drug-reviews")
+        .unwrap()
+        .load_dataset(&home)
+        .unwrap();
+    drug.rows
+        .iter()
+        .filter_map(|r| match (&r.content, r.labels[0]) {
+            (tl_data::Content::Text(t), Some(l)) => {
+                Some((t.clone(), drug.tasks[0].classes[l as usize].clone()))
+            }
+            _ => None,
+        })
+        .take(n)
+        .collect()
+}
+
+#[test]
+fn a_users_own_text_tables_are_read_by_path_and_an_unlabelled_target_takes_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let reviews = drug_reviews(120);
+    // The same reviews twice: a labelled CSV and an unlabelled JSONL.
+    let csv = dir.path().join("labelled.csv");
+    let mut w = csv::Writer::from_path(&csv).unwrap();
+    w.write_record(["id", "review", "sentiment"]).unwrap();
+    for (i, (t, c)) in reviews.iter().enumerate() {
+        w.write_record([i.to_string().as_str(), t, c]).unwrap();
+    }
+    w.flush().unwrap();
+    let jsonl = dir.path().join("unlabelled.jsonl");
+    let lines: Vec<String> = reviews
+        .iter()
+        .map(|(t, _)| serde_json::json!({ "text": t }).to_string())
+        .collect();
+    std::fs::write(&jsonl, lines.join("\n")).unwrap();
+
+    let info = ok_json(&tl(&["--json", "data", "info", csv.to_str().unwrap()]));
+    assert_eq!(info["rows"], reviews.len());
+    let read_as = info["read_as"].as_str().unwrap();
+    assert!(
+        read_as.contains("text column `review`") && read_as.contains("task `sentiment`"),
+        "{read_as}"
+    );
+    let positives = reviews.iter().filter(|(_, c)| c == "positive").count();
+    let tasks = &info["tasks"][0];
+    let pos = tasks["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|c| c == "positive")
+        .unwrap();
+    assert_eq!(tasks["counts"][pos], positives);
+
+    let run = |target: &Path, out: &Path| {
+        ok_json(&tl(&[
+            "--json",
+            "adapt",
+            "--source",
+            "rotten-tomatoes",
+            "--budget",
+            "20",
+            "--target",
+            target.to_str().unwrap(),
+            "--model",
+            "minilm-l6",
+            "--class-map",
+            "rotten=negative,fresh=positive",
+            "--segments",
+            "none",
+            "--method",
+            "entropy",
+            "--epochs",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ]))
+    };
+    let (out_l, out_u) = (dir.path().join("l"), dir.path().join("u"));
+    let labelled = run(&csv, &out_l);
+    let unlabelled = run(&jsonl, &out_u);
+    assert_eq!(labelled["rows"]["target"], reviews.len());
+    assert_eq!(unlabelled["rows"]["target"], reviews.len());
+    assert_eq!(labelled["target_scores"]["rows"], reviews.len());
+    assert!(
+        unlabelled["target_scores"].is_null(),
+        "an unlabelled target has nothing to score: {}",
+        unlabelled["target_scores"]
+    );
+    // The target's labels are read only to score: both runs train the same model.
+    assert_eq!(
+        std::fs::read(out_l.join("weights.safetensors")).unwrap(),
+        std::fs::read(out_u.join("weights.safetensors")).unwrap()
+    );
+    // The exported network (target standardisation, adapter, head) predicts the target
+    // as the run did; the JSONL's row ids are `unlabelled.jsonl:<line>`.
+    let text_of = |id: &str| {
+        let line: usize = id.rsplit(':').next().unwrap().parse().unwrap();
+        reviews[line - 1].0.clone()
+    };
+    assert_eq!(
+        exported_model_agrees(&out_u, &text_of, 30),
+        0,
+        "--segments none"
+    );
 }
 
 #[test]

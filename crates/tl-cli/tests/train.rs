@@ -237,8 +237,57 @@ fn bad_settings_fail_before_any_work() {
     assert!(!out.join("weights.safetensors").exists());
     assert_fails_with(
         &tl(&["export", dir.path().to_str().unwrap()]),
-        "config.json",
+        "holds no head.json",
     );
+}
+
+#[test]
+fn a_text_table_given_by_path_trains_and_a_row_without_label_names_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two classes told apart by their words; the texts differ row by row.
+    let mut tsv = String::from("sentiment\ttext\tsource\n");
+    for i in 0..120 {
+        let (c, t) = if i % 2 == 0 {
+            ("good", format!("a wonderful delightful film, number {i}"))
+        } else {
+            ("bad", format!("a dreadful tedious mess, number {i}"))
+        };
+        tsv.push_str(&format!("{c}\t{t}\tweb\n"));
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, tsv.as_bytes()).unwrap();
+    let table = dir.path().join("films.tsv.gz");
+    std::fs::write(&table, gz.finish().unwrap()).unwrap();
+    let out = dir.path().join("run");
+    let v = ok_json(&tl(&[
+        "--json",
+        "train",
+        "--model",
+        "tfidf",
+        "--data",
+        table.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(v["test"][0]["task"], "sentiment", "{}", v["test"][0]);
+    let acc = v["test"][0]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.95, "separable by their words, test accuracy {acc}");
+    // A row whose label is missing: the error names the file, the line and the column.
+    tsv.push_str("\tan unlabelled row\tweb\n");
+    let bad = dir.path().join("bad.tsv");
+    std::fs::write(&bad, &tsv).unwrap();
+    let o = tl(&[
+        "train",
+        "--model",
+        "tfidf",
+        "--data",
+        bad.to_str().unwrap(),
+        "--out",
+        dir.path().join("bad-run").to_str().unwrap(),
+    ]);
+    assert_fails_with(&o, "bad.tsv");
+    assert_fails_with(&o, "line 122");
+    assert_fails_with(&o, "sentiment");
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //!   class names, and relabelling onto another dataset's classes.
 //! - [`Split`]: stratified train/validation/test splits by seed with an optional label
 //!   budget per class, saved as `split.json` and checked against the dataset on reload.
+//! - [`open`]: what `--data PATH` reads: a `dataset.toml` spec, or a folder, table,
+//!   IDX file or file list recognised from its name and columns.
 //! - [`segment`]: texts cut into sentence rows that remember their document.
 //!
 //! ```
@@ -30,6 +32,7 @@
 mod dataset;
 mod error;
 pub mod loaders;
+pub mod open;
 pub mod segment;
 pub mod source;
 mod spec;

@@ -357,10 +357,10 @@ pub struct TaskColumn {
     /// Class names, in label-index order (after `map`).
     pub classes: Vec<String>,
     /// Renames column values before they are looked up in `classes` (`fresh` → `subjective`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub map: BTreeMap<String, String>,
     /// Values that mean "this row has no label for this task" (`plot` for sentiment).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
 }
 
@@ -369,16 +369,16 @@ pub struct TaskColumn {
 #[serde(deny_unknown_fields)]
 pub struct TextTable {
     /// Forced format; by default from the file name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<TableFormat>,
     pub text_column: String,
     pub tasks: Vec<TaskColumn>,
     /// Decode HTML entities and strip the quotes some exports wrap texts in.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub clean_html: bool,
     /// Skip rows whose text is empty (they are listed in [`crate::Dataset::skipped`])
     /// instead of failing on the first one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skip_empty_text: bool,
 }
 
@@ -405,79 +405,7 @@ pub fn text_table(
                 "cannot tell the table format from the name: set format = csv, tsv or jsonl",
             )
         })?;
-    let records: Vec<(usize, HashMap<String, String>)> = match format {
-        TableFormat::Csv | TableFormat::Tsv => {
-            let mut reader = csv::ReaderBuilder::new()
-                .delimiter(if format == TableFormat::Tsv {
-                    b'\t'
-                } else {
-                    b','
-                })
-                .flexible(false)
-                .from_reader(bytes.as_slice());
-            let headers: Vec<String> = reader
-                .headers()
-                .map_err(|e| {
-                    Error::format(
-                        path,
-                        member.map(str::to_string),
-                        format!("cannot read the header: {e}"),
-                    )
-                })?
-                .iter()
-                .map(str::to_string)
-                .collect();
-            reader
-                .records()
-                .map(|r| {
-                    let r = r.map_err(|e| {
-                        let line = e.position().map(|p| format!("line {}", p.line()));
-                        Error::format(path, line, format!("{label}: {e}"))
-                    })?;
-                    let line = r.position().map_or(0, |p| p.line() as usize);
-                    Ok((
-                        line,
-                        headers
-                            .iter()
-                            .cloned()
-                            .zip(r.iter().map(str::to_string))
-                            .collect(),
-                    ))
-                })
-                .collect::<Result<_>>()?
-        }
-        TableFormat::Jsonl => {
-            let text = String::from_utf8_lossy(&bytes);
-            text.lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| {
-                    let v: serde_json::Value = serde_json::from_str(l).map_err(|e| {
-                        Error::format(
-                            path,
-                            Some(format!("line {}", i + 1)),
-                            format!("invalid JSON: {e}"),
-                        )
-                    })?;
-                    let obj = v.as_object().ok_or_else(|| {
-                        Error::format(path, Some(format!("line {}", i + 1)), "not a JSON object")
-                    })?;
-                    let fields = obj
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                v.as_str()
-                                    .map(str::to_string)
-                                    .unwrap_or_else(|| v.to_string()),
-                            )
-                        })
-                        .collect();
-                    Ok((i + 1, fields))
-                })
-                .collect::<Result<_>>()?
-        }
-    };
+    let records = table_records(path, member, format, &bytes, &label)?;
     let Some((_, first)) = records.first() else {
         return Err(Error::format(path, member.map(str::to_string), "no rows"));
     };
@@ -552,6 +480,106 @@ pub fn text_table(
         });
     }
     Ok((rows, skipped))
+}
+
+/// The records of a table (CSV, TSV or JSONL) as (line, column → value), in file order;
+/// JSON values that are not strings are kept as their JSON text.
+pub(crate) fn table_records(
+    path: &Path,
+    member: Option<&str>,
+    format: TableFormat,
+    bytes: &[u8],
+    label: &str,
+) -> Result<Vec<(usize, HashMap<String, String>)>> {
+    let records: Vec<(usize, HashMap<String, String>)> = match format {
+        TableFormat::Csv | TableFormat::Tsv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .delimiter(if format == TableFormat::Tsv {
+                    b'\t'
+                } else {
+                    b','
+                })
+                .flexible(false)
+                .from_reader(bytes);
+            let headers: Vec<String> = reader
+                .headers()
+                .map_err(|e| {
+                    Error::format(
+                        path,
+                        member.map(str::to_string),
+                        format!("cannot read the header: {e}"),
+                    )
+                })?
+                .iter()
+                .map(str::to_string)
+                .collect();
+            // Line numbers from byte offsets: the reader's own count is one short after
+            // CRLF line ends. Offsets only grow, so the count is carried forward.
+            let (mut at, mut lines) = (0usize, 1usize);
+            let mut line_of = |byte: u64| {
+                // A record's offset may point at the `\n` of the CRLF before it.
+                let mut byte = (byte as usize).min(bytes.len());
+                while byte < bytes.len() && matches!(bytes[byte], b'\r' | b'\n') {
+                    byte += 1;
+                }
+                if byte >= at {
+                    lines += bytes[at..byte].iter().filter(|&&b| b == b'\n').count();
+                    at = byte;
+                }
+                lines
+            };
+            reader
+                .records()
+                .map(|r| {
+                    let r = r.map_err(|e| {
+                        let line = e.position().map(|p| format!("line {}", line_of(p.byte())));
+                        Error::format(path, line, format!("{label}: {e}"))
+                    })?;
+                    let line = r.position().map_or(0, |p| line_of(p.byte()));
+                    Ok((
+                        line,
+                        headers
+                            .iter()
+                            .cloned()
+                            .zip(r.iter().map(str::to_string))
+                            .collect(),
+                    ))
+                })
+                .collect::<Result<_>>()?
+        }
+        TableFormat::Jsonl => {
+            let text = String::from_utf8_lossy(bytes);
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    let v: serde_json::Value = serde_json::from_str(l).map_err(|e| {
+                        Error::format(
+                            path,
+                            Some(format!("line {}", i + 1)),
+                            format!("invalid JSON: {e}"),
+                        )
+                    })?;
+                    let obj = v.as_object().ok_or_else(|| {
+                        Error::format(path, Some(format!("line {}", i + 1)), "not a JSON object")
+                    })?;
+                    let fields = obj
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                v.as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| v.to_string()),
+                            )
+                        })
+                        .collect();
+                    Ok((i + 1, fields))
+                })
+                .collect::<Result<_>>()?
+        }
+    };
+    Ok(records)
 }
 
 /// Decodes the HTML entities common in scraped text and strips wrapping quotes.

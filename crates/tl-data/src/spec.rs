@@ -33,6 +33,8 @@ pub enum DatasetSpec {
         #[serde(default)]
         dir: Option<String>,
     },
+    /// A plain list of image files (one path per line, relative to the list), unlabelled.
+    FileList { file: String },
     /// Text tables; rows of every file are concatenated in order.
     TextTable {
         files: Vec<TableFile>,
@@ -98,6 +100,16 @@ impl DatasetSpec {
                     .collect::<Result<_>>()?;
                 folder_sha = Some(combine_hashes(ids.iter().map(String::as_str)));
                 (label_task(&classes), rows, Vec::new())
+            }
+            DatasetSpec::FileList { file } => {
+                // Identified, like a folder, by its rows' paths and contents.
+                let rows = loaders::file_list(&dir.join(file))?;
+                let ids: Vec<String> = rows
+                    .iter()
+                    .map(|r| Ok(format!("{}\t{}", r.id, r.content.hash()?)))
+                    .collect::<Result<_>>()?;
+                folder_sha = Some(combine_hashes(ids.iter().map(String::as_str)));
+                (label_task(&[]), rows, Vec::new())
             }
             DatasetSpec::TextTable { files, table } => {
                 let mut rows = Vec::new();

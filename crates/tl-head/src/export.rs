@@ -64,6 +64,12 @@ pub struct ExportSpec<'a> {
     pub imported: &'a [ImportedLayer],
     /// Extra `metadata_props` (input contract, source sha256, tokenizer, ...).
     pub metadata: BTreeMap<String, String>,
+    /// `(scale, shift)`: the pooled features become `x · scale + shift`, per feature,
+    /// before the head (a domain's standardisation, from `tl adapt`).
+    pub input_affine: Option<(&'a [f32], &'a [f32])>,
+    /// Added to the logits of the (single) task before its softmax, one per class (a
+    /// label-shift correction: `ln(target prior / source prior)`).
+    pub logit_offset: Option<&'a [f32]>,
 }
 
 fn param<'a>(params: &'a BTreeMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
@@ -169,6 +175,36 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
         )),
     }
     cur = "tl.pooled".into();
+    if let Some((scale, shift)) = spec.input_affine {
+        if scale.len() != shift.len() {
+            return Err(Error::invalid(
+                "export",
+                format!(
+                    "the input affine map has {} scales and {} shifts",
+                    scale.len(),
+                    shift.len()
+                ),
+            ));
+        }
+        let n = [scale.len()];
+        inits.push(tensor_f32("tl.affine.scale", &n, scale));
+        inits.push(tensor_f32("tl.affine.shift", &n, shift));
+        nodes.push(node(
+            "Mul",
+            "tl.affine.mul",
+            &[&cur, "tl.affine.scale"],
+            &["tl.affine.scaled"],
+            vec![],
+        ));
+        nodes.push(node(
+            "Add",
+            "tl.affine",
+            &["tl.affine.scaled", "tl.affine.shift"],
+            &["tl.affine"],
+            vec![],
+        ));
+        cur = "tl.affine".into();
+    }
     let gemm = |prefix: &str,
                 x: &str,
                 out: &str,
@@ -264,6 +300,19 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
         cur = out;
     }
     let single = spec.tasks.len() == 1;
+    if let Some(offset) = spec.logit_offset {
+        let classes = spec.tasks.first().map_or(0, |t| t.classes.len());
+        if !single || offset.len() != classes {
+            return Err(Error::invalid(
+                "export",
+                format!(
+                    "a logit offset needs one task and one value per class ({} tasks, {} values, {classes} classes)",
+                    spec.tasks.len(),
+                    offset.len()
+                ),
+            ));
+        }
+    }
     let mut outputs = Vec::new();
     for task in spec.tasks {
         let (logits, probs) = if single {
@@ -274,13 +323,35 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
                 format!("probabilities.{}", task.name),
             )
         };
-        gemm(
-            &format!("heads.{}.0", task.name),
-            &cur,
-            &logits,
-            &mut nodes,
-            &mut inits,
-        )?;
+        match spec.logit_offset {
+            None => {
+                gemm(
+                    &format!("heads.{}.0", task.name),
+                    &cur,
+                    &logits,
+                    &mut nodes,
+                    &mut inits,
+                )?;
+            }
+            Some(offset) => {
+                let raw = format!("tl.{logits}.raw");
+                gemm(
+                    &format!("heads.{}.0", task.name),
+                    &cur,
+                    &raw,
+                    &mut nodes,
+                    &mut inits,
+                )?;
+                inits.push(tensor_f32("tl.logit_offset", &[offset.len()], offset));
+                nodes.push(node(
+                    "Add",
+                    "tl.logit_offset.add",
+                    &[&raw, "tl.logit_offset"],
+                    &[&logits],
+                    vec![],
+                ));
+            }
+        }
         nodes.push(node(
             "Softmax",
             &probs,

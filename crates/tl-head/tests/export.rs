@@ -192,6 +192,8 @@ fn check_export(id: &str, file: &str, last: &str, tap_at: Tap, head: HeadSpec) {
                 "tl.source_sha256".to_string(),
                 tl_core::hash::sha256_file(&path).unwrap(),
             )]),
+            input_affine: None,
+            logit_offset: None,
         },
     )
     .unwrap();
@@ -448,6 +450,8 @@ fn a_text_head_exports_with_pooling_in_the_graph_and_matches() {
             params: &named_params(&net),
             imported: &[],
             metadata: BTreeMap::new(),
+            input_affine: None,
+            logit_offset: None,
         },
     )
     .unwrap();
