@@ -551,8 +551,18 @@ pub fn prepare(
         req.model_file = Some(adabn_backbone(c, contract, &target_sub, run, home, global)?);
     }
     let tgt: Source = feature_source(&req, &target_sub, home, global)?;
+    // What each domain measured of itself (word vectors' out-of-vocabulary rate) is not
+    // preprocessing.
+    let preprocessing = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("oov_rate");
+        }
+        v
+    };
     ensure!(
-        src.width == tgt.width && src.contract_json == tgt.contract_json,
+        src.width == tgt.width
+            && preprocessing(&src.contract_json) == preprocessing(&tgt.contract_json),
         "source features (width {}) and target features (width {}) differ in width or preprocessing",
         src.width,
         tgt.width
@@ -1066,6 +1076,16 @@ fn write_report(out: &Path, c: &AdaptRunConfig, m: &AdaptMetrics, snd: f64) -> R
         (
             "command".into(),
             std::env::args().collect::<Vec<_>>().join(" "),
+        ),
+        (
+            "outputs".into(),
+            match &m.exported {
+                Some(_) => format!(
+                    "{TARGET_PREDICTIONS} (each target row's class and probabilities); model.onnx, the target-domain model (`tl predict --model {} INPUT...`)",
+                    out.display()
+                ),
+                None => format!("{TARGET_PREDICTIONS} (each target row's class and probabilities); no model.onnx: word-vector features have no graph to export"),
+            },
         ),
     ];
     let f = tl_eval::report::fmt_num;

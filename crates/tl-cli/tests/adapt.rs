@@ -499,6 +499,28 @@ fn a_users_own_text_tables_are_read_by_path_and_an_unlabelled_target_takes_part(
         0,
         "--segments none"
     );
+    // Word vectors: each domain measures its own out-of-vocabulary rate, which is not a
+    // difference in preprocessing; there is no graph to export, the predictions are kept.
+    let out_g = dir.path().join("glove");
+    let g = ok_json(&tl(&[
+        "--json",
+        "adapt",
+        "--source",
+        csv.to_str().unwrap(),
+        "--target",
+        jsonl.to_str().unwrap(),
+        "--model",
+        "glove-6b-50d",
+        "--segments",
+        "none",
+        "--method",
+        "coral-closed",
+        "--out",
+        out_g.to_str().unwrap(),
+    ]));
+    assert!(g["exported"].is_null() && !out_g.join("model.onnx").exists());
+    let kept = std::fs::read_to_string(out_g.join("target_predictions.csv")).unwrap();
+    assert_eq!(kept.lines().count(), 1 + reviews.len());
 }
 
 #[test]
