@@ -27,14 +27,15 @@ const PROPAGATE_ITERS: usize = 100;
 /// changes).
 const CENTROID_ROUNDS: usize = 10;
 
-/// The source's class frequencies over its training and validation rows; every class
-/// must be present.
+/// The class frequencies of the labelled training and validation rows (the source's,
+/// and any labelled target rows); every class must be present.
 fn source_frequencies(d: &Domains<'_>) -> Result<Vec<f64>> {
     let classes = d.task.classes.len();
     let mut counts = vec![0.0f64; classes];
     for y in d.source_train.labels[0]
         .iter()
         .chain(&d.source_val.labels[0])
+        .chain(d.target_labels.unwrap_or(&[]))
         .flatten()
     {
         counts[*y as usize] += 1.0;
@@ -56,6 +57,11 @@ pub struct Domains<'a> {
     pub source_train: Labelled<'a>,
     pub source_val: Labelled<'a>,
     pub target: &'a Tensor,
+    /// A few target labels (semi-supervised adaptation), one entry per target row, most
+    /// `None`: the labelled target rows join the source's training rows in the
+    /// classification loss (and the probe of closed-form methods); every target row stays
+    /// in the unlabelled set the method aligns.
+    pub target_labels: Option<&'a [Option<u32>]>,
 }
 
 impl Domains<'_> {
@@ -86,6 +92,22 @@ impl Domains<'_> {
                 "source labels",
                 "adaptation takes exactly one task",
             ));
+        }
+        if let Some(t) = self.target_labels {
+            if t.len() != self.target.shape()[0] {
+                return Err(Error::Shape {
+                    what: "target labels".into(),
+                    expected: format!("one per target row ({})", self.target.shape()[0]),
+                    got: t.len().to_string(),
+                });
+            }
+            let k = self.task.classes.len() as u32;
+            if let Some(bad) = t.iter().flatten().find(|&&y| y >= k) {
+                return Err(Error::invalid(
+                    "target labels",
+                    format!("label {bad} of a task with {k} classes"),
+                ));
+            }
         }
         Ok(())
     }
@@ -305,6 +327,7 @@ pub fn adapt(
                 labels: d.source_val.labels,
             },
             target: &tt,
+            target_labels: d.target_labels,
         };
         let plain = AdaptConfig {
             per_domain_standardize: false,
@@ -317,6 +340,8 @@ pub fn adapt(
     }
     let classes = d.task.classes.len();
     let width = d.source_train.x.shape()[1];
+    // The labelled target rows, if any (already standardised with the target's statistics).
+    let labelled_target = d.target_labels.map(|t| known(t, d.target));
     if cfg.method.trained() {
         let tasks = std::slice::from_ref(d.task);
         let mut net = HeadNet::build(head, width, tasks, train.seed)?;
@@ -335,10 +360,25 @@ pub fn adapt(
             train.patience = None;
             train.keep = Keep::Last;
         }
+        let joined = labelled_target
+            .as_ref()
+            .filter(|(_, y)| !y.is_empty())
+            .map(|(xl, yl)| -> Result<(Tensor, Vec<Vec<Option<u32>>>)> {
+                let x = ndarray::concatenate(Axis(0), &[view2(d.source_train.x), xl.view()])
+                    .map_err(|e| Error::invalid("target labels", e.to_string()))?;
+                let mut y = d.source_train.labels[0].clone();
+                y.extend(yl.iter().map(|&v| Some(v)));
+                Ok((x.into_dyn(), vec![y]))
+            })
+            .transpose()?;
+        let train_set = match &joined {
+            Some((x, labels)) => Labelled { x, labels },
+            None => d.source_train,
+        };
         let report = train_with(
             &mut net,
             tasks,
-            &d.source_train,
+            &train_set,
             Some(&d.source_val).filter(|v| !v.is_empty()),
             &train,
             dir,
@@ -374,6 +414,20 @@ pub fn adapt(
     let (xs_fit, xv_fit) = match &coral {
         Some(c) => (c.apply(xs.view()), c.apply(xv.view())),
         None => (xs.clone(), xv.clone()),
+    };
+    // Labelled target rows join the training rows after the source's transform: they are
+    // target-domain rows already.
+    let (xs, xs_fit, ys) = match &labelled_target {
+        Some((xl, yl)) if !yl.is_empty() => {
+            let cat = |a: &Array2<f32>| {
+                ndarray::concatenate(Axis(0), &[a.view(), xl.view()])
+                    .map_err(|e| Error::invalid("target labels", e.to_string()))
+            };
+            let mut y = ys.clone();
+            y.extend(yl);
+            (cat(&xs)?, cat(&xs_fit)?, y)
+        }
+        _ => (xs, xs_fit, ys),
     };
     let pc = ProbeConfig::default().standardize(true);
     let path = fit_path(

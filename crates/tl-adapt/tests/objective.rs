@@ -223,6 +223,7 @@ fn every_method_runs_and_is_reproducible_and_alignment_helps() {
             labels: &yv,
         },
         target: &xt,
+        target_labels: None,
     };
     // Without per-domain standardisation (which alone undoes a translation: checked
     // below), so that the methods have a shift to remove.
@@ -323,6 +324,7 @@ fn the_target_predictor_parts_reproduce_every_methods_predictions() {
             labels: &yv,
         },
         target: &xt,
+        target_labels: None,
     };
     let x2 = xt.clone().into_dimensionality::<ndarray::Ix2>().unwrap();
     for m in Method::ALL {
@@ -370,6 +372,78 @@ fn the_target_predictor_parts_reproduce_every_methods_predictions() {
 }
 
 #[test]
+fn a_few_target_labels_join_the_training_rows() {
+    let (xs, ys, xt, yt) = domains(240, 6);
+    let xv = xs
+        .slice_axis(Axis(0), ndarray::Slice::from(180..240))
+        .to_owned();
+    let yv = vec![ys[0][180..].to_vec()];
+    let xtr = xs
+        .slice_axis(Axis(0), ndarray::Slice::from(0..180))
+        .to_owned();
+    let ytr = vec![ys[0][..180].to_vec()];
+    let t = task();
+    let run = |m: Method, labels: Option<&[Option<u32>]>| {
+        let d = Domains {
+            task: &t,
+            source_train: Labelled {
+                x: &xtr,
+                labels: &ytr,
+            },
+            source_val: Labelled {
+                x: &xv,
+                labels: &yv,
+            },
+            target: &xt,
+            target_labels: labels,
+        };
+        // No standardisation: the shift stays, so only labels can undo it.
+        let mut c = AdaptConfig::new(m);
+        c.per_domain_standardize = false;
+        let (mut a, _) = adapt(&d, &c, &head(), &train_cfg(8), None, &mut |_| {}).unwrap();
+        target_accuracy(&mut a, &xt, &yt)
+    };
+    let all: Vec<Option<u32>> = yt.iter().map(|&y| Some(y)).collect();
+    let few: Vec<Option<u32>> = (0..yt.len()).map(|i| (i < 15).then_some(yt[i])).collect();
+    for m in [Method::None, Method::Prior] {
+        let (without, with_all, with_few) = (run(m, None), run(m, Some(&all)), run(m, Some(&few)));
+        eprintln!("{m}: no target labels {without:.3}, 15 {with_few:.3}, all {with_all:.3}");
+        // Every target row labelled: the shift is learnt away.
+        assert!(
+            with_all > 0.9 && with_all > without + 0.3,
+            "{m}: {without} → {with_all}"
+        );
+        assert_ne!(with_few, without, "{m}: 15 target labels changed nothing");
+    }
+    // A label list that does not match the target's rows fails before training.
+    let short = vec![Some(0u32); 3];
+    let d = Domains {
+        task: &t,
+        source_train: Labelled {
+            x: &xtr,
+            labels: &ytr,
+        },
+        source_val: Labelled {
+            x: &xv,
+            labels: &yv,
+        },
+        target: &xt,
+        target_labels: Some(&short),
+    };
+    let e = adapt(
+        &d,
+        &AdaptConfig::new(Method::None),
+        &head(),
+        &train_cfg(1),
+        None,
+        &mut |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("target labels"), "{e}");
+}
+
+#[test]
 fn mismatched_domains_fail_before_training() {
     let (xs, ys, _, _) = domains(30, 5);
     let narrow: Tensor = Array2::<f32>::zeros((10, 5)).into_dyn();
@@ -387,6 +461,7 @@ fn mismatched_domains_fail_before_training() {
                 labels: &ys,
             },
             target,
+            target_labels: None,
         };
         let err = adapt(
             &d,

@@ -62,6 +62,11 @@ pub struct AdaptRunConfig {
     pub val: f64,
     /// Labelled source rows per class.
     pub budget: Option<usize>,
+    /// Semi-supervised adaptation: this many target rows per class, drawn by the split
+    /// seed, keep their labels and join the source's training rows; they are left out of
+    /// the target's scores. None: the target is unlabelled in training.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_labels: Option<usize>,
     pub adapt: AdaptConfig,
     pub train: TrainConfig,
     /// Bootstrap resamples of the target's evaluation intervals.
@@ -89,6 +94,7 @@ impl Default for AdaptRunConfig {
             split_seed: 0,
             val: 0.1,
             budget: None,
+            target_labels: None,
             adapt: AdaptConfig::default(),
             train,
             bootstrap: 1000,
@@ -168,7 +174,12 @@ Text targets much longer than the source (the median target text has more than t
 source's words, e.g. drug reviews against one-sentence film snippets) are cut into sentences \
 by default (--segments auto): the method sees one row per sentence, and each review's \
 prediction is the mean of its sentences' log-probabilities. --segments none keeps each text \
-whole; --segments sentences always cuts.")]
+whole; --segments sentences always cuts.\n\n\
+With --out DIR the run writes target_predictions.csv (each target row's class and \
+probabilities) and model.onnx, the target-domain model: `tl predict --model DIR INPUT...`. \
+--target-labels K makes it semi-supervised: K target rows per class keep their labels for \
+training and the target is scored on the rest (on MNIST → digits at 112 px, seed 0, `none` goes \
+from 56.4 % to 73.6 % with 5 labels per class and 78.9 % with 10).")]
 pub struct AdaptArgs {
     /// Run config (TOML, the schema of config.json); flags override it.
     #[arg(long, value_name = "FILE.toml")]
@@ -216,6 +227,10 @@ pub struct AdaptArgs {
     /// Labelled source rows per class.
     #[arg(long, value_name = "K")]
     budget: Option<usize>,
+    /// Semi-supervised: K labelled target rows per class (drawn by --seed) join the source's
+    /// training rows; the target is scored on its other rows. Default: no target labels.
+    #[arg(long, value_name = "K")]
+    target_labels: Option<usize>,
     /// Output directory (config.json, metrics.json, weights, checkpoint/); default: none.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -357,6 +372,9 @@ impl AdaptArgs {
         if self.budget.is_some() {
             c.budget = self.budget;
         }
+        if self.target_labels.is_some() {
+            c.target_labels = self.target_labels;
+        }
         c.head.check()?;
         c.train.check()?;
         c.adapt.check()?;
@@ -397,6 +415,11 @@ pub struct Prepared {
     pub target_backbone: Option<(PathBuf, String, serde_json::Value)>,
     /// The target documents' row ids, in the order of `target_labels`.
     pub target_ids: Vec<String>,
+    /// `--target-labels`: the label of each target row (part row when segmented) that
+    /// joins training, `None` for the rest; and which documents those are (left out of
+    /// the scores).
+    pub target_train_labels: Option<Vec<Option<u32>>>,
+    pub target_labelled_docs: Vec<bool>,
 }
 
 /// Loads both datasets, matches their label sets, splits the source, and extracts the
@@ -594,17 +617,54 @@ pub fn prepare(
     } else {
         (tgt.gather)(&target_hashes)?
     };
-    let target_labels = tt.map(|t| {
+    let target_labels: Option<Vec<u32>> = tt.map(|t| {
         target_rows
             .iter()
             .map(|(_, r)| r.labels[t].expect("filtered"))
             .collect()
     });
+    // `--target-labels K`: K documents per class keep their labels for training, drawn
+    // from the stream `target-labels/<class>` of the split seed in content-hash order.
+    let mut target_labelled_docs = vec![false; target_rows.len()];
+    if let Some(k) = c.target_labels {
+        let y = target_labels.as_ref().with_context(|| {
+            format!(
+                "--target-labels {k}: target `{}` has no labels for task `{task_name}`",
+                target.name
+            )
+        })?;
+        for (ci, class) in classes.iter().enumerate() {
+            let of_class: Vec<usize> = (0..y.len()).filter(|&i| y[i] == ci as u32).collect();
+            ensure!(
+                of_class.len() > k,
+                "--target-labels {k}: target class `{class}` has {} rows; it needs more than {k}, to keep some for scoring",
+                of_class.len()
+            );
+            for i in seeded_sample(of_class, k, c.split_seed, &format!("target-labels/{class}")) {
+                target_labelled_docs[i] = true;
+            }
+        }
+    }
+    let target_train_labels = c.target_labels.map(|_| {
+        let y = target_labels.as_ref().expect("checked above");
+        let doc_label = |d: usize| target_labelled_docs[d].then_some(y[d]);
+        match &target_owner {
+            Some(owner) => owner.iter().map(|&d| doc_label(d)).collect(),
+            None => (0..y.len()).map(doc_label).collect(),
+        }
+    });
+    let labelled_hashes: Vec<&String> = target_rows
+        .iter()
+        .zip(&target_labelled_docs)
+        .filter(|(_, l)| **l)
+        .map(|((h, _), _)| h)
+        .collect();
     let fingerprint = tl_core::hash::sha256_bytes(
         serde_json::to_string(&serde_json::json!({
             "model": src.sha, "target_model": tgt.sha, "layer": src.layer, "contract": src.contract_json,
             "source": source.sha256, "target": target.sha256, "split_rows": split.rows.len(),
             "split_seed": c.split_seed, "target_rows": target_hashes, "segments": segments.name(),
+            "target_labelled": labelled_hashes,
         }))?
         .as_bytes(),
     );
@@ -628,6 +688,8 @@ pub fn prepare(
         layer: src.layer.clone(),
         split,
         target_ids: target_rows.iter().map(|(_, r)| r.id.clone()).collect(),
+        target_train_labels,
+        target_labelled_docs,
         target_backbone: tgt
             .model_path
             .clone()
@@ -837,6 +899,14 @@ pub(crate) fn execute(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    if let Some(k) = c.target_labels {
+        let n = p.target_labelled_docs.iter().filter(|&&l| l).count();
+        rows.insert("target_labelled".into(), n);
+        say(format!(
+            "--target-labels {k}: {n} target rows ({k} per class) keep their labels and join the source's training rows; the target is scored on the other {}",
+            p.target_docs - n
+        ));
+    }
     if p.target_owner.is_some() {
         rows.insert("target_sentences".into(), p.target.shape()[0]);
         say(format!(
@@ -881,6 +951,7 @@ pub(crate) fn execute(
             labels: &p.source_val.1,
         },
         target: &p.target,
+        target_labels: p.target_train_labels.as_deref(),
     };
     let t_train = Instant::now();
     let quiet = global.quiet || global.json;
@@ -920,6 +991,12 @@ pub(crate) fn execute(
     };
     let target = match &p.target_labels {
         Some(y) => {
+            // Documents whose labels joined training (`--target-labels`) are not scored.
+            let scored: Vec<usize> = (0..y.len())
+                .filter(|&i| !p.target_labelled_docs[i])
+                .collect();
+            let zt = zt.select(ndarray::Axis(0), &scored);
+            let y: &Vec<u32> = &scored.iter().map(|&i| y[i]).collect();
             let zv = log_proba(&adapted.predict_proba(&p.source_val.0)?);
             let yv: Vec<u32> = p.source_val.1[0].iter().flatten().copied().collect();
             ensure!(
@@ -1020,8 +1097,12 @@ fn print_result(metrics: &AdaptMetrics, classes: &[String], global: &Global) -> 
     match &metrics.target_scores {
         Some(t) => {
             let f = |i: &tl_eval::Interval| format!("{:.4} [{:.4}, {:.4}]", i.value, i.low, i.high);
+            let read = match metrics.rows.get("target_labelled") {
+                Some(n) => format!("{n} other target rows' labels trained"),
+                None => "labels read only here".into(),
+            };
             println!(
-                "target ({} rows, labels read only here): accuracy {}, macro-F1 {}, balanced accuracy {}",
+                "target ({} rows, {read}): accuracy {}, macro-F1 {}, balanced accuracy {}",
                 t.rows,
                 f(&t.accuracy),
                 f(&t.macro_f1),
@@ -1084,7 +1165,9 @@ fn write_report(out: &Path, c: &AdaptRunConfig, m: &AdaptMetrics, snd: f64) -> R
                     "{TARGET_PREDICTIONS} (each target row's class and probabilities); model.onnx, the target-domain model (`tl predict --model {} INPUT...`)",
                     out.display()
                 ),
-                None => format!("{TARGET_PREDICTIONS} (each target row's class and probabilities); no model.onnx: word-vector features have no graph to export"),
+                None => format!(
+                    "{TARGET_PREDICTIONS} (each target row's class and probabilities); no model.onnx: word-vector features have no graph to export"
+                ),
             },
         ),
     ];
@@ -1141,13 +1224,21 @@ fn write_report(out: &Path, c: &AdaptRunConfig, m: &AdaptMetrics, snd: f64) -> R
     ];
     match &m.target_scores {
         Some(e) => {
-            let mut sec = tl_eval::Section::evaluation("Target (labels read only here)", e);
-            sec.blocks.insert(
-                0,
-                tl_eval::Block::Text {
-                    text: "The target's labels were read only to compute this section; the calibration temperature is fitted on the source validation rows.".into(),
-                },
-            );
+            let (title, text) = match (m.rows.get("target_labelled"), c.target_labels) {
+                (Some(n), Some(k)) => (
+                    "Target (semi-supervised: some target labels trained)".to_string(),
+                    format!(
+                        "{n} target rows ({k} per class, --target-labels) kept their labels and joined the source's training rows; this section scores the other {} target rows. The calibration temperature is fitted on the source validation rows.",
+                        e.rows
+                    ),
+                ),
+                _ => (
+                    "Target (labels read only here)".to_string(),
+                    "The target's labels were read only to compute this section; the calibration temperature is fitted on the source validation rows.".to_string(),
+                ),
+            };
+            let mut sec = tl_eval::Section::evaluation(&title, e);
+            sec.blocks.insert(0, tl_eval::Block::Text { text });
             sections.push(sec);
         }
         None => sections.push(tl_eval::Section {

@@ -135,6 +135,54 @@ fn target_labels_never_reach_training() {
     }
 }
 
+#[test]
+fn a_few_target_labels_train_and_are_left_out_of_the_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("digits");
+    digit_folder(&target, 200, |y| y);
+    let run = |k: &str, out: &Path| {
+        let mut args = adapt_args(target.to_str().unwrap(), "none", out.to_str().unwrap());
+        args.extend(["--target-labels", k]);
+        tl(&args)
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let v = ok_json(&run("3", &a));
+    let per_class: u64 = 3 * 10;
+    assert_eq!(v["rows"]["target_labelled"], per_class);
+    assert_eq!(v["rows"]["target"], 200);
+    assert_eq!(v["target_scores"]["rows"], 200 - per_class);
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["target_labels"], 3);
+    let report = std::fs::read_to_string(a.join("report.md")).unwrap();
+    assert!(report.contains("semi-supervised"), "{report}");
+    // Seeded: the same rows are drawn and the same bits trained.
+    ok_json(&run("3", &b));
+    assert_eq!(
+        std::fs::read(a.join("weights.safetensors")).unwrap(),
+        std::fs::read(b.join("weights.safetensors")).unwrap()
+    );
+    // The labels change the model: without them it is another one.
+    let c = dir.path().join("c");
+    ok_json(&tl(&adapt_args(
+        target.to_str().unwrap(),
+        "none",
+        c.to_str().unwrap(),
+    )));
+    assert_ne!(
+        std::fs::read(a.join("weights.safetensors")).unwrap(),
+        std::fs::read(c.join("weights.safetensors")).unwrap()
+    );
+    // A class without rows to spare for scoring is refused by name.
+    let o = run("40", &dir.path().join("d"));
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--target-labels 40") && err.contains("class `0`"),
+        "{err}"
+    );
+}
+
 /// AdaBN writes one backbone per domain: the BatchNorm-kept graph with that domain's
 /// statistics and every weight kept; a model without BatchNorm layers is refused.
 #[test]
