@@ -35,11 +35,12 @@ pub(crate) fn json_field(text: &str, path: &[&str]) -> Result<f64> {
 const REPORT: &str = "docs/benchmarks.md";
 
 /// Sections of `docs/benchmarks.md`, each regenerated on its own (`--only NAME`).
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "extract",
     "probe",
     "heads",
     "adapt",
+    "semi",
     "rank",
     "experiments",
     "finetune",
@@ -200,6 +201,22 @@ pub fn run(args: &[String]) -> Result<()> {
         )?;
         let section = crate::adapt_experiment::section(Path::new("target/release/tl"))?;
         write_section(&mut doc, path, "adapt", &section, "")?;
+    }
+    if only.iter().any(|s| s == "semi") {
+        release_tl(
+            &cargo,
+            &[
+                "onnxruntime",
+                "efficientnet-lite0",
+                "minilm-l6",
+                "mnist-5k",
+                "sklearn-digits-padded",
+                "rotten-tomatoes",
+                "drug-reviews",
+            ],
+        )?;
+        let section = crate::semi_experiment::section(Path::new("target/release/tl"))?;
+        write_section(&mut doc, path, "semi", &section, "")?;
     }
     if only.iter().any(|s| s == "rank") {
         release_tl(

@@ -17,6 +17,7 @@ mod heads_experiment;
 mod photos;
 mod probe_bench;
 mod rank_experiment;
+mod semi_experiment;
 
 const USAGE: &str = "\
 cargo xtask <command>
@@ -26,7 +27,7 @@ commands:
         fetch registry entries (all non-optional ones when no ID is given) into TL_HOME
   test  fetch what the tests need, then cargo fmt --check, cargo clippy -D warnings,
         and cargo test over the whole workspace
-  bench-report [--runs N] [--only extract|probe|heads|adapt|rank|experiments|finetune|gpu]
+  bench-report [--runs N] [--only extract|probe|heads|adapt|semi|rank|experiments|finetune|gpu]
         measure feature extraction (tl end to end, bare ONNX Runtime, a Python pipeline)
         and the criterion benches on this machine, and regenerate docs/benchmarks.md
   make-photos [--out DIR] [--count N] [--seed S]
