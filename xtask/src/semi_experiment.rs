@@ -108,7 +108,7 @@ pub fn section(tl: &Path) -> Result<String> {
     let mut md = String::new();
     writeln!(
         md,
-        "## A few target labels: `tl adapt --target-labels K`\n\nK target rows per class keep their labels (drawn by the seed) and join the labelled source in training, after per-domain standardisation; the target is scored on its other rows. Beside it, the same K labels alone: the exact linear probe `tl train --budget K` on the target (K rows per class for training and validation together, scored on its 20 % test split, so the scored rows differ). Every other setting is the adaptation section's, fixed in advance. Mean ± 95 % interval over seeds {SEEDS:?}.\n"
+        "## A few target labels: `tl adapt --target-labels K`\n\nK target rows per class keep their labels (drawn by the seed) and join the labelled source in training, after per-domain standardisation; the target is scored on its other rows. Beside it, the same K labels alone: the exact linear probe `tl train --budget K` on the target (K rows per class for training and validation together, scored on its 20 % test split, so the scored rows differ; for the sentiment pair it reads whole-review embeddings, as `tl train` does not cut texts). Every other setting is the adaptation section's, fixed in advance. Mean ± 95 % interval over seeds {SEEDS:?}.\n"
     )?;
     for pair in &PAIRS {
         let percent = pair.metric == "accuracy";
