@@ -4,11 +4,16 @@
 //! run's result is kept in `target/experiments/adapt/`, so an interrupted experiment
 //! resumes where it stopped.
 
-use std::{fmt::Write as _, path::Path, process::Command};
+use std::{fmt::Write as _, path::Path};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+
+use crate::bench_report::cached_tl_json;
 
 const SEEDS: [u64; 5] = [0, 1, 2, 3, 4];
+
+/// Where each run's JSON is kept.
+const DIR: &str = "target/experiments/adapt";
 
 const METHODS: [&str; 12] = [
     "none",
@@ -115,31 +120,6 @@ const PAIRS: [Pair; 3] = [
     },
 ];
 
-/// Runs `tl --json --quiet ARGS` once, or reads the result a previous run left.
-fn tl_json(tl: &Path, key: &str, args: &[String]) -> Result<serde_json::Value> {
-    let dir = Path::new("target/experiments/adapt");
-    std::fs::create_dir_all(dir)?;
-    let done = dir.join(format!("{key}.json"));
-    if done.is_file() {
-        return Ok(serde_json::from_slice(&std::fs::read(&done)?)?);
-    }
-    eprintln!("bench-report: tl {}", args.join(" "));
-    let out = Command::new(tl)
-        .args(["--json", "--quiet"])
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "tl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    tl_core::io::write_json(&done, &v)?;
-    Ok(v)
-}
-
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -154,7 +134,7 @@ fn f(v: &serde_json::Value, path: &[&str]) -> Result<f64> {
 }
 
 /// `mean ± half-width` (95 %, normal approximation over seeds), in percent or raw.
-fn show(values: &[f64], percent: bool) -> String {
+pub(crate) fn show(values: &[f64], percent: bool) -> String {
     let (m, h) = tl_eval::mean_ci(values);
     if percent {
         format!("{:.1} ± {:.1} %", 100.0 * m, 100.0 * h)
@@ -212,7 +192,7 @@ pub fn section(tl: &Path) -> Result<String> {
                     "--seed".into(),
                     seed.to_string(),
                 ]);
-                let v = tl_json(tl, &format!("{}-{method}-{seed}", pair.key), &args)?;
+                let v = cached_tl_json(tl, DIR, &format!("{}-{method}-{seed}", pair.key), &args)?;
                 acc.push(f(&v, &["target_scores", "accuracy", "value"])?);
                 f1.push(f(&v, &["target_scores", "macro_f1", "value"])?);
                 bal.push(f(&v, &["target_scores", "balanced_accuracy", "value"])?);
@@ -264,7 +244,12 @@ pub fn section(tl: &Path) -> Result<String> {
                 "--out".into(),
                 out.display().to_string(),
             ]);
-            let v = tl_json(tl, &format!("{}-oracle-{seed}", pair.oracle_key), &args)?;
+            let v = cached_tl_json(
+                tl,
+                DIR,
+                &format!("{}-oracle-{seed}", pair.oracle_key),
+                &args,
+            )?;
             let _ = std::fs::remove_dir_all(&out);
             acc.push(f(&v["test"][0], &["accuracy"])?);
             f1.push(f(&v["metrics"]["evaluation"][0], &["macro_f1", "value"])?);

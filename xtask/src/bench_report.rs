@@ -31,6 +31,37 @@ pub(crate) fn json_field(text: &str, path: &[&str]) -> Result<f64> {
         .with_context(|| format!("no number at {path:?} in {text}"))
 }
 
+/// Runs `tl --json --quiet ARGS` once and keeps its JSON as `DIR/KEY.json`, or reads
+/// what an earlier run left there: the experiment sections resume where they stopped.
+pub(crate) fn cached_tl_json(
+    tl: &Path,
+    dir: &str,
+    key: &str,
+    args: &[String],
+) -> Result<serde_json::Value> {
+    let dir = Path::new(dir);
+    std::fs::create_dir_all(dir)?;
+    let done = dir.join(format!("{key}.json"));
+    if done.is_file() {
+        return Ok(serde_json::from_slice(&std::fs::read(&done)?)?);
+    }
+    eprintln!("bench-report: tl {}", args.join(" "));
+    let out = Command::new(tl)
+        .args(["--json", "--quiet"])
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "tl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    tl_core::io::write_json(&done, &v)?;
+    Ok(v)
+}
+
 /// The report, relative to the workspace root (the working directory of `cargo xtask`).
 const REPORT: &str = "docs/benchmarks.md";
 

@@ -4,9 +4,11 @@
 //! `tl train --json`. Each run's result is kept in `target/experiments/heads/`, so an
 //! interrupted experiment resumes where it stopped.
 
-use std::{fmt::Write as _, path::Path, process::Command};
+use std::{fmt::Write as _, path::Path};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+
+use crate::bench_report::cached_tl_json;
 
 const SEEDS: [u64; 5] = [0, 1, 2, 3, 4];
 /// EfficientNet-Lite0 input size for the image runs (fine-tuning at 224 px costs 3× more).
@@ -50,33 +52,16 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Runs `tl train --json ARGS` once, or reads the result a previous run left.
+/// Runs `tl --json --quiet train ARGS --out TMP` once (the run directory is thrown away),
+/// or reads the result a previous run left in `target/experiments/heads/`.
 fn train(tl: &Path, key: &str, args: &[String]) -> Result<serde_json::Value> {
-    let dir = Path::new("target/experiments/heads");
-    std::fs::create_dir_all(dir)?;
-    let done = dir.join(format!("{key}.json"));
-    if done.is_file() {
-        return Ok(serde_json::from_slice(&std::fs::read(&done)?)?);
-    }
     let out_dir = std::env::temp_dir().join(format!("tl-heads-{}-{key}", std::process::id()));
-    eprintln!("bench-report: tl train {}", args.join(" "));
-    let out = Command::new(tl)
-        .args(["--json", "--quiet", "train"])
-        .args(args)
-        .arg("--out")
-        .arg(&out_dir)
-        .output()?;
+    let mut full: Vec<String> = vec!["train".into()];
+    full.extend(args.iter().cloned());
+    full.extend(["--out".into(), out_dir.display().to_string()]);
+    let v = cached_tl_json(tl, "target/experiments/heads", key, &full);
     let _ = std::fs::remove_dir_all(&out_dir);
-    if !out.status.success() {
-        bail!(
-            "tl train {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    tl_core::io::write_json(&done, &v)?;
-    Ok(v)
+    v
 }
 
 fn accuracy(v: &serde_json::Value, task: usize) -> Result<f64> {

@@ -4,9 +4,11 @@
 //! classifier). Each run's JSON is kept in `target/experiments/rank/`, so an interrupted
 //! section resumes where it stopped.
 
-use std::{fmt::Write as _, path::Path, process::Command};
+use std::{fmt::Write as _, path::Path};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+
+use crate::bench_report::cached_tl_json;
 
 const SEEDS: [u64; 3] = [0, 1, 2];
 
@@ -21,31 +23,6 @@ const DATASETS: [(&str, &[&str]); 2] = [
     ("sklearn-digits", &["--image-size", "112"]),
     ("mnist-5k", &["--image-size", "112", "--budget", "50"]),
 ];
-
-/// Runs `tl --json --quiet rank ARGS` once, or reads the result a previous run left.
-fn rank_json(tl: &Path, key: &str, args: &[String]) -> Result<serde_json::Value> {
-    let dir = Path::new("target/experiments/rank");
-    std::fs::create_dir_all(dir)?;
-    let done = dir.join(format!("{key}.json"));
-    if done.is_file() {
-        return Ok(serde_json::from_slice(&std::fs::read(&done)?)?);
-    }
-    eprintln!("bench-report: tl rank {}", args.join(" "));
-    let out = Command::new(tl)
-        .args(["--json", "--quiet", "rank"])
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "tl rank {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    tl_core::io::write_json(&done, &v)?;
-    Ok(v)
-}
 
 fn tau(v: &serde_json::Value, score: &str) -> Option<f64> {
     v["kendall_tau_with_probe_accuracy"][score].as_f64()
@@ -75,7 +52,7 @@ pub fn section(tl: &Path) -> Result<String> {
                 ("layers", LAYERS, &mut layer_runs),
                 ("models", MODELS, &mut model_runs),
             ] {
-                let mut args: Vec<String> = vec!["--data".into(), data.into()];
+                let mut args: Vec<String> = vec!["rank".into(), "--data".into(), data.into()];
                 args.extend(flags.iter().map(|s| s.to_string()));
                 args.extend([
                     "--models".into(),
@@ -83,7 +60,12 @@ pub fn section(tl: &Path) -> Result<String> {
                     "--seed".into(),
                     seed.to_string(),
                 ]);
-                runs.push(rank_json(tl, &format!("{data}-{kind}-{seed}"), &args)?);
+                runs.push(cached_tl_json(
+                    tl,
+                    "target/experiments/rank",
+                    &format!("{data}-{kind}-{seed}"),
+                    &args,
+                )?);
             }
         }
         let first = &layer_runs[0];

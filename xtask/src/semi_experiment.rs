@@ -4,11 +4,16 @@
 //! alone (`tl train --budget K` on the target). Each run's JSON is kept in
 //! `target/experiments/semi/`, so an interrupted section resumes where it stopped.
 
-use std::{fmt::Write as _, path::Path, process::Command};
+use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context, Result, bail};
 
+use crate::{adapt_experiment::show, bench_report::cached_tl_json};
+
 const SEEDS: [u64; 5] = [0, 1, 2, 3, 4];
+
+/// Where each run's JSON is kept.
+const DIR: &str = "target/experiments/semi";
 
 /// Labelled target rows per class (0: the unsupervised run).
 const LABELS: [usize; 4] = [0, 1, 5, 10];
@@ -62,45 +67,10 @@ const PAIRS: [Pair; 2] = [
     },
 ];
 
-/// Runs `tl --json --quiet ARGS` once, or reads the result a previous run left.
-fn tl_json(tl: &Path, key: &str, args: &[String]) -> Result<serde_json::Value> {
-    let dir = Path::new("target/experiments/semi");
-    std::fs::create_dir_all(dir)?;
-    let done = dir.join(format!("{key}.json"));
-    if done.is_file() {
-        return Ok(serde_json::from_slice(&std::fs::read(&done)?)?);
-    }
-    eprintln!("bench-report: tl {}", args.join(" "));
-    let out = Command::new(tl)
-        .args(["--json", "--quiet"])
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "tl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    tl_core::io::write_json(&done, &v)?;
-    Ok(v)
-}
-
 fn value(v: &serde_json::Value, metric: &str) -> Result<f64> {
     v[metric]["value"]
         .as_f64()
         .with_context(|| format!("no `{metric}` in a result"))
-}
-
-/// `mean ± half-width` (95 %, normal approximation over seeds).
-fn show(values: &[f64], percent: bool) -> String {
-    let (m, h) = tl_eval::mean_ci(values);
-    if percent {
-        format!("{:.1} ± {:.1} %", 100.0 * m, 100.0 * h)
-    } else {
-        format!("{m:.3} ± {h:.3}")
-    }
 }
 
 /// The markdown section.
@@ -134,7 +104,8 @@ pub fn section(tl: &Path) -> Result<String> {
                     if k > 0 {
                         args.extend(["--target-labels".into(), k.to_string()]);
                     }
-                    let v = tl_json(tl, &format!("{}-{m}-{k}-{seed}", pair.key), &args)?;
+                    let v =
+                        cached_tl_json(tl, DIR, &format!("{}-{m}-{k}-{seed}", pair.key), &args)?;
                     if k > 0 {
                         let labelled = v["rows"]["target_labelled"].as_u64().unwrap_or(0);
                         let classes =
@@ -170,7 +141,8 @@ pub fn section(tl: &Path) -> Result<String> {
                         "--out".into(),
                         out.display().to_string(),
                     ]);
-                    let v = tl_json(tl, &format!("{}-alone-{k}-{seed}", pair.key), &args)?;
+                    let v =
+                        cached_tl_json(tl, DIR, &format!("{}-alone-{k}-{seed}", pair.key), &args)?;
                     let _ = std::fs::remove_dir_all(&out);
                     values.push(value(&v["metrics"]["evaluation"][0], pair.metric)?);
                 }
