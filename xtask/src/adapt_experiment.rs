@@ -8,7 +8,7 @@ use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context, Result};
 
-use crate::bench_report::cached_tl_json;
+use crate::bench_report::{cached_tl_json, cached_tl_train};
 
 const SEEDS: [u64; 5] = [0, 1, 2, 3, 4];
 
@@ -231,26 +231,14 @@ pub fn section(tl: &Path) -> Result<String> {
         }
         let (mut acc, mut f1, mut bal) = (Vec::new(), Vec::new(), Vec::new());
         for seed in SEEDS {
-            let mut args = vec!["train".to_string()];
-            args.extend(strings(pair.oracle));
-            let out = std::env::temp_dir().join(format!(
-                "tl-oracle-{}-{}-{seed}",
-                std::process::id(),
-                pair.key
-            ));
-            args.extend([
-                "--seed".into(),
-                seed.to_string(),
-                "--out".into(),
-                out.display().to_string(),
-            ]);
-            let v = cached_tl_json(
+            let mut args = strings(pair.oracle);
+            args.extend(["--seed".into(), seed.to_string()]);
+            let v = cached_tl_train(
                 tl,
                 DIR,
                 &format!("{}-oracle-{seed}", pair.oracle_key),
                 &args,
             )?;
-            let _ = std::fs::remove_dir_all(&out);
             acc.push(f(&v["test"][0], &["accuracy"])?);
             f1.push(f(&v["metrics"]["evaluation"][0], &["macro_f1", "value"])?);
             bal.push(f(

@@ -62,6 +62,23 @@ pub(crate) fn cached_tl_json(
     Ok(v)
 }
 
+/// [`cached_tl_json`] for `tl train ARGS --out TMP`: the run directory is only a means to
+/// the JSON result, so it goes to a temporary directory that is removed afterwards.
+pub(crate) fn cached_tl_train(
+    tl: &Path,
+    dir: &str,
+    key: &str,
+    args: &[String],
+) -> Result<serde_json::Value> {
+    let out = std::env::temp_dir().join(format!("tl-train-{}-{key}", std::process::id()));
+    let mut full = vec!["train".to_string()];
+    full.extend(args.iter().cloned());
+    full.extend(["--out".into(), out.display().to_string()]);
+    let v = cached_tl_json(tl, dir, key, &full);
+    let _ = std::fs::remove_dir_all(&out);
+    v
+}
+
 /// The report, relative to the workspace root (the working directory of `cargo xtask`).
 const REPORT: &str = "docs/benchmarks.md";
 

@@ -8,7 +8,7 @@ use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context, Result};
 
-use crate::bench_report::cached_tl_json;
+use crate::bench_report::cached_tl_train;
 
 const SEEDS: [u64; 5] = [0, 1, 2, 3, 4];
 /// EfficientNet-Lite0 input size for the image runs (fine-tuning at 224 px costs 3× more).
@@ -52,16 +52,10 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Runs `tl --json --quiet train ARGS --out TMP` once (the run directory is thrown away),
-/// or reads the result a previous run left in `target/experiments/heads/`.
+/// Runs `tl train ARGS` once, or reads the result a previous run left in
+/// `target/experiments/heads/`.
 fn train(tl: &Path, key: &str, args: &[String]) -> Result<serde_json::Value> {
-    let out_dir = std::env::temp_dir().join(format!("tl-heads-{}-{key}", std::process::id()));
-    let mut full: Vec<String> = vec!["train".into()];
-    full.extend(args.iter().cloned());
-    full.extend(["--out".into(), out_dir.display().to_string()]);
-    let v = cached_tl_json(tl, "target/experiments/heads", key, &full);
-    let _ = std::fs::remove_dir_all(&out_dir);
-    v
+    cached_tl_train(tl, "target/experiments/heads", key, args)
 }
 
 fn accuracy(v: &serde_json::Value, task: usize) -> Result<f64> {

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's own automation (fetching models, running the whole test suite).
 //!
 //! - `cargo xtask fetch-models [ID...] [--from DIR] [--quiet]`: fetch registry entries into `TL_HOME`.
-//! - `cargo xtask test`: what CI runs — fetch what the tests need, then fmt, clippy, tests.
+//! - `cargo xtask test`: what CI runs — fetch what the tests need, then fmt, clippy, tests,
+//!   docs (warnings denied) and the library's examples.
 //! - `cargo xtask make-photos`: the JPEG folder of the extraction benchmark.
 
 use std::process::Command;
@@ -26,7 +27,8 @@ commands:
   fetch-models [ID...] [--from DIR] [--quiet] [--verify]
         fetch registry entries (all non-optional ones when no ID is given) into TL_HOME
   test  fetch what the tests need, then cargo fmt --check, cargo clippy -D warnings,
-        and cargo test over the whole workspace
+        cargo test over the whole workspace, cargo doc (warnings denied) and the
+        tl-pipeline examples
   bench-report [--runs N] [--only extract|probe|heads|adapt|semi|rank|experiments|finetune|gpu]
         measure feature extraction (tl end to end, bare ONNX Runtime, a Python pipeline)
         and the criterion benches on this machine, and regenerate docs/benchmarks.md
@@ -64,12 +66,16 @@ fn main() -> Result<()> {
 pub(crate) fn fetch_models(args: &[String]) -> Result<()> {
     let home = tl_core::home::tl_home()?;
     let mut opts = tl_hub::FetchOptions::new(home);
+    opts.progress = std::sync::Arc::new(Lines);
     let mut ids = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--from" => opts.from_dir = Some(it.next().context("--from needs a directory")?.into()),
-            "--quiet" => opts.quiet = true,
+            "--quiet" => {
+                opts.quiet = true;
+                opts.progress = std::sync::Arc::new(tl_core::progress::Silent);
+            }
             "--verify" => opts.verify = true,
             flag if flag.starts_with('-') => bail!("unknown flag `{flag}`\n\n{USAGE}"),
             id => ids.push(id.to_string()),
@@ -78,6 +84,15 @@ pub(crate) fn fetch_models(args: &[String]) -> Result<()> {
     let registry = tl_hub::Registry::builtin()?;
     tl_hub::Fetcher::new(&registry, opts).fetch(&ids)?;
     Ok(())
+}
+
+/// Fetch notes, one line each on stderr.
+struct Lines;
+
+impl tl_core::progress::Progress for Lines {
+    fn note(&self, text: &str) {
+        eprintln!("{text}");
+    }
 }
 
 /// The entries the test suite uses.
@@ -152,6 +167,24 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     run(Command::new(&cargo).args(["test", "--workspace", "--all-targets"]))?;
     run(Command::new(&cargo).args(["test", "--workspace", "--doc"]))?;
+    // The library's documentation builds without warnings, and its examples run.
+    run(Command::new(&cargo)
+        .args(["doc", "--workspace", "--no-deps"])
+        .env("RUSTDOCFLAGS", "-D warnings"))?;
+    let examples = std::env::temp_dir().join(format!("tl-examples-{}", std::process::id()));
+    for example in ["transfer", "adapt"] {
+        let out = examples.join(example).display().to_string();
+        run(Command::new(&cargo).args([
+            "run",
+            "-p",
+            "tl-pipeline",
+            "--example",
+            example,
+            "--",
+            &out,
+        ]))?;
+    }
+    let _ = std::fs::remove_dir_all(&examples);
     // The CUDA path compiles, and its failure paths hold, on machines without a GPU.
     run(Command::new(&cargo).args([
         "clippy",

@@ -8,7 +8,10 @@ use std::{fmt::Write as _, path::Path};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{adapt_experiment::show, bench_report::cached_tl_json};
+use crate::{
+    adapt_experiment::show,
+    bench_report::{cached_tl_json, cached_tl_train},
+};
 
 const SEEDS: [u64; 5] = [0, 1, 2, 3, 4];
 
@@ -126,24 +129,15 @@ pub fn section(tl: &Path) -> Result<String> {
             } else {
                 let mut values = Vec::new();
                 for seed in SEEDS {
-                    let out = std::env::temp_dir().join(format!(
-                        "tl-semi-{}-{}-{k}-{seed}",
-                        std::process::id(),
-                        pair.key
-                    ));
-                    let mut args: Vec<String> = vec!["train".into()];
-                    args.extend(pair.alone.iter().map(|s| s.to_string()));
+                    let mut args: Vec<String> = pair.alone.iter().map(|s| s.to_string()).collect();
                     args.extend([
                         "--budget".into(),
                         k.to_string(),
                         "--seed".into(),
                         seed.to_string(),
-                        "--out".into(),
-                        out.display().to_string(),
                     ]);
                     let v =
-                        cached_tl_json(tl, DIR, &format!("{}-alone-{k}-{seed}", pair.key), &args)?;
-                    let _ = std::fs::remove_dir_all(&out);
+                        cached_tl_train(tl, DIR, &format!("{}-alone-{k}-{seed}", pair.key), &args)?;
                     values.push(value(&v["metrics"]["evaluation"][0], pair.metric)?);
                 }
                 write!(row, " {} |", show(&values, percent))?;

@@ -2,11 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde::Serialize;
-use tl_data::{Dataset, Split, SplitConfig};
-use tl_hub::{FetchOptions, Fetcher, Kind, Registry};
+use tl_data::{Split, SplitConfig};
+use tl_hub::{Fetcher, Kind, Registry};
 
 use crate::{Global, JSON_SCHEMA_VERSION};
 
@@ -84,72 +83,6 @@ pub fn run(cmd: &DataCmd, global: &Global) -> Result<()> {
     }
 }
 
-/// Whether `spec` names a dataset on disk or a fetched registry dataset, with a fetch
-/// hint if not fetched.
-pub fn check_exists(spec: &str, home: &Path) -> Result<()> {
-    if Path::new(spec).exists() {
-        tl_data::open::open(Path::new(spec))?;
-        return Ok(());
-    }
-    let registry = Registry::builtin()?;
-    let entry = registry
-        .get(spec)
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "unknown data `{spec}`: neither a registry dataset (`tl data list`) nor a file or folder"
-            )
-        })?;
-    anyhow::ensure!(
-        entry.kind == Kind::Dataset,
-        "`{spec}` is a registry {:?}, not a dataset",
-        entry.kind
-    );
-    anyhow::ensure!(
-        Fetcher::is_present(home, entry),
-        "`{spec}` is not fetched yet: run `tl models fetch {spec}`"
-    );
-    Ok(())
-}
-
-/// The name of the dataset's first task that some row is labelled for.
-pub fn first_labelled_task(ds: &Dataset) -> Result<String> {
-    (0..ds.tasks.len())
-        .find(|&t| ds.rows.iter().any(|r| r.labels[t].is_some()))
-        .map(|t| ds.tasks[t].name.clone())
-        .with_context(|| {
-            format!(
-                "`{}` has no labelled task (no row carries a label); unlabelled data can be the --target of `tl adapt`",
-                ds.name
-            )
-        })
-}
-
-/// Whether `spec` is meant as a path: registry names hold neither separators nor dots.
-fn looks_like_path(spec: &str) -> bool {
-    spec.contains(['/', '\\', '.'])
-}
-
-/// Loads a registry dataset by name, or the dataset at a path (`tl_data::open`: a folder
-/// of images or with a `dataset.toml`, a text table, an IDX file, a list of images).
-pub fn load(spec: &str, home: &Path) -> Result<Dataset> {
-    let path = Path::new(spec);
-    if path.exists() {
-        let opened = tl_data::open::open(path)?;
-        return opened
-            .load(spec)
-            .with_context(|| format!("reading `{spec}` as {}", opened.how));
-    }
-    let registry = Registry::builtin()?;
-    let entry = registry.get(spec).map_err(|e| {
-        if looks_like_path(spec) {
-            anyhow::anyhow!("no file or folder `{spec}` (nor a registry dataset: `tl data list`)")
-        } else {
-            e.into()
-        }
-    })?;
-    Ok(entry.load_dataset(home)?)
-}
-
 fn list(global: &Global) -> Result<()> {
     let home = global.home()?;
     let registry = Registry::builtin()?;
@@ -198,19 +131,10 @@ fn fetch(names: &[String], from: Option<PathBuf>, global: &Global) -> Result<()>
         }
         names.to_vec()
     };
-    let mut opts = FetchOptions::new(global.home()?);
+    let mut opts = global.fetch_options(global.home()?);
     opts.from_dir = from;
-    opts.quiet = global.quiet || global.json;
     Fetcher::new(&registry, opts).fetch(&names)?;
     Ok(())
-}
-
-#[derive(Debug, Serialize)]
-struct TaskInfo {
-    name: String,
-    classes: Vec<String>,
-    counts: Vec<usize>,
-    without_label: usize,
 }
 
 fn info(a: &InfoArgs, global: &Global) -> Result<()> {
@@ -230,56 +154,27 @@ fn info(a: &InfoArgs, global: &Global) -> Result<()> {
         );
         None
     };
-    let ds = load(&a.data, &global.home()?)?;
-    let tasks: Vec<TaskInfo> = (0..ds.tasks.len())
-        .map(|t| {
-            let (counts, without_label) = ds.class_counts(t);
-            TaskInfo {
-                name: ds.tasks[t].name.clone(),
-                classes: ds.tasks[t].classes.clone(),
-                counts,
-                without_label,
-            }
-        })
-        .collect();
-    let examples: Vec<serde_json::Value> = ds
-        .rows
-        .iter()
-        .take(a.examples)
-        .map(|r| {
-            let labels: serde_json::Map<String, serde_json::Value> = ds
-                .tasks
-                .iter()
-                .zip(&r.labels)
-                .map(|(t, l)| {
-                    (
-                        t.name.clone(),
-                        l.map_or(serde_json::Value::Null, |l| {
-                            t.classes[l as usize].clone().into()
-                        }),
-                    )
-                })
-                .collect();
-            serde_json::json!({"id": r.id, "content": r.content.describe(), "labels": labels})
-        })
-        .collect();
+    let summary = tl_hub::load_dataset(&a.data, &global.home()?)?.summary(a.examples);
     if global.json {
-        let doc = serde_json::json!({
-            "schema_version": JSON_SCHEMA_VERSION, "name": ds.name, "sha256": ds.sha256,
-            "rows": ds.rows.len(), "tasks": tasks, "examples": examples,
-            "skipped": ds.skipped, "read_as": how,
-        });
+        let mut doc = serde_json::to_value(&summary)?;
+        doc["schema_version"] = JSON_SCHEMA_VERSION.into();
+        doc["read_as"] = how.into();
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
-    println!("dataset  {} ({} rows)", ds.name, ds.rows.len());
-    if let Some(h) = &how {
+    print_summary(&summary, how.as_deref());
+    Ok(())
+}
+
+fn print_summary(s: &tl_data::summary::Summary, how: Option<&str>) {
+    println!("dataset  {} ({} rows)", s.name, s.rows);
+    if let Some(h) = how {
         println!("read as  {h}");
     }
-    if !ds.sha256.is_empty() {
-        println!("sha256   {}", ds.sha256);
+    if !s.sha256.is_empty() {
+        println!("sha256   {}", s.sha256);
     }
-    for t in &tasks {
+    for t in &s.tasks {
         println!(
             "task     {} ({} classes{})",
             t.name,
@@ -294,11 +189,11 @@ fn info(a: &InfoArgs, global: &Global) -> Result<()> {
             println!("           {c:<16} {n}");
         }
     }
-    if !ds.skipped.is_empty() {
+    if !s.skipped.is_empty() {
         println!(
             "skipped  {} rows: {}",
-            ds.skipped.len(),
-            ds.skipped
+            s.skipped.len(),
+            s.skipped
                 .iter()
                 .take(5)
                 .map(|k| format!("{} ({})", k.id, k.reason))
@@ -306,22 +201,21 @@ fn info(a: &InfoArgs, global: &Global) -> Result<()> {
                 .join("; ")
         );
     }
-    for e in &examples {
+    for e in &s.examples {
         println!(
             "example  {}  {}  {}",
-            e["id"].as_str().unwrap_or(""),
-            e["labels"],
-            e["content"].as_str().unwrap_or("")
+            e.id,
+            serde_json::to_string(&e.labels).unwrap_or_default(),
+            e.content
         );
     }
-    Ok(())
 }
 
 fn split(a: &SplitArgs, global: &Global) -> Result<()> {
-    let ds = load(&a.data, &global.home()?)?;
+    let ds = tl_hub::load_dataset(&a.data, &global.home()?)?;
     let task = match &a.task {
         Some(t) => t.clone(),
-        None => first_labelled_task(&ds)?,
+        None => tl_hub::resolve::first_labelled_task(&ds)?,
     };
     let mut cfg = SplitConfig::new(&task, a.seed);
     cfg.val_fraction = a.val;

@@ -1,92 +1,35 @@
 //! `tl doctor`: what is installed and what is missing.
 
 use anyhow::Result;
-use serde::Serialize;
-use tl_hub::{Fetcher, Registry};
-use tl_runtime::{CPU_RUNTIME_ID, Runtime, RuntimeOptions, cuda_support, locate_library};
+use tl_pipeline::doctor::{Doctor, doctor};
 
-use crate::{Global, JSON_SCHEMA_VERSION};
-
-#[derive(Debug, Serialize)]
-struct Doctor {
-    schema_version: u32,
-    tl_version: &'static str,
-    tl_home: String,
-    tl_home_bytes: u64,
-    library: Option<String>,
-    library_error: Option<String>,
-    onnxruntime_version: Option<String>,
-    providers: Vec<&'static str>,
-    cuda: Cuda,
-    fetched: Vec<String>,
-    not_fetched: Vec<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct Cuda {
-    feature: bool,
-    runtime: Option<String>,
-    provider_library: Option<String>,
-    /// Every library the provider links or opens, and where it was found.
-    libraries: Vec<tl_runtime::LibraryCheck>,
-    driver: Option<String>,
-    device: Option<String>,
-    /// The GPUs the driver reports, or why it cannot say.
-    gpus: Option<Result<Vec<tl_runtime::GpuInfo>, String>>,
-    ready: bool,
-    blocker: Option<String>,
-}
+use crate::Global;
 
 pub fn run(global: &Global) -> Result<()> {
-    let home = global.home()?;
-    let registry = Registry::builtin()?;
-    let (library, library_error) = match locate_library(&home, CPU_RUNTIME_ID) {
-        Ok(p) => (Some(p), None),
-        Err(e) => (None, Some(e.to_string())),
-    };
-    let (version, providers) = if library.is_some() {
-        match Runtime::init(&RuntimeOptions::default().with_home(home.clone())) {
-            Ok(rt) => (Some(rt.version().to_string()), rt.available_providers()),
-            Err(e) => (Some(format!("failed to load: {e}")), vec![]),
-        }
-    } else {
-        (None, vec![])
-    };
-    let cuda = cuda_support(&home);
-    let blocker = cuda.blocker();
-    let show = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
-    let (fetched, not_fetched): (Vec<_>, Vec<_>) = registry
-        .entries
-        .iter()
-        .partition(|e| Fetcher::is_present(&home, e));
-    let report = Doctor {
-        schema_version: JSON_SCHEMA_VERSION,
-        tl_version: tl_core::TL_VERSION,
-        tl_home: home.display().to_string(),
-        tl_home_bytes: tl_core::home::dir_size(&home),
-        library: show(&library),
-        library_error,
-        onnxruntime_version: version,
-        providers,
-        cuda: Cuda {
-            feature: cuda.feature,
-            runtime: show(&cuda.runtime),
-            provider_library: show(&cuda.provider_library),
-            libraries: cuda.libraries.clone(),
-            driver: show(&cuda.driver),
-            device: show(&cuda.device_node),
-            gpus: cuda.gpus.clone(),
-            ready: blocker.is_none(),
-            blocker,
-        },
-        fetched: fetched.iter().map(|e| e.id.clone()).collect(),
-        not_fetched: not_fetched.iter().map(|e| e.id.clone()).collect(),
-    };
+    let report = doctor(&global.home()?)?;
     if global.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let yes_no = |o: &Option<String>| o.clone().unwrap_or_else(|| "not found".into());
+    print_runtime(&report);
+    print_cuda(&report);
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    println!("fetched            {}", list(&report.fetched));
+    println!("not fetched        {}", list(&report.not_fetched));
+    Ok(())
+}
+
+fn yes_no(o: &Option<String>) -> String {
+    o.clone().unwrap_or_else(|| "not found".into())
+}
+
+fn print_runtime(report: &Doctor) {
     println!("tl {}", report.tl_version);
     println!(
         "TL_HOME            {} ({:.1} MB)",
@@ -107,6 +50,9 @@ pub fn run(global: &Global) -> Result<()> {
             report.providers.join(", ")
         }
     );
+}
+
+fn print_cuda(report: &Doctor) {
     println!(
         "CUDA               {}",
         if report.cuda.ready {
@@ -172,21 +118,4 @@ pub fn run(global: &Global) -> Result<()> {
         Some(Err(e)) => println!("  GPUs             the driver cannot list them: {e}"),
         None => {}
     }
-    println!(
-        "fetched            {}",
-        if report.fetched.is_empty() {
-            "-".to_string()
-        } else {
-            report.fetched.join(", ")
-        }
-    );
-    println!(
-        "not fetched        {}",
-        if report.not_fetched.is_empty() {
-            "-".to_string()
-        } else {
-            report.not_fetched.join(", ")
-        }
-    );
-    Ok(())
 }

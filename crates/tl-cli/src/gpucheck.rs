@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Serialize;
 use tl_core::Device;
-use tl_hub::{FetchOptions, Fetcher, Registry};
+use tl_hub::{Fetcher, Registry};
 
 use crate::{Global, JSON_SCHEMA_VERSION, parse_device};
 
@@ -95,51 +95,13 @@ struct Report {
     models: Vec<ModelCheck>,
 }
 
-/// FP32 lanes per multiprocessor, by compute capability (CUDA C Programming Guide,
-/// "Arithmetic Instructions" throughput table).
-fn fp32_lanes(cc: (u32, u32)) -> Option<u32> {
-    Some(match cc {
-        (3, _) => 192,
-        (5, _) => 128,
-        (6, 0) => 64,
-        (6, _) => 128,
-        (7, _) => 64,
-        (8, 0) => 64,
-        (8, _) | (9, _) | (10, _) | (12, _) => 128,
-        _ => return None,
-    })
-}
-
 pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
     let home = global.home()?;
     let registry = Registry::builtin()?;
     if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
         bail!("--batch-sizes needs whole numbers above 0, as in `1,8,32`");
     }
-    let mut gpu = None;
-    if let Device::Cuda { id } = a.device {
-        let mut support = tl_runtime::cuda_support(&home);
-        if support.feature && support.runtime.is_none() && !a.no_fetch {
-            eprintln!(
-                "The CUDA runtime is not fetched: fetching `{}` (2.3 GB).",
-                tl_runtime::CUDA_RUNTIME_ID
-            );
-            let mut opts = FetchOptions::new(home.clone());
-            opts.quiet = global.quiet;
-            Fetcher::new(&registry, opts).fetch(&[tl_runtime::CUDA_RUNTIME_ID.to_string()])?;
-            support = tl_runtime::cuda_support(&home);
-        }
-        if let Some(reason) = support.blocker_for(id) {
-            bail!(
-                "--device {} cannot be used: {reason}. `tl doctor` lists every CUDA library and where it was found.",
-                a.device
-            );
-        }
-        gpu = support
-            .gpus
-            .and_then(|g| g.ok())
-            .and_then(|g| g.into_iter().nth(id as usize));
-    }
+    let gpu = ready_gpu(a, &home, &registry, global)?;
     let workloads = [
         Workload {
             model: "efficientnet-lite0",
@@ -154,69 +116,18 @@ pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
             rows: a.sentences,
         },
     ];
-    let mut opts = FetchOptions::new(home.clone());
-    opts.quiet = global.quiet || global.json;
+    let opts = global.fetch_options(home.clone());
     let ids: Vec<String> = workloads
         .iter()
         .flat_map(|w| [w.model.to_string(), w.data.to_string()])
         .collect();
     Fetcher::new(&registry, opts).fetch(&ids)?;
 
-    let peak = gpu.as_ref().and_then(|g: &tl_runtime::GpuInfo| {
-        let lanes = fp32_lanes(g.compute_capability)?;
-        Some(g.multiprocessors as f64 * lanes as f64 * 2.0 * g.clock_khz? as f64 * 1e3 / 1e9)
-    });
+    let peak = gpu.as_ref().and_then(tl_runtime::GpuInfo::peak_fp32_gflops);
     let scratch = tempfile::tempdir()?;
     let mut models = Vec::new();
     for w in &workloads {
-        let entry = registry.get(w.model)?;
-        let multiply_adds = match &entry.model {
-            Some(file) if w.unit == "images" => {
-                let path = tl_core::home::model_dir(&home, w.model).join(file);
-                let onnx = tl_onnx::OnnxModel::load(&path)?;
-                Some(tl_head::import::multiply_adds(&onnx, 224, 224)?)
-            }
-            _ => None,
-        };
-        let mut timings = Vec::new();
-        let mut features = Vec::new();
-        for (i, &batch) in a.batch_sizes.iter().enumerate() {
-            let keep = i + 1 == a.batch_sizes.len();
-            let mut rates = Vec::new();
-            // The device first: a GPU that fails, fails before any reference run.
-            for (side, device, precision) in [
-                ("device", a.device, a.precision),
-                ("reference", a.against, tl_core::Precision::F32),
-            ] {
-                let out = scratch.path().join(format!("{}-{side}-{batch}", w.model));
-                let rate =
-                    extract_in_own_process(&home, w, (device, precision), batch, &out, global)?;
-                if keep {
-                    features.push(read_features(&out)?);
-                }
-                rates.push(rate);
-            }
-            let gflops = multiply_adds.map(|m| 2.0 * m as f64 * rates[0] / 1e9);
-            timings.push(Timing {
-                batch_size: batch,
-                reference_rows_per_second: rates[1],
-                device_rows_per_second: rates[0],
-                device_gflops: gflops,
-            });
-        }
-        let (max_abs, min_cos) = compare(&features[0], &features[1])
-            .with_context(|| format!("{}: the two devices' features differ in shape", w.model))?;
-        models.push(ModelCheck {
-            model: w.model.into(),
-            data: w.data.into(),
-            unit: w.unit.into(),
-            rows: w.rows,
-            multiply_adds,
-            timings,
-            max_abs_difference: max_abs,
-            min_cosine: min_cos,
-            passed: min_cos >= a.min_cosine,
-        });
+        models.push(check_model(a, w, &home, scratch.path(), global)?);
     }
     let report = Report {
         schema_version: JSON_SCHEMA_VERSION,
@@ -249,6 +160,98 @@ pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// For a CUDA device: its readiness (fetching the CUDA runtime when missing and allowed)
+/// and the GPU the driver reports.
+fn ready_gpu(
+    a: &GpuCheckArgs,
+    home: &Path,
+    registry: &Registry,
+    global: &Global,
+) -> Result<Option<tl_runtime::GpuInfo>> {
+    let mut gpu = None;
+    if let Device::Cuda { id } = a.device {
+        let mut support = tl_runtime::cuda_support(home);
+        if support.feature && support.runtime.is_none() && !a.no_fetch {
+            eprintln!(
+                "The CUDA runtime is not fetched: fetching `{}` (2.3 GB).",
+                tl_runtime::CUDA_RUNTIME_ID
+            );
+            let opts = global.fetch_options(home.to_path_buf());
+            Fetcher::new(registry, opts).fetch(&[tl_runtime::CUDA_RUNTIME_ID.to_string()])?;
+            support = tl_runtime::cuda_support(home);
+        }
+        if let Some(reason) = support.blocker_for(id) {
+            bail!(
+                "--device {} cannot be used: {reason}. `tl doctor` lists every CUDA library and where it was found.",
+                a.device
+            );
+        }
+        gpu = support
+            .gpus
+            .and_then(|g| g.ok())
+            .and_then(|g| g.into_iter().nth(id as usize));
+    }
+    Ok(gpu)
+}
+
+/// One model's features on both devices at every batch size: throughput, and how far
+/// the last batch size's features are apart.
+fn check_model(
+    a: &GpuCheckArgs,
+    w: &Workload,
+    home: &Path,
+    scratch: &Path,
+    global: &Global,
+) -> Result<ModelCheck> {
+    let entry = Registry::builtin()?.get(w.model)?.clone();
+    let multiply_adds = match &entry.model {
+        Some(file) if w.unit == "images" => {
+            let path = tl_core::home::model_dir(home, w.model).join(file);
+            let onnx = tl_onnx::OnnxModel::load(&path)?;
+            Some(tl_head::import::multiply_adds(&onnx, 224, 224)?)
+        }
+        _ => None,
+    };
+    let mut timings = Vec::new();
+    let mut features = Vec::new();
+    for (i, &batch) in a.batch_sizes.iter().enumerate() {
+        let keep = i + 1 == a.batch_sizes.len();
+        let mut rates = Vec::new();
+        // The device first: a GPU that fails, fails before any reference run.
+        for (side, device, precision) in [
+            ("device", a.device, a.precision),
+            ("reference", a.against, tl_core::Precision::F32),
+        ] {
+            let out = scratch.join(format!("{}-{side}-{batch}", w.model));
+            let rate = extract_in_own_process(home, w, (device, precision), batch, &out, global)?;
+            if keep {
+                features.push(read_features(&out)?);
+            }
+            rates.push(rate);
+        }
+        let gflops = multiply_adds.map(|m| 2.0 * m as f64 * rates[0] / 1e9);
+        timings.push(Timing {
+            batch_size: batch,
+            reference_rows_per_second: rates[1],
+            device_rows_per_second: rates[0],
+            device_gflops: gflops,
+        });
+    }
+    let (max_abs, min_cos) = tl_eval::agreement(&features[0], &features[1])
+        .with_context(|| format!("{}: the two devices' features differ in shape", w.model))?;
+    Ok(ModelCheck {
+        model: w.model.into(),
+        data: w.data.into(),
+        unit: w.unit.into(),
+        rows: w.rows,
+        multiply_adds,
+        timings,
+        max_abs_difference: max_abs,
+        min_cosine: min_cos,
+        passed: min_cos >= a.min_cosine,
+    })
 }
 
 /// Runs `tl extract` in a child process with an empty feature store (a private home that
@@ -323,32 +326,6 @@ fn read_features(out: &Path) -> Result<ndarray::Array2<f32>> {
     Ok(tl_features::store::read_matrix(file)?)
 }
 
-/// Largest absolute difference and smallest per-row cosine similarity of two matrices.
-fn compare(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> Option<(f64, f64)> {
-    if a.dim() != b.dim() {
-        return None;
-    }
-    let mut max_abs = 0f64;
-    let mut min_cos = 1f64;
-    for (ra, rb) in a.rows().into_iter().zip(b.rows()) {
-        let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
-        for (&x, &y) in ra.iter().zip(rb.iter()) {
-            let (x, y) = (x as f64, y as f64);
-            max_abs = max_abs.max((x - y).abs());
-            dot += x * y;
-            na += x * x;
-            nb += y * y;
-        }
-        let cos = if na == 0.0 && nb == 0.0 {
-            1.0
-        } else {
-            dot / (na.sqrt() * nb.sqrt()).max(f64::MIN_POSITIVE)
-        };
-        min_cos = min_cos.min(cos);
-    }
-    Some((max_abs, min_cos))
-}
-
 fn print_report(r: &Report) {
     match (&r.gpu, r.peak_fp32_gflops) {
         (Some(g), peak) => println!(
@@ -409,30 +386,5 @@ fn print_report(r: &Report) {
             r.min_cosine_required,
             if m.passed { "ok" } else { "FAILED" }
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use ndarray::array;
-
-    #[test]
-    fn comparison_reports_the_worst_row() {
-        let a = array![[1.0f32, 0.0], [0.0, 2.0]];
-        let b = array![[1.0f32, 0.0], [1.0, 1.0]];
-        let (max_abs, min_cos) = compare(&a, &b).unwrap();
-        assert_eq!(max_abs, 1.0);
-        assert!((min_cos - 0.5f64.sqrt()).abs() < 1e-12);
-        assert_eq!(compare(&a, &a).unwrap(), (0.0, 1.0));
-        assert!(compare(&a, &array![[1.0f32, 0.0]]).is_none());
-    }
-
-    #[test]
-    fn fp32_lanes_follow_the_compute_capability() {
-        assert_eq!(fp32_lanes((8, 0)), Some(64)); // A100
-        assert_eq!(fp32_lanes((8, 9)), Some(128)); // L4, RTX 40xx
-        assert_eq!(fp32_lanes((7, 5)), Some(64)); // T4
-        assert_eq!(fp32_lanes((1, 0)), None);
     }
 }

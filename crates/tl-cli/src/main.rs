@@ -2,25 +2,31 @@
 //!
 //! This file parses arguments and dispatches; the work lives in the library crates.
 
+#![warn(clippy::too_many_lines)]
+// The doc comments of the clap structs are `--help` text, where `<file>` means a
+// placeholder, not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 mod adapt;
 mod classify;
 mod data;
 mod doctor;
 mod experiment;
 mod extract;
+mod flags;
 mod gpucheck;
 mod models;
 mod predict;
 mod quickstart;
 mod rank;
-mod report;
-mod resolve;
 mod train;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode, sync::Arc};
 
 use clap::{Args, Parser, Subcommand};
 use tl_core::Device;
+use tl_core::progress::{Meter, Progress, Unit};
+use tl_pipeline::{Compute, Env, Observer};
 
 /// Schema version of every `--json` output.
 pub const JSON_SCHEMA_VERSION: u32 = 1;
@@ -64,6 +70,103 @@ impl Global {
             None => tl_core::home::tl_home()?,
         })
     }
+
+    /// What the library reports, printed as `--quiet` and `--json` allow.
+    pub fn printer(&self) -> Arc<Printer> {
+        Arc::new(Printer {
+            show: !self.quiet && !self.json,
+        })
+    }
+
+    /// The surroundings of a library call: `TL_HOME`, the compute flags, the printer.
+    pub fn env(&self, run: Option<&RunArgs>) -> anyhow::Result<Env> {
+        let compute = run.map_or_else(Compute::default, RunArgs::compute);
+        Ok(Env::new(self.home()?)
+            .observed(self.printer())
+            .with_compute(compute))
+    }
+
+    /// Fetch options for `home`: pip's output and the progress as the flags allow.
+    pub fn fetch_options(&self, home: PathBuf) -> tl_hub::FetchOptions {
+        let mut opts = tl_hub::FetchOptions::new(home);
+        opts.quiet = self.quiet || self.json;
+        opts.progress = self.printer();
+        opts
+    }
+}
+
+/// Prints the library's notes, progress bars (on a terminal) and epoch lines to stderr,
+/// unless `--quiet` or `--json`.
+#[derive(Debug, Clone, Copy)]
+pub struct Printer {
+    show: bool,
+}
+
+impl Progress for Printer {
+    fn note(&self, text: &str) {
+        if self.show {
+            eprintln!("{text}");
+        }
+    }
+
+    fn start(&self, what: &str, unit: Unit, total: Option<u64>) -> Box<dyn Meter> {
+        if !self.show || !std::io::stderr().is_terminal() {
+            return Box::new(tl_core::progress::Silent);
+        }
+        let bar = match total {
+            Some(t) => indicatif::ProgressBar::new(t),
+            None => indicatif::ProgressBar::new_spinner(),
+        };
+        let template = match unit {
+            Unit::Rows => "  {msg} [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
+            Unit::Bytes => "  {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        };
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(what.to_string());
+        Box::new(Bar(bar))
+    }
+}
+
+/// A terminal progress bar.
+struct Bar(indicatif::ProgressBar);
+
+impl Meter for Bar {
+    fn advance(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl Observer for Printer {
+    fn epoch(&self, log: &tl_head::train::EpochLog, epochs: usize) {
+        if !self.show {
+            return;
+        }
+        let val: Vec<String> = log
+            .val
+            .iter()
+            .map(|s| format!("{} {:.4}", s.task, s.accuracy))
+            .collect();
+        eprintln!(
+            "epoch {:>3}/{epochs}  loss {:.4}  val acc {}  lr {:.2e}  {:.1} s",
+            log.epoch + 1,
+            log.train_loss,
+            if val.is_empty() {
+                "-".into()
+            } else {
+                val.join(", ")
+            },
+            log.lr,
+            log.seconds
+        );
+    }
 }
 
 /// Where and how to run a model.
@@ -79,6 +182,22 @@ pub struct RunArgs {
     /// for GPUs; quantized models have no f16 form). Features of each precision are cached apart.
     #[arg(long, default_value = "f32", value_parser = parse_precision)]
     pub precision: tl_core::Precision,
+}
+
+impl RunArgs {
+    /// The library's compute settings.
+    pub fn compute(&self) -> Compute {
+        Compute {
+            device: self.device,
+            threads: self.threads,
+            precision: self.precision,
+        }
+    }
+}
+
+/// A value of a [`tl_core::Named`] enum, as the library spells it.
+pub(crate) fn parse_named<T: tl_core::Named>(s: &str) -> Result<T, String> {
+    T::parse_name(s).map_err(|e| e.to_string())
 }
 
 pub(crate) fn parse_precision(s: &str) -> Result<tl_core::Precision, String> {
@@ -159,7 +278,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", flags::describe(&e));
             for cause in e.chain().skip(1) {
                 eprintln!("  caused by: {cause}");
             }

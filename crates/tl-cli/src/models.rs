@@ -4,14 +4,13 @@ use std::{collections::HashMap, path::PathBuf};
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use ndarray::{ArrayD, IxDyn};
 use serde::Serialize;
-use tl_core::{InputContract, Layout};
-use tl_hub::{FetchOptions, Fetcher, Registry};
+use tl_core::InputContract;
+use tl_hub::{Fetcher, Registry};
 use tl_onnx::{OnnxModel, ValueInfo};
-use tl_runtime::{Input, OptLevel, Runtime, RuntimeOptions, Session, SessionOptions, TensorInfo};
+use tl_runtime::{Runtime, RuntimeOptions, TensorInfo};
 
-use crate::{Global, JSON_SCHEMA_VERSION, resolve};
+use crate::{Global, JSON_SCHEMA_VERSION};
 
 #[derive(Debug, Subcommand)]
 pub enum ModelsCmd {
@@ -118,9 +117,8 @@ fn list(global: &Global) -> Result<()> {
 
 fn fetch(args: &FetchArgs, global: &Global) -> Result<()> {
     let registry = Registry::builtin()?;
-    let mut opts = FetchOptions::new(global.home()?);
+    let mut opts = global.fetch_options(global.home()?);
     opts.from_dir = args.from.clone();
-    opts.quiet = global.quiet || global.json;
     opts.verify = args.verify;
     let outcomes = Fetcher::new(&registry, opts).fetch(&args.ids)?;
     if global.json {
@@ -136,90 +134,9 @@ fn fetch(args: &FetchArgs, global: &Global) -> Result<()> {
     Ok(())
 }
 
-/// A dummy batch of one for every model input: images at the contract size, other
-/// dynamic dimensions 8 (sequence length) after a batch of 1; int64 inputs are ones.
-fn dummy_inputs(session: &Session, contract: Option<&InputContract>) -> Vec<(String, DummyInput)> {
-    session
-        .inputs()
-        .iter()
-        .map(|info| {
-            let image = contract
-                .and_then(InputContract::as_image)
-                .filter(|c| c.input == info.name);
-            let dims: Vec<usize> = match image {
-                Some(c) => {
-                    let (s, ch) = (c.size as usize, c.colour.channels());
-                    match c.layout {
-                        Layout::Nchw => vec![1, ch, s, s],
-                        Layout::Nhwc => vec![1, s, s, ch],
-                    }
-                }
-                None => info
-                    .shape
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| d.map_or(if i == 0 { 1 } else { 8 }, |v| v as usize))
-                    .collect(),
-            };
-            let value = if info.dtype.contains("64") && info.dtype.contains('i') {
-                DummyInput::I64(ArrayD::from_elem(IxDyn(&dims), 1))
-            } else {
-                DummyInput::F32(ArrayD::zeros(IxDyn(&dims)))
-            };
-            (info.name.clone(), value)
-        })
-        .collect()
-}
-
-enum DummyInput {
-    F32(ArrayD<f32>),
-    I64(ArrayD<i64>),
-}
-
-/// Concrete shapes of every value, measured by one run with all of them tapped.
-fn measured_shapes(
-    model: &OnnxModel,
-    contract: Option<&InputContract>,
-    global: &Global,
-) -> Result<HashMap<String, TensorInfo>> {
-    let rt = Runtime::init(&RuntimeOptions::default().with_home(global.home()?))?;
-    let values = model.values();
-    let names: Vec<&str> = values
-        .iter()
-        .filter(|v| v.op.is_some())
-        .map(|v| v.name.as_str())
-        .collect();
-    let tapped = model.with_outputs(&names)?;
-    // No graph rewrites: every value must survive as computed.
-    let mut session = Session::from_model(
-        rt,
-        &tapped,
-        "inspect",
-        &SessionOptions::default().opt_level(OptLevel::Disable),
-    )?;
-    let dummies = dummy_inputs(&session, contract);
-    let inputs: Vec<(&str, Input<'_>)> = dummies
-        .iter()
-        .map(|(n, v)| {
-            (
-                n.as_str(),
-                match v {
-                    DummyInput::F32(a) => Input::F32(a.view()),
-                    DummyInput::I64(a) => Input::I64(a.view()),
-                },
-            )
-        })
-        .collect();
-    Ok(session
-        .run_shapes(&inputs)?
-        .into_iter()
-        .map(|t| (t.name.clone(), t))
-        .collect())
-}
-
 fn inspect(args: &InspectArgs, global: &Global) -> Result<()> {
     let home = global.home()?;
-    let resolved = resolve::resolve(&args.model, args.contract.as_deref(), &home)?;
+    let resolved = tl_hub::resolve_model(&args.model, args.contract.as_deref(), &home)?;
     let path = if args.batchnorm_kept {
         match &resolved.entry {
             Some(e) => tl_hub::model_path(&home, e, true)?,
@@ -232,7 +149,8 @@ fn inspect(args: &InspectArgs, global: &Global) -> Result<()> {
     let measured = if args.no_run {
         None
     } else {
-        match measured_shapes(&model, resolved.contract.as_ref(), global) {
+        let rt = Runtime::init(&RuntimeOptions::default().with_home(home.clone()))?;
+        match tl_runtime::inspect::measured_shapes(rt, &model, resolved.contract.as_ref()) {
             Ok(m) => Some(m),
             Err(e) => {
                 eprintln!(
@@ -242,40 +160,65 @@ fn inspect(args: &InspectArgs, global: &Global) -> Result<()> {
             }
         }
     };
-    let values = model.values();
+    let shown = Inspected {
+        resolved: &resolved,
+        path: &path,
+        model: &model,
+        measured: measured.as_ref(),
+    };
     if global.json {
-        #[derive(Serialize)]
-        struct Value<'a> {
-            #[serde(flatten)]
-            info: &'a ValueInfo,
-            measured_shape: Option<Vec<i64>>,
-        }
-        let rows: Vec<Value<'_>> = values
-            .iter()
-            .map(|v| Value {
-                info: v,
-                measured_shape: measured
-                    .as_ref()
-                    .and_then(|m| m.get(&v.name))
-                    .map(|t| t.shape.iter().map(|d| d.unwrap_or(-1)).collect()),
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "schema_version": JSON_SCHEMA_VERSION,
-            "model": resolved.name,
-            "path": path,
-            "opset": model.opset(),
-            "nodes": model.node_count(),
-            "parameters": model.parameter_count(),
-            "inputs": model.input_names(),
-            "outputs": model.output_names(),
-            "metadata": model.metadata(),
-            "contract": resolved.contract,
-            "values": rows,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&inspect_json(&shown))?);
+    } else {
+        print_inspected(&shown)?;
     }
+    Ok(())
+}
+
+/// What `tl models inspect` shows.
+struct Inspected<'a> {
+    resolved: &'a tl_hub::ResolvedModel,
+    path: &'a std::path::Path,
+    model: &'a OnnxModel,
+    measured: Option<&'a HashMap<String, TensorInfo>>,
+}
+
+fn inspect_json(s: &Inspected<'_>) -> serde_json::Value {
+    let (resolved, path, model, measured) = (s.resolved, s.path, s.model, s.measured);
+    let values = model.values();
+    #[derive(Serialize)]
+    struct Value<'a> {
+        #[serde(flatten)]
+        info: &'a ValueInfo,
+        measured_shape: Option<Vec<i64>>,
+    }
+    let rows: Vec<Value<'_>> = values
+        .iter()
+        .map(|v| Value {
+            info: v,
+            measured_shape: measured
+                .as_ref()
+                .and_then(|m| m.get(&v.name))
+                .map(|t| t.shape.iter().map(|d| d.unwrap_or(-1)).collect()),
+        })
+        .collect();
+    serde_json::json!({
+        "schema_version": JSON_SCHEMA_VERSION,
+        "model": resolved.name,
+        "path": path,
+        "opset": model.opset(),
+        "nodes": model.node_count(),
+        "parameters": model.parameter_count(),
+        "inputs": model.input_names(),
+        "outputs": model.output_names(),
+        "metadata": model.metadata(),
+        "contract": resolved.contract,
+        "values": rows,
+    })
+}
+
+fn print_inspected(s: &Inspected<'_>) -> Result<()> {
+    let (resolved, path, model, measured) = (s.resolved, s.path, s.model, s.measured);
+    let values = model.values();
     println!("model       {} ({})", resolved.name, path.display());
     println!(
         "graph       opset {}, {} nodes, {:.2} M parameters, producer `{}`",

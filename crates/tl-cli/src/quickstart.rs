@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
-use tl_hub::{FetchOptions, Fetcher, Registry};
+use tl_hub::{Fetcher, Registry};
 
 use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, classify, experiment};
 
@@ -61,8 +61,7 @@ pub fn run(a: &QuickstartArgs, global: &Global) -> Result<()> {
     let run = &a.run;
     let home = global.home()?;
     let registry = Registry::builtin()?;
-    let mut opts = FetchOptions::new(home.clone());
-    opts.quiet = global.quiet || global.json;
+    let opts = global.fetch_options(home.clone());
     let ids: Vec<String> = if a.photos_only {
         FETCH[..4].iter().map(|s| s.to_string()).collect()
     } else {
@@ -88,8 +87,8 @@ pub fn run(a: &QuickstartArgs, global: &Global) -> Result<()> {
         #[derive(Serialize)]
         struct Out<'a> {
             schema_version: u32,
-            reports: Vec<&'a classify::Report>,
-            experiment: Option<experiment::Outcome>,
+            reports: Vec<&'a tl_pipeline::classify::Report>,
+            experiment: Option<tl_pipeline::experiment::Outcome>,
         }
         let out = Out {
             schema_version: JSON_SCHEMA_VERSION,
@@ -99,11 +98,23 @@ pub fn run(a: &QuickstartArgs, global: &Global) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    print_photos(&reports);
+    if let Some(o) = experiment_step(a, global)? {
+        experiment::print_outcome(&o);
+    }
+    println!(
+        "\nNext: `tl run experiments/digits.toml` (the full grid; also sentiment, adaptation, multitask), `tl train --data YOUR_FOLDER --out runs/mine`, `tl classify --model mobilenet-v2 YOUR_IMAGE.jpg`, `tl doctor`."
+    );
+    Ok(())
+}
+
+/// The two models' top-1 class per photo, and their timings.
+fn print_photos(reports: &[(tl_pipeline::classify::Report, std::time::Duration)]) {
     println!();
     println!("ImageNet classification of scikit-image's sample photos (top-1 class, probability):");
     println!("{:<14} {:<36} {:<36}", "photo", MODELS[0], MODELS[1]);
     for (i, photo) in PHOTOS.iter().enumerate() {
-        let cell = |r: &classify::Report| {
+        let cell = |r: &tl_pipeline::classify::Report| {
             let p = &r.results[i].top[0];
             let label = p.label.as_deref().unwrap_or("-");
             let short: String = label
@@ -122,7 +133,7 @@ pub fn run(a: &QuickstartArgs, global: &Global) -> Result<()> {
             cell(&reports[1].0)
         );
     }
-    for (r, t) in &reports {
+    for (r, t) in reports {
         println!(
             "{}: {} photos at {} px on {} in {:.0} ms",
             r.model,
@@ -132,17 +143,13 @@ pub fn run(a: &QuickstartArgs, global: &Global) -> Result<()> {
             t.as_secs_f64() * 1e3
         );
     }
-    if let Some(o) = experiment_step(a, global)? {
-        experiment::print_outcome(&o);
-    }
-    println!(
-        "\nNext: `tl run experiments/digits.toml` (the full grid; also sentiment, adaptation, multitask), `tl train --data YOUR_FOLDER --out runs/mine`, `tl classify --model mobilenet-v2 YOUR_IMAGE.jpg`, `tl doctor`."
-    );
-    Ok(())
 }
 
 /// The built-in experiment, written into the output directory and run from there.
-fn experiment_step(a: &QuickstartArgs, global: &Global) -> Result<Option<experiment::Outcome>> {
+fn experiment_step(
+    a: &QuickstartArgs,
+    global: &Global,
+) -> Result<Option<tl_pipeline::experiment::Outcome>> {
     if a.photos_only {
         return Ok(None);
     }

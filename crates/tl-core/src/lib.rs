@@ -7,7 +7,9 @@
 //! - [`rng`]: seeded `ChaCha8Rng` streams, one named stream per use;
 //! - [`device`]: the execution device a user asks for (`cpu`, `cuda[:N]`, `auto`);
 //! - [`contract`]: the input contract of a model (layout, size, resize policy, normalisation);
-//! - [`home`]: where `TL_HOME` is.
+//! - [`home`]: where `TL_HOME` is;
+//! - [`metadata`]: the keys of the metadata that ONNX files written by `tl` carry;
+//! - [`progress`]: how libraries report long steps without printing.
 //!
 //! ```
 //! use tl_core::{Device, rng::seeded_rng};
@@ -26,6 +28,8 @@ pub mod error;
 pub mod hash;
 pub mod home;
 pub mod io;
+pub mod metadata;
+pub mod progress;
 pub mod rng;
 
 pub use contract::{ImageContract, InputContract, Layout, ResizePolicy, TextContract};
@@ -34,3 +38,61 @@ pub use error::{Error, Result};
 
 /// The version of `tl`, written into every artifact and cache entry.
 pub const TL_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// An enum whose values have one spelling each, the same in config files, on the
+/// command line and in reports.
+pub trait Named: Sized + Copy + 'static {
+    /// What the values are, for errors (`fine-tuning`).
+    const WHAT: &'static str;
+    /// Every value, in the order they are listed to a person.
+    const ALL: &'static [Self];
+
+    /// The value's spelling.
+    fn name(self) -> &'static str;
+
+    /// The value spelt `s`, or an error listing the spellings.
+    fn parse_name(s: &str) -> Result<Self> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| Error::Parse {
+                what: Self::WHAT,
+                value: s.to_string(),
+                reason: format!("expected one of {}", Self::names().join(", ")),
+            })
+    }
+
+    /// Every spelling.
+    fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|v| v.name()).collect()
+    }
+}
+
+/// Implements [`Named`], `FromStr` and `Display` for a fieldless enum from its list of
+/// `Variant => "spelling"` pairs.
+#[macro_export]
+macro_rules! named_enum {
+    ($ty:ty, $what:expr, [$($variant:ident => $name:expr),+ $(,)?]) => {
+        impl $crate::Named for $ty {
+            const WHAT: &'static str = $what;
+            const ALL: &'static [Self] = &[$(Self::$variant),+];
+            fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name),+
+                }
+            }
+        }
+        impl ::std::str::FromStr for $ty {
+            type Err = $crate::Error;
+            fn from_str(s: &str) -> ::std::result::Result<Self, $crate::Error> {
+                <$ty as $crate::Named>::parse_name(s)
+            }
+        }
+        impl ::std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str($crate::Named::name(*self))
+            }
+        }
+    };
+}

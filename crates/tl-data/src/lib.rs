@@ -37,6 +37,7 @@ pub mod segment;
 pub mod source;
 mod spec;
 mod split;
+pub mod summary;
 
 pub use dataset::{Content, Dataset, Row, Skipped, Task};
 pub use error::{Error, Result};

@@ -65,15 +65,22 @@ pub fn log_loss(probs: ArrayView2<'_, f64>, labels: &[u32]) -> Result<f64> {
     Ok(total / labels.len() as f64)
 }
 
+/// A number JSON wrote as `null` (serde_json writes NaN so) reads back as NaN.
+pub(crate) fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 /// One bin of a reliability diagram: rows whose top-label confidence lies in (lo, hi].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Bin {
     pub lo: f64,
     pub hi: f64,
     pub rows: usize,
-    /// Mean top-label confidence of the bin's rows (NaN when empty).
+    /// Mean top-label confidence of the bin's rows (NaN when empty; JSON `null`).
+    #[serde(deserialize_with = "nan_if_null")]
     pub confidence: f64,
-    /// Fraction of the bin's rows predicted right (NaN when empty).
+    /// Fraction of the bin's rows predicted right (NaN when empty; JSON `null`).
+    #[serde(deserialize_with = "nan_if_null")]
     pub accuracy: f64,
 }
 
@@ -182,6 +189,22 @@ mod tests {
             )
                 .prop_map(move |(z, y)| (Array2::from_shape_vec((n, k), z).unwrap(), y))
         })
+    }
+
+    #[test]
+    fn an_empty_bin_reads_back_from_json_as_nan() {
+        let bin = Bin {
+            lo: 0.0,
+            hi: 0.1,
+            rows: 0,
+            confidence: f64::NAN,
+            accuracy: f64::NAN,
+        };
+        let json = serde_json::to_string(&bin).unwrap();
+        assert!(json.contains("null"), "{json}");
+        let back: Bin = serde_json::from_str(&json).unwrap();
+        assert!(back.confidence.is_nan() && back.accuracy.is_nan());
+        assert_eq!((back.lo, back.hi, back.rows), (0.0, 0.1, 0));
     }
 
     proptest! {

@@ -54,6 +54,46 @@ pub enum Error {
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The index of the first largest of `values` (0 when empty; a NaN never wins, and a
+/// leading NaN is kept).
+pub fn argmax<T: PartialOrd>(values: impl IntoIterator<Item = T>) -> usize {
+    let mut best: Option<(usize, T)> = None;
+    for (i, v) in values.into_iter().enumerate() {
+        match &best {
+            Some((_, b)) if v.partial_cmp(b) != Some(std::cmp::Ordering::Greater) => {}
+            _ => best = Some((i, v)),
+        }
+    }
+    best.map_or(0, |(i, _)| i)
+}
+
+/// How closely two feature matrices agree: the largest absolute difference and the
+/// smallest per-row cosine similarity (none when their shapes differ).
+pub fn agreement(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> Option<(f64, f64)> {
+    if a.dim() != b.dim() {
+        return None;
+    }
+    let mut max_abs = 0f64;
+    let mut min_cos = 1f64;
+    for (ra, rb) in a.rows().into_iter().zip(b.rows()) {
+        let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+        for (&x, &y) in ra.iter().zip(rb.iter()) {
+            let (x, y) = (x as f64, y as f64);
+            max_abs = max_abs.max((x - y).abs());
+            dot += x * y;
+            na += x * x;
+            nb += y * y;
+        }
+        let cos = if na == 0.0 && nb == 0.0 {
+            1.0
+        } else {
+            dot / (na.sqrt() * nb.sqrt()).max(f64::MIN_POSITIVE)
+        };
+        min_cos = min_cos.min(cos);
+    }
+    Some((max_abs, min_cos))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +103,33 @@ mod tests {
 
     /// Goldens from scikit-learn 1.9.1: `f1_score([0,0,1,1,2,2], [0,1,1,1,0,2],
     /// average="macro")` = 0.6555555555555556 and `balanced_accuracy_score` = 0.6666666666666666.
+    #[test]
+    fn comparison_reports_the_worst_row() {
+        let a = ndarray::array![[1.0f32, 0.0], [0.0, 2.0]];
+        let b = ndarray::array![[1.0f32, 0.0], [1.0, 1.0]];
+        let (max_abs, min_cos) = agreement(&a, &b).unwrap();
+        assert_eq!(max_abs, 1.0);
+        assert!((min_cos - 0.5f64.sqrt()).abs() < 1e-12);
+        assert_eq!(agreement(&a, &a).unwrap(), (0.0, 1.0));
+        assert!(agreement(&a, &ndarray::array![[1.0f32, 0.0]]).is_none());
+    }
+
+    #[test]
+    fn argmax_takes_the_first_largest_like_a_naive_loop() {
+        let naive = |v: &[f64]| (0..v.len()).fold(0, |b, k| if v[k] > v[b] { k } else { b });
+        for v in [
+            vec![0.1, 0.7, 0.2],
+            vec![0.5, 0.5, 0.1],
+            vec![f64::NAN, 2.0, 1.0],
+            vec![1.0, f64::NAN, 3.0],
+            vec![3.0],
+            vec![-1.0, -0.5, -0.5],
+        ] {
+            assert_eq!(argmax(v.iter().copied()), naive(&v), "{v:?}");
+        }
+        assert_eq!(argmax(Vec::<f64>::new()), 0);
+    }
+
     #[test]
     fn matches_scikit_learn_on_a_small_case() {
         let mut c = Confusion::new(3);

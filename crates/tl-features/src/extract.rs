@@ -12,10 +12,10 @@ use std::{
     time::Instant,
 };
 
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{Array2, ArrayD, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use tl_core::progress::{Meter, Progress, Unit};
 use tl_core::{ImageContract, contract::TextContract};
 use tl_data::{Content, Row, Skipped};
 use tl_runtime::{Input, Runtime, Session};
@@ -104,7 +104,8 @@ pub struct ExtractOptions {
     pub part_size: usize,
     /// Skip rows whose image cannot be decoded, listing them, instead of failing.
     pub skip_bad: bool,
-    pub quiet: bool,
+    /// Where the extraction reports the rows it computes (default: nowhere).
+    pub progress: std::sync::Arc<dyn Progress>,
     /// Stop after writing this many new parts (to test resumption).
     pub max_new_parts: Option<usize>,
     /// Batch texts of similar token counts together (less padding); off: dataset order.
@@ -120,7 +121,7 @@ impl ExtractOptions {
             batch_size: 32,
             part_size: 1024,
             skip_bad: false,
-            quiet: false,
+            progress: std::sync::Arc::new(tl_core::progress::Silent),
             max_new_parts: None,
             bucket_by_length: true,
         }
@@ -312,7 +313,7 @@ pub fn extract_text(
                 for (r, &k) in bucket.iter().enumerate() {
                     out.row_mut(k).assign(&emb.row(r));
                 }
-                bar.inc(bucket.len() as u64);
+                bar.advance(bucket.len() as u64);
             }
             let kept = part.iter().map(|&i| hashes[i].clone()).collect();
             Ok((kept, vec![out], Vec::new()))
@@ -363,7 +364,7 @@ fn run_parts(
         &mut Session,
         &[usize],
         &[String],
-        &ProgressBar,
+        &dyn Meter,
         &mut StageSeconds,
     ) -> Result<PartResult>,
 ) -> Result<(ExtractReport, Vec<FeatureStore>)> {
@@ -391,7 +392,9 @@ fn run_parts(
             }
         }
     }
-    let bar = progress(missing.len(), opts.quiet);
+    let bar = opts
+        .progress
+        .start("extracting", Unit::Rows, Some(missing.len() as u64));
     let mut skipped = Vec::new();
     let mut computed = 0;
     // Parts are written by a writer thread, in order, while the model computes the next
@@ -416,7 +419,7 @@ fn run_parts(
                     break;
                 }
                 let (part_hashes, outputs, bad) =
-                    compute(session, part, &hashes, &bar, &mut stages)?;
+                    compute(session, part, &hashes, &*bar, &mut stages)?;
                 skipped.extend(bad);
                 if part_hashes.is_empty() {
                     continue;
@@ -439,7 +442,7 @@ fn run_parts(
         Ok(written)
     })?;
     stages.storing += writing;
-    bar.finish_and_clear();
+    bar.finish();
     let seconds = started.elapsed().as_secs_f64();
     let report = ExtractReport {
         rows: rows.len(),
@@ -462,21 +465,6 @@ fn run_parts(
     Ok((report, stores))
 }
 
-fn progress(n: usize, quiet: bool) -> ProgressBar {
-    if quiet || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(n as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "  extracting [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar
-}
-
 type Batch = (Vec<usize>, Option<ndarray::Array4<f32>>, Vec<Skipped>);
 
 /// Computes one part: batches preprocessed on a producer thread (rows in parallel, each
@@ -489,7 +477,7 @@ fn run_part(
     hashes: &[String],
     part: &[usize],
     opts: &ExtractOptions,
-    bar: &ProgressBar,
+    bar: &dyn Meter,
     stages: &mut StageSeconds,
 ) -> Result<PartResult> {
     let nodes: Vec<&str> = opts.nodes.iter().map(String::as_str).collect();
@@ -556,7 +544,7 @@ fn run_part(
             let Ok(msg) = rx.recv() else { break };
             stages.waiting_for_input += waited.elapsed().as_secs_f64();
             let (idx, tensor, bad) = msg?;
-            bar.inc((idx.len() + bad.len()) as u64);
+            bar.advance((idx.len() + bad.len()) as u64);
             skipped.extend(bad);
             let Some(tensor) = tensor else { continue };
             let ran = Instant::now();

@@ -5,7 +5,7 @@
 //!   crop, so an 8×8 digit stays whole) to `size` × `size`, converted to luma
 //!   (ITU-R 601: (299 R + 587 G + 114 B) / 1000, as Pillow's `convert("L")`), scaled to
 //!   [0, 1] and flattened row-major.
-//! - [`tfidf`]: a bag of words over [`tokenize`](crate::wordvec::tokenize)'s tokens,
+//! - [`tfidf`]: a bag of words over [`crate::wordvec::tokenize`]'s tokens,
 //!   the `max_vocab` words in most documents (ties by word), weighted by smoothed IDF
 //!   `ln((1 + n) / (1 + df)) + 1` and L2-normalised per row (scikit-learn's
 //!   `TfidfVectorizer` defaults). Document frequencies come from the texts given, labels

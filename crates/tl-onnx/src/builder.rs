@@ -260,7 +260,7 @@ impl GraphBuilder {
 
     /// The usual classifier end of a CNN: global average pooling of `x` [N, width, H, W],
     /// flattened to the output `features` [N, width], then `logits` [N, classes] through
-    /// `Gemm` with the initializers `weight` [classes, width] and `bias` [classes].
+    /// `Gemm` with the initializers `weight` [classes, width] and `bias` \[classes\].
     pub fn pooled_classifier(
         &mut self,
         x: &str,

@@ -333,6 +333,30 @@ pub fn support_with(
     }
 }
 
+/// FP32 lanes per multiprocessor, by compute capability (CUDA C Programming Guide,
+/// "Arithmetic Instructions" throughput table).
+fn fp32_lanes(cc: (u32, u32)) -> Option<u32> {
+    Some(match cc {
+        (3, _) => 192,
+        (5, _) => 128,
+        (6, 0) => 64,
+        (6, _) => 128,
+        (7, _) => 64,
+        (8, 0) => 64,
+        (8, _) | (9, _) | (10, _) | (12, _) => 128,
+        _ => return None,
+    })
+}
+
+impl crate::GpuInfo {
+    /// Peak FP32 throughput in GFLOP/s: SMs × FP32 lanes per SM × 2 × clock, where the
+    /// driver reports the clock and the compute capability is known.
+    pub fn peak_fp32_gflops(&self) -> Option<f64> {
+        let lanes = fp32_lanes(self.compute_capability)?;
+        Some(self.multiprocessors as f64 * lanes as f64 * 2.0 * self.clock_khz? as f64 * 1e3 / 1e9)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +437,14 @@ mod tests {
         let mut s = support_with(Some(f.runtime.clone()), &search(dirs), false);
         s.feature = true; // the checks after the feature's, in any build
         s
+    }
+
+    #[test]
+    fn fp32_lanes_follow_the_compute_capability() {
+        assert_eq!(fp32_lanes((8, 0)), Some(64)); // A100
+        assert_eq!(fp32_lanes((8, 9)), Some(128)); // L4, RTX 40xx
+        assert_eq!(fp32_lanes((7, 5)), Some(64)); // T4
+        assert_eq!(fp32_lanes((1, 0)), None);
     }
 
     #[test]

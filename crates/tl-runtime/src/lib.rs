@@ -26,6 +26,7 @@ mod device;
 mod dl;
 mod elf;
 mod error;
+pub mod inspect;
 mod library;
 mod session;
 

@@ -309,9 +309,9 @@ impl<'c> Ctx<'c> {
         ModelBuilder::new(self.g.build())
             .opset(17)
             .producer("tl-onnx converter")
-            .metadata("tl.architecture", self.arch)
-            .metadata("tl.batchnorm", self.form.as_str())
-            .metadata("tl.source_sha256", source_sha256)
+            .metadata(tl_core::metadata::ARCHITECTURE, self.arch)
+            .metadata(tl_core::metadata::BATCHNORM, self.form.as_str())
+            .metadata(tl_core::metadata::SOURCE_SHA256, source_sha256)
             .build()
     }
 }

@@ -1,0 +1,97 @@
+//! Artifacts written before the pipeline became a library still load and export to the
+//! same bytes; an artifact of an unknown `schema_version` fails with that version named.
+
+use std::path::{Path, PathBuf};
+
+use tl_pipeline::{
+    Error,
+    artifact::{HeadMeta, Metrics, export_artifact, files},
+    config::RunConfig,
+};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/artifact-2ba04e5"
+);
+
+/// A copy of the fixture whose backbone path is the fetched EfficientNet-Lite0.
+fn fixture_copy(dir: &Path) -> PathBuf {
+    let home = tl_core::home::tl_home().unwrap();
+    let registry = tl_hub::Registry::builtin().unwrap();
+    let entry = registry.get("efficientnet-lite0").unwrap();
+    let model = tl_hub::model_path(&home, entry, false).unwrap();
+    for f in ["config.json", "weights.safetensors", "metrics.json"] {
+        std::fs::copy(Path::new(FIXTURE).join(f), dir.join(f)).unwrap();
+    }
+    let mut head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(Path::new(FIXTURE).join("head.json")).unwrap())
+            .unwrap();
+    head["model_file"] = model.display().to_string().into();
+    std::fs::write(
+        dir.join(files::HEAD),
+        serde_json::to_vec_pretty(&head).unwrap(),
+    )
+    .unwrap();
+    dir.to_path_buf()
+}
+
+#[test]
+fn an_artifact_from_before_the_library_loads_and_exports_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    let meta = HeadMeta::read(&dir.join(files::HEAD)).unwrap();
+    assert_eq!(meta.tasks[0].classes.len(), 10);
+    assert_eq!(meta.feature_width, 1280);
+    let cfg: RunConfig = tl_core::io::read_json(&dir.join(files::CONFIG)).unwrap();
+    assert_eq!(cfg.image_size, Some(64));
+    let metrics: Metrics = tl_core::io::read_json(&dir.join(files::METRICS)).unwrap();
+    assert_eq!(metrics.schema_version, 2);
+    assert!(metrics.evaluation[0].evaluation.accuracy.value > 0.1);
+    let exported = export_artifact(&dir, &dir.join(files::MODEL)).unwrap();
+    let expected = std::fs::read_to_string(Path::new(FIXTURE).join("model.onnx.sha256")).unwrap();
+    assert_eq!(
+        tl_core::hash::sha256_file(&exported).unwrap(),
+        expected.trim(),
+        "the export of an old artifact changed"
+    );
+}
+
+#[test]
+fn an_artifact_of_another_schema_version_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    let path = dir.join(files::HEAD);
+    let mut head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    head["schema_version"] = 7.into();
+    std::fs::write(&path, serde_json::to_vec(&head).unwrap()).unwrap();
+    let err = export_artifact(&dir, &dir.join(files::MODEL)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::SchemaVersion {
+                found: 7,
+                supported: 1,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("schema_version 7"), "{err}");
+    assert!(!dir.join(files::MODEL).exists());
+}
+
+#[test]
+fn a_changed_backbone_is_refused_with_both_hashes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    let path = dir.join(files::HEAD);
+    let mut head: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    // A hand-edited hash shorter than the 12 characters shown must not panic.
+    head["model_sha256"] = "abc".into();
+    std::fs::write(&path, serde_json::to_vec(&head).unwrap()).unwrap();
+    let err = export_artifact(&dir, &dir.join(files::MODEL)).unwrap_err();
+    assert!(err.to_string().contains("changed since training"), "{err}");
+    assert!(err.to_string().contains("trained on abc"), "{err}");
+}
