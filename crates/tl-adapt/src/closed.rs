@@ -77,47 +77,7 @@ impl ClosedCoral {
     }
 }
 
-/// Standardisation with one domain's statistics: each feature to zero mean and unit
-/// variance (features constant in the domain are only centred). Fitted on each domain
-/// separately, it is the simplest first-order alignment: the feature-level analogue of
-/// re-estimating BatchNorm statistics on the target (AdaBN).
-///
-/// Fit it on every row it will be applied to. On its own fitting rows a standardised
-/// value is bounded by √(n − 1); on rows outside the fit it is not: post-ReLU CNN features
-/// that are zero on nearly all fitting rows have tiny standard deviations, and other rows
-/// then reach thousands of units (measured: EfficientNet-Lite0 on mnist-5k, source
-/// validation rows up to |x| = 4766 when only the training rows were fitted, against 67 on
-/// the training rows), which wrecks any probe refitted on them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Standardizer {
-    pub mean: Array1<f32>,
-    pub sd: Array1<f32>,
-}
-
-impl Standardizer {
-    /// Standard deviations at or below this are a constant feature: centred, not scaled.
-    pub const CONSTANT: f64 = 1e-12;
-
-    pub fn fit(x: ArrayView2<'_, f32>) -> Result<Self> {
-        if x.nrows() < 2 {
-            return Err(Error::invalid(
-                "standardisation",
-                format!("{} rows: need at least 2", x.nrows()),
-            ));
-        }
-        let x64 = to64(x);
-        let mean = x64.mean_axis(Axis(0)).expect("rows");
-        let sd = x64.std_axis(Axis(0), 0.0);
-        Ok(Self {
-            mean: mean.mapv(|v| v as f32),
-            sd: sd.mapv(|v| if v > Self::CONSTANT { v as f32 } else { 1.0 }),
-        })
-    }
-
-    pub fn apply(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        (&x - &self.mean) / &self.sd
-    }
-}
+pub use tl_core::num::Standardizer;
 
 #[cfg(test)]
 mod tests {

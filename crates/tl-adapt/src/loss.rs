@@ -249,12 +249,7 @@ pub fn coral(xs: ArrayView2<'_, f64>, xt: ArrayView2<'_, f64>) -> Result<Pair> {
 
 /// Row-wise softmax and log-softmax of `z / t`.
 fn softmax_t(z: ArrayView2<'_, f64>, t: f64) -> (Array2<f64>, Array2<f64>) {
-    let mut logp = z.mapv(|v| v / t);
-    for mut row in logp.rows_mut() {
-        let m = row.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-        let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-        row.mapv_inplace(|v| v - lse);
-    }
+    let logp = tl_core::num::log_softmax(&z.mapv(|v| v / t));
     (logp.mapv(f64::exp), logp)
 }
 

@@ -46,53 +46,22 @@ pub enum Method {
     Propagate,
 }
 
+tl_core::named_enum!(Method, "adaptation method", [
+    None => "none",
+    Coral => "coral",
+    CoralClosed => "coral-closed",
+    Mmd => "mmd",
+    Entropy => "entropy",
+    Mcc => "mcc",
+    Shot => "shot",
+    SelfTrain => "self-train",
+    Dann => "dann",
+    Prior => "prior",
+    AdaBn => "adabn",
+    Propagate => "propagate",
+]);
+
 impl Method {
-    pub const ALL: [Method; 12] = [
-        Method::None,
-        Method::Coral,
-        Method::CoralClosed,
-        Method::Mmd,
-        Method::Entropy,
-        Method::Mcc,
-        Method::Shot,
-        Method::SelfTrain,
-        Method::Dann,
-        Method::Prior,
-        Method::AdaBn,
-        Method::Propagate,
-    ];
-
-    /// The name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::None => "none",
-            Method::Coral => "coral",
-            Method::CoralClosed => "coral-closed",
-            Method::Mmd => "mmd",
-            Method::Entropy => "entropy",
-            Method::Mcc => "mcc",
-            Method::Shot => "shot",
-            Method::SelfTrain => "self-train",
-            Method::Dann => "dann",
-            Method::Prior => "prior",
-            Method::AdaBn => "adabn",
-            Method::Propagate => "propagate",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        Method::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
-                Error::invalid(
-                    "method",
-                    format!("`{s}`: expected one of {}", names.join(", ")),
-                )
-            })
-    }
-
     /// Whether the method trains a network (the others fit a probe in closed form).
     pub fn trained(self) -> bool {
         !matches!(
@@ -119,12 +88,6 @@ impl Method {
             Method::SelfTrain => 1.0,
             Method::Dann => 1.0,
         }
-    }
-}
-
-impl std::fmt::Display for Method {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
     }
 }
 
@@ -181,27 +144,11 @@ pub enum Balance {
     None,
 }
 
-impl Balance {
-    pub fn name(self) -> &'static str {
-        match self {
-            Balance::Uniform => "uniform",
-            Balance::Source => "source",
-            Balance::None => "none",
-        }
-    }
-
-    pub fn parse(s: &str) -> Result<Self> {
-        [Balance::Uniform, Balance::Source, Balance::None]
-            .into_iter()
-            .find(|b| b.name() == s)
-            .ok_or_else(|| {
-                Error::invalid(
-                    "balance",
-                    format!("`{s}`: expected uniform, source or none"),
-                )
-            })
-    }
-}
+tl_core::named_enum!(Balance, "class balance", [
+    Uniform => "uniform",
+    Source => "source",
+    None => "none",
+]);
 
 /// How a trained method's epoch is chosen, without target labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,6 +161,8 @@ pub enum Selection {
     /// The epoch with the best source-validation accuracy (early stopping).
     SourceVal,
 }
+
+tl_core::named_enum!(Selection, "epoch selection", [Last => "last", SourceVal => "source-val"]);
 
 impl Selection {
     pub fn describe(self) -> &'static str {

@@ -18,6 +18,8 @@ pub enum PriorMethod {
     Bbse,
 }
 
+tl_core::named_enum!(PriorMethod, "prior estimate", [Em => "em", Bbse => "bbse"]);
+
 /// Estimated target priors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriorEstimate {

@@ -77,13 +77,7 @@ pub fn centroid_labels(
 
 /// The index of the largest value; ties go to the first.
 fn argmax<'a>(it: impl Iterator<Item = &'a f64>) -> u32 {
-    let mut best = (0u32, f64::NEG_INFINITY);
-    for (i, &v) in it.enumerate() {
-        if v > best.1 {
-            best = (i as u32, v);
-        }
-    }
-    best.0
+    tl_core::num::argmax(it.copied()) as u32
 }
 
 /// Labels as a one-hot matrix [rows, classes].
@@ -243,11 +237,11 @@ pub fn sinkhorn(
     let mut log_v = Array1::<f64>::zeros(k);
     for _ in 0..iters {
         for i in 0..n {
-            log_u[i] = log_r - lse((0..k).map(|j| log_k[[i, j]] + log_v[j]));
+            log_u[i] = log_r - tl_core::num::log_sum_exp((0..k).map(|j| log_k[[i, j]] + log_v[j]));
         }
         let mut err = 0.0f64;
         for j in 0..k {
-            let col = lse((0..n).map(|i| log_k[[i, j]] + log_u[i]));
+            let col = tl_core::num::log_sum_exp((0..n).map(|i| log_k[[i, j]] + log_u[i]));
             err = err
                 .max((col + log_v[j]).exp() - prior[j])
                 .max(prior[j] - (col + log_v[j]).exp());
@@ -262,15 +256,6 @@ pub fn sinkhorn(
         *v = (*v + log_u[i] + log_v[j]).exp();
     }
     Ok(q)
-}
-
-/// log Σ exp.
-fn lse(it: impl Iterator<Item = f64> + Clone) -> f64 {
-    let m = it.clone().fold(f64::NEG_INFINITY, f64::max);
-    if m == f64::NEG_INFINITY {
-        return m;
-    }
-    m + it.map(|v| (v - m).exp()).sum::<f64>().ln()
 }
 
 /// The settings of [`pseudo_labels`].

@@ -113,13 +113,6 @@ impl Domains<'_> {
     }
 }
 
-/// Probe settings of the closed-form methods: a C path on the source validation rows.
-pub fn default_cs() -> Vec<f64> {
-    (0..10)
-        .map(|i| 10f64.powf(-4.0 + 5.0 * f64::from(i) / 9.0))
-        .collect()
-}
-
 /// What a run produced: a model of the (standardised) features, and the standardisation
 /// of each domain.
 #[derive(Debug)]
@@ -441,7 +434,7 @@ pub fn adapt(
             y: &yv,
             classes,
         },
-        &default_cs(),
+        &tl_head::probe::default_cs(),
         &pc,
     )?;
     let val_acc_at = |c: f64| {

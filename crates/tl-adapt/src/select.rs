@@ -30,24 +30,15 @@ pub fn snd(p: ArrayView2<'_, f64>, tau: f64) -> Result<f64> {
     let sim = f.dot(&f.t());
     let mut total = 0.0;
     for (i, row) in sim.axis_iter(Axis(0)).enumerate() {
-        let m = row
+        let others = row
             .iter()
             .enumerate()
             .filter(|(j, _)| *j != i)
-            .fold(f64::NEG_INFINITY, |a, (_, &v)| a.max(v / tau));
-        let z: f64 = row
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, &v)| (v / tau - m).exp())
-            .sum();
-        let lz = z.ln();
-        let h: f64 = row
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, &v)| {
-                let lp = v / tau - m - lz;
+            .map(|(_, &v)| v / tau);
+        let lse = tl_core::num::log_sum_exp(others.clone());
+        let h: f64 = others
+            .map(|s| {
+                let lp = s - lse;
                 -lp.exp() * lp
             })
             .sum();

@@ -10,6 +10,7 @@ use tl_adapt::{
     objective::AdaptObjective,
     run::{Adapted, AdaptedModel, Domains, adapt},
 };
+use tl_core::Named;
 use tl_head::{
     net::{HeadNet, HeadSpec, TaskSpec},
     train::{Labelled, Objective, StepInfo, TrainConfig, train_with},
@@ -233,7 +234,7 @@ fn every_method_runs_and_is_reproducible_and_alignment_helps() {
         c
     };
     let mut acc = std::collections::BTreeMap::new();
-    for m in Method::ALL {
+    for &m in Method::ALL {
         let (mut a, summary) =
             adapt(&d, &raw(m), &head(), &train_cfg(8), None, &mut |_| {}).unwrap();
         assert_eq!(summary.method, m);
@@ -327,7 +328,7 @@ fn the_target_predictor_parts_reproduce_every_methods_predictions() {
         target_labels: None,
     };
     let x2 = xt.clone().into_dimensionality::<ndarray::Ix2>().unwrap();
-    for m in Method::ALL {
+    for &m in Method::ALL {
         if m == Method::AdaBn {
             continue; // a backbone method: its head is a `none` run on other features
         }

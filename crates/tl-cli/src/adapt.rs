@@ -13,7 +13,7 @@ use tl_pipeline::{
     config::{AdaptRunConfig, read_config},
 };
 
-use crate::{Global, JSON_SCHEMA_VERSION, RunArgs};
+use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, parse_named};
 
 /// Flags shared by `tl adapt` and `tl shift`: the two domains and the features.
 #[derive(Debug, Args)]
@@ -42,7 +42,7 @@ pub struct DomainArgs {
     /// Node whose features are used (default: the model's feature output).
     #[arg(long, value_name = "NODE")]
     layer: Option<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = parse_named::<Pool>)]
     pool: Option<Pool>,
     /// Input side in pixels.
     #[arg(long, value_name = "N")]
@@ -51,7 +51,7 @@ pub struct DomainArgs {
     /// prediction is the mean of its sentences' log-probabilities), or auto (sentences when
     /// the target's median text has more than twice the source's words; images never)
     /// [default: auto].
-    #[arg(long, value_name = "HOW", value_parser = parse_segments)]
+    #[arg(long, value_name = "HOW", value_parser = parse_named::<Segments>)]
     segments: Option<Segments>,
     #[command(flatten)]
     run: RunArgs,
@@ -102,7 +102,7 @@ pub struct AdaptArgs {
     /// none, coral, coral-closed, mmd, entropy, mcc, shot, self-train, dann, prior, propagate or adabn
     /// (a CNN with BatchNorm layers: each domain's features through the backbone with that
     /// domain's BatchNorm statistics, written to TL_HOME/adapted/; then trained as none).
-    #[arg(long, value_parser = parse_method)]
+    #[arg(long, value_parser = parse_named::<Method>)]
     method: Option<Method>,
     /// Weight of the method's loss (default: the method's own).
     #[arg(long)]
@@ -114,16 +114,16 @@ pub struct AdaptArgs {
     #[arg(long)]
     threshold: Option<f32>,
     /// How `prior` estimates the target's class priors: em or bbse.
-    #[arg(long, value_parser = parse_prior)]
+    #[arg(long, value_parser = parse_named::<PriorMethod>)]
     prior: Option<PriorMethod>,
     /// `propagate`: neighbours per row of the target's k-NN graph (default 10).
     #[arg(long, value_name = "K")]
     neighbours: Option<usize>,
     /// `propagate`: class proportions of the pseudo-labels: uniform (default), source (the source's frequencies) or none.
-    #[arg(long, value_parser = parse_balance)]
+    #[arg(long, value_parser = parse_named::<Balance>)]
     balance: Option<Balance>,
     /// Which epoch a trained method keeps: last (of the fixed schedule) or source-val (best source-validation accuracy).
-    #[arg(long, value_parser = parse_selection)]
+    #[arg(long, value_parser = parse_named::<Selection>)]
     select: Option<Selection>,
     /// Do not standardise each domain's features with its own statistics first.
     #[arg(long)]
@@ -166,34 +166,6 @@ pub struct ShiftArgs {
     also: Vec<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-}
-
-fn parse_method(s: &str) -> Result<Method, String> {
-    Method::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_segments(s: &str) -> Result<Segments, String> {
-    Segments::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_selection(s: &str) -> Result<Selection, String> {
-    match s {
-        "last" => Ok(Selection::Last),
-        "source-val" => Ok(Selection::SourceVal),
-        _ => Err(format!("`{s}`: expected last or source-val")),
-    }
-}
-
-fn parse_balance(s: &str) -> Result<Balance, String> {
-    Balance::parse(s).map_err(|e| e.to_string())
-}
-
-fn parse_prior(s: &str) -> Result<PriorMethod, String> {
-    match s {
-        "em" => Ok(PriorMethod::Em),
-        "bbse" => Ok(PriorMethod::Bbse),
-        _ => Err(format!("`{s}`: expected em or bbse")),
-    }
 }
 
 impl DomainArgs {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 use tl_features::{extract::Pool, wordvec::Weighting};
 use tl_pipeline::{
@@ -10,7 +10,7 @@ use tl_pipeline::{
     source::{ExtractRequest, extract},
 };
 
-use crate::{Global, JSON_SCHEMA_VERSION, RunArgs};
+use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, parse_named};
 
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
@@ -29,7 +29,7 @@ pub struct ExtractArgs {
     #[arg(long = "layer", value_name = "NODE")]
     layers: Vec<String>,
     /// How spatial maps become vectors: mean, max, or none (flatten).
-    #[arg(long, default_value = "mean")]
+    #[arg(long, default_value = "mean", value_parser = parse_named::<Pool>)]
     pool: Pool,
     /// Input side in pixels, for models with dynamic spatial size.
     #[arg(long, value_name = "N")]
@@ -52,8 +52,8 @@ pub struct ExtractArgs {
     #[arg(long)]
     no_bucketing: bool,
     /// For word vectors (`--model glove-6b-50d`): plain mean or TF-IDF-weighted mean.
-    #[arg(long, default_value = "mean")]
-    weighting: String,
+    #[arg(long, default_value = "mean", value_parser = parse_named::<Weighting>)]
+    weighting: Weighting,
     /// Also write the dataset's features in row order: <DIR>/<node>.safetensors, rows.json, extract.json.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -137,12 +137,7 @@ fn word_vectors(
     home: &std::path::Path,
     global: &Global,
 ) -> Result<()> {
-    let weighting = match a.weighting.as_str() {
-        "mean" => Weighting::Mean,
-        "tfidf" => Weighting::Tfidf,
-        other => bail!("--weighting `{other}`: expected mean or tfidf"),
-    };
-    let r = embed_with_word_vectors(entry, ds, weighting, home, a.out.as_deref())?;
+    let r = embed_with_word_vectors(entry, ds, a.weighting, home, a.out.as_deref())?;
     if global.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else if !global.quiet {

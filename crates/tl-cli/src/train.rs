@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use tl_features::extract::Pool;
 use tl_head::{net::HeadKind, probe::ClassWeight};
 use tl_nn::{Act, Optimizer, Schedule};
@@ -15,30 +15,14 @@ use tl_pipeline::{
 
 use crate::{Global, JSON_SCHEMA_VERSION, RunArgs, parse_named};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum HeadArg {
-    Linear,
-    Mlp,
+/// An optimiser flag, by the library's names.
+fn parse_optimizer(s: &str) -> Result<Optimizer, String> {
+    Optimizer::named(s).map_err(|e| e.to_string())
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum OptArg {
-    Sgd,
-    Adam,
-    Adamw,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ScheduleArg {
-    Constant,
-    Cosine,
-    OneCycle,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ActArg {
-    Relu,
-    Gelu,
+/// A schedule flag, by the library's names.
+fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    Schedule::named(s).map_err(|e| e.to_string())
 }
 
 /// `tl train`.
@@ -72,19 +56,19 @@ pub struct TrainArgs {
     #[arg(long, value_name = "NODE")]
     layer: Option<String>,
     /// Pooling of spatial features: mean, max or none.
-    #[arg(long)]
+    #[arg(long, value_parser = parse_named::<Pool>)]
     pool: Option<Pool>,
     /// Input side in pixels (EfficientNet works at 96–224).
     #[arg(long, value_name = "N")]
     image_size: Option<u32>,
     /// linear: the exact probe (L-BFGS, C chosen on validation); mlp: hidden layers trained by the trainer.
-    #[arg(long, value_enum)]
-    head: Option<HeadArg>,
+    #[arg(long, value_parser = parse_named::<HeadKind>)]
+    head: Option<HeadKind>,
     /// Hidden widths of an mlp head, comma-separated.
     #[arg(long, value_delimiter = ',', value_name = "N,...")]
     hidden: Option<Vec<usize>>,
-    #[arg(long, value_enum)]
-    activation: Option<ActArg>,
+    #[arg(long, value_parser = parse_named::<Act>)]
+    activation: Option<Act>,
     #[arg(long)]
     dropout: Option<f32>,
     /// none: a head on frozen features; last: also fine-tune the backbone's last block;
@@ -155,12 +139,14 @@ pub struct TrainArgs {
     lr: Option<f32>,
     #[arg(long)]
     batch_size: Option<usize>,
-    #[arg(long, value_enum)]
-    optimizer: Option<OptArg>,
+    /// sgd (Nesterov momentum 0.9), adam, or adamw (weight decay 0.01).
+    #[arg(long, value_parser = parse_optimizer)]
+    optimizer: Option<Optimizer>,
     #[arg(long)]
     weight_decay: Option<f32>,
-    #[arg(long, value_enum)]
-    schedule: Option<ScheduleArg>,
+    /// constant, cosine (down to 0) or one-cycle.
+    #[arg(long, value_parser = parse_schedule)]
+    schedule: Option<Schedule>,
     #[arg(long, value_name = "STEPS")]
     warmup: Option<usize>,
     #[arg(long)]
@@ -209,10 +195,7 @@ impl TrainArgs {
             c.image_size = self.image_size;
         }
         if let Some(h) = self.head {
-            c.head.kind = match h {
-                HeadArg::Linear => HeadKind::Linear,
-                HeadArg::Mlp => HeadKind::Mlp,
-            };
+            c.head.kind = h;
             if c.head.kind == HeadKind::Linear {
                 c.head.hidden.clear();
             } else if c.head.hidden.is_empty() {
@@ -220,12 +203,7 @@ impl TrainArgs {
             }
         }
         set!(c.head.hidden, self.hidden);
-        if let Some(a) = self.activation {
-            c.head.activation = match a {
-                ActArg::Relu => Act::Relu,
-                ActArg::Gelu => Act::Gelu,
-            };
-        }
+        set!(c.head.activation, self.activation);
         set!(c.head.dropout, self.dropout);
     }
 
@@ -277,28 +255,11 @@ impl TrainArgs {
         set!(c.train.epochs, self.epochs);
         set!(c.train.lr, self.lr);
         set!(c.train.batch_size, self.batch_size);
-        if let Some(o) = self.optimizer {
-            // PyTorch's defaults; AdamW brings its own weight decay (0.01).
-            c.train.optimizer = match o {
-                OptArg::Sgd => Optimizer::Sgd {
-                    momentum: 0.9,
-                    nesterov: true,
-                    weight_decay: 0.0,
-                },
-                OptArg::Adam => Optimizer::adam(),
-                OptArg::Adamw => Optimizer::default(),
-            };
-        }
+        set!(c.train.optimizer, self.optimizer);
         if let Some(wd) = self.weight_decay {
             c.train.optimizer = c.train.optimizer.clone().with_weight_decay(wd);
         }
-        if let Some(s) = self.schedule {
-            c.train.schedule = match s {
-                ScheduleArg::Constant => Schedule::Constant,
-                ScheduleArg::Cosine => Schedule::Cosine { min_factor: 0.0 },
-                ScheduleArg::OneCycle => Schedule::one_cycle(),
-            };
-        }
+        set!(c.train.schedule, self.schedule);
         set!(c.train.warmup_steps, self.warmup);
         set!(c.train.label_smoothing, self.label_smoothing);
         if let Some(p) = self.patience {

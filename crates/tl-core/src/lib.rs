@@ -9,7 +9,8 @@
 //! - [`contract`]: the input contract of a model (layout, size, resize policy, normalisation);
 //! - [`home`]: where `TL_HOME` is;
 //! - [`metadata`]: the keys of the metadata that ONNX files written by `tl` carry;
-//! - [`progress`]: how libraries report long steps without printing.
+//! - [`progress`]: how libraries report long steps without printing;
+//! - [`num`]: log-sum-exp, softmax, log-softmax and arg-max, the one copy of each.
 //!
 //! ```
 //! use tl_core::{Device, rng::seeded_rng};
@@ -29,6 +30,7 @@ pub mod hash;
 pub mod home;
 pub mod io;
 pub mod metadata;
+pub mod num;
 pub mod progress;
 pub mod rng;
 

@@ -32,26 +32,9 @@ pub enum Segments {
     Auto,
 }
 
+tl_core::named_enum!(Segments, "segmentation", [None => "none", Sentences => "sentences", Auto => "auto"]);
+
 impl Segments {
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Self::None),
-            "sentences" => Ok(Self::Sentences),
-            "auto" => Ok(Self::Auto),
-            _ => Err(Error::Invalid(format!(
-                "segments `{s}`: expected none, sentences or auto"
-            ))),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Sentences => "sentences",
-            Self::Auto => "auto",
-        }
-    }
-
     /// `Auto` resolved for a target of median length `target` words and a source of
     /// `source` words (`None`: not text). `None` and `Sentences` stay as they are.
     pub fn resolve(self, source: Option<f64>, target: Option<f64>) -> Self {
@@ -164,6 +147,7 @@ pub fn segment<'a>(like: &Dataset, docs: impl IntoIterator<Item = &'a Row>) -> R
 mod tests {
     use super::*;
     use crate::Task;
+    use tl_core::Named;
 
     fn text(id: &str, t: &str, label: u32) -> Row {
         Row {
@@ -235,9 +219,9 @@ mod tests {
         };
         assert_eq!(median_words([&img]), None);
         assert_eq!(median_words(std::iter::empty::<&Row>()), None);
-        assert!(Segments::parse("paragraphs").is_err());
+        assert!("paragraphs".parse::<Segments>().is_err());
         for s in [Segments::None, Segments::Sentences, Segments::Auto] {
-            assert_eq!(Segments::parse(s.name()).unwrap(), s);
+            assert_eq!(s.name().parse::<Segments>().unwrap(), s);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Probabilities: log loss, expected calibration error, reliability bins and temperature
 //! scaling.
 
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -13,21 +13,14 @@ pub const DEFAULT_BINS: usize = 15;
 /// The first largest entry of a row and its value (the predicted class and its
 /// confidence).
 pub(crate) fn top(row: ndarray::ArrayView1<'_, f64>) -> (usize, f64) {
-    row.iter().enumerate().fold(
-        (0, f64::NEG_INFINITY),
-        |a, (i, &p)| if p > a.1 { (i, p) } else { a },
-    )
+    let i = tl_core::num::argmax(row.iter().copied());
+    (i, row[i])
 }
 
 /// Row-wise softmax of `logits / temperature`, computed stably.
 pub fn softmax(logits: ArrayView2<'_, f64>, temperature: f64) -> Array2<f64> {
     let mut p = logits.mapv(|z| z / temperature);
-    for mut row in p.axis_iter_mut(Axis(0)) {
-        let m = row.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-        row.mapv_inplace(|z| (z - m).exp());
-        let s = row.sum();
-        row.mapv_inplace(|e| e / s);
-    }
+    tl_core::num::softmax_rows_in_place(&mut p);
     p
 }
 

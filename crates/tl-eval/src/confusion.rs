@@ -47,7 +47,8 @@ impl Confusion {
         self.counts.iter().flatten().sum()
     }
 
-    /// The fraction of rows predicted right (NaN without rows).
+    /// The fraction of rows predicted right (NaN without rows), as [`crate::accuracy`] of
+    /// the rows counted.
     pub fn accuracy(&self) -> f64 {
         let right: u64 = (0..self.classes()).map(|k| self.counts[k][k]).sum();
         right as f64 / self.total() as f64

@@ -54,17 +54,13 @@ pub enum Error {
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The index of the first largest of `values` (0 when empty; a NaN never wins, and a
-/// leading NaN is kept).
-pub fn argmax<T: PartialOrd>(values: impl IntoIterator<Item = T>) -> usize {
-    let mut best: Option<(usize, T)> = None;
-    for (i, v) in values.into_iter().enumerate() {
-        match &best {
-            Some((_, b)) if v.partial_cmp(b) != Some(std::cmp::Ordering::Greater) => {}
-            _ => best = Some((i, v)),
-        }
+/// The share of `pred` equal to `y` (NaN when there are no rows): the one accuracy of
+/// `tl`, which the probe, the trainer's scores and [`Confusion::accuracy`] agree with.
+pub fn accuracy(pred: &[u32], y: &[u32]) -> f64 {
+    if y.is_empty() {
+        return f64::NAN;
     }
-    best.map_or(0, |(i, _)| i)
+    pred.iter().zip(y).filter(|(a, b)| a == b).count() as f64 / y.len() as f64
 }
 
 /// How closely two feature matrices agree: the largest absolute difference and the
@@ -112,22 +108,6 @@ mod tests {
         assert!((min_cos - 0.5f64.sqrt()).abs() < 1e-12);
         assert_eq!(agreement(&a, &a).unwrap(), (0.0, 1.0));
         assert!(agreement(&a, &ndarray::array![[1.0f32, 0.0]]).is_none());
-    }
-
-    #[test]
-    fn argmax_takes_the_first_largest_like_a_naive_loop() {
-        let naive = |v: &[f64]| (0..v.len()).fold(0, |b, k| if v[k] > v[b] { k } else { b });
-        for v in [
-            vec![0.1, 0.7, 0.2],
-            vec![0.5, 0.5, 0.1],
-            vec![f64::NAN, 2.0, 1.0],
-            vec![1.0, f64::NAN, 3.0],
-            vec![3.0],
-            vec![-1.0, -0.5, -0.5],
-        ] {
-            assert_eq!(argmax(v.iter().copied()), naive(&v), "{v:?}");
-        }
-        assert_eq!(argmax(Vec::<f64>::new()), 0);
     }
 
     #[test]

@@ -15,8 +15,11 @@ use std::{
 use ndarray::{Array2, ArrayD, Axis};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tl_core::progress::{Meter, Progress, Unit};
 use tl_core::{ImageContract, contract::TextContract};
+use tl_core::{
+    Named,
+    progress::{Meter, Progress, Unit},
+};
 use tl_data::{Content, Row, Skipped};
 use tl_runtime::{Input, Runtime, Session};
 
@@ -40,27 +43,9 @@ pub enum Pool {
     None,
 }
 
-impl std::str::FromStr for Pool {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "mean" => Ok(Pool::Mean),
-            "max" => Ok(Pool::Max),
-            "none" => Ok(Pool::None),
-            other => Err(format!("`{other}`: expected mean, max or none")),
-        }
-    }
-}
+tl_core::named_enum!(Pool, "pooling", [Mean => "mean", Max => "max", None => "none"]);
 
 impl Pool {
-    fn name(self) -> &'static str {
-        match self {
-            Pool::Mean => "mean",
-            Pool::Max => "max",
-            Pool::None => "none",
-        }
-    }
-
     /// Pools a batch output [N, ...] to [N, D].
     pub fn apply(self, x: &ArrayD<f32>) -> Array2<f32> {
         let n = x.shape()[0];

@@ -25,6 +25,8 @@ pub enum Weighting {
     Tfidf,
 }
 
+tl_core::named_enum!(Weighting, "weighting", [Mean => "mean", Tfidf => "tfidf"]);
+
 /// Sentence features and how many of their words were known.
 #[derive(Debug, Clone)]
 pub struct Embedded {

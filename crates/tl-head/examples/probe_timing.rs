@@ -71,9 +71,7 @@ fn main() -> Result<()> {
         )
     };
     let ((xt, yt), (xv, yv)) = (pick(&tr), pick(&va));
-    let cs: Vec<f64> = (0..10)
-        .map(|i| 10f64.powf(-4.0 + 5.0 * i as f64 / 9.0))
-        .collect();
+    let cs = tl_head::probe::default_cs();
     let start = std::time::Instant::now();
     let path = fit_path(
         &ProbeData {

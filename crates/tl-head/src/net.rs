@@ -53,6 +53,8 @@ pub enum HeadKind {
     Mlp,
 }
 
+tl_core::named_enum!(HeadKind, "head", [Linear => "linear", Mlp => "mlp"]);
+
 impl HeadSpec {
     /// A linear head.
     pub fn linear() -> Self {

@@ -180,15 +180,7 @@ impl LinearProbe {
 pub fn argmax_rows(z: &Array2<f64>) -> Vec<u32> {
     z.rows()
         .into_iter()
-        .map(|r| {
-            let mut best = 0;
-            for (k, &v) in r.iter().enumerate() {
-                if v > r[best] {
-                    best = k;
-                }
-            }
-            best as u32
-        })
+        .map(|r| tl_core::num::argmax(r.iter().copied()) as u32)
         .collect()
 }
 
@@ -246,9 +238,7 @@ impl Problem {
                         let p1 = (zv - lse).exp();
                         zr[0] = sw * (p1 - if y == 1 { 1.0 } else { 0.0 });
                     } else {
-                        let m = zr.fold(f64::NEG_INFINITY, |a, &v| a.max(v));
-                        let se: f64 = zr.iter().map(|&v| (v - m).exp()).sum();
-                        let lse = m + se.ln();
+                        let lse = tl_core::num::log_sum_exp(zr.iter().copied());
                         loss += sw * (lse - zr[y]);
                         for (j, zz) in zr.iter_mut().enumerate() {
                             *zz = sw * ((*zz - lse).exp() - if j == y { 1.0 } else { 0.0 });
@@ -717,20 +707,10 @@ impl ProbeData<'_> {
     }
 }
 
-/// Column means and standard deviations (1 where a column is constant).
+/// Column means and standard deviations (1 where a column is constant): the one
+/// standardisation of `tl`, in f64.
 fn moments(x: ArrayView2<'_, f32>) -> (Array1<f64>, Array1<f64>) {
-    let n = x.nrows() as f64;
-    let x64 = x.mapv(f64::from);
-    let mean = x64.sum_axis(Axis(0)) / n;
-    let var = x64
-        .rows()
-        .into_iter()
-        .fold(Array1::<f64>::zeros(x.ncols()), |acc, r| {
-            acc + (&r - &mean).mapv(|v| v * v)
-        })
-        / n;
-    let std = var.mapv(|v| if v > 0.0 { v.sqrt() } else { 1.0 });
-    (mean, std)
+    tl_core::num::Standardizer::moments(x)
 }
 
 fn build(
@@ -881,11 +861,7 @@ pub fn log_loss(probe: &LinearProbe, x: ArrayView2<'_, f32>, y: &[u32]) -> f64 {
         .rows()
         .into_iter()
         .zip(y)
-        .map(|(row, &c)| {
-            let m = row.fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-            let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
-            lse - row[c as usize]
-        })
+        .map(|(row, &c)| tl_core::num::log_sum_exp(row.iter().copied()) - row[c as usize])
         .sum();
     total / y.len() as f64
 }
@@ -900,13 +876,15 @@ pub struct PathResult {
     pub probe: LinearProbe,
 }
 
-/// Accuracy of `pred` against `y`.
-pub fn accuracy(pred: &[u32], y: &[u32]) -> f64 {
-    if y.is_empty() {
-        return f64::NAN;
-    }
-    pred.iter().zip(y).filter(|(a, b)| a == b).count() as f64 / y.len() as f64
+/// The values of C a path tries by default: ten from 1e-4 to 10, evenly spaced in log
+/// scale (the best on validation is refitted on train + validation).
+pub fn default_cs() -> Vec<f64> {
+    (0..10)
+        .map(|i| 10f64.powf(-4.0 + 5.0 * f64::from(i) / 9.0))
+        .collect()
 }
+
+pub use tl_eval::accuracy;
 
 /// See [`PathResult`].
 pub fn fit_path(

@@ -286,29 +286,17 @@ pub fn evaluate(
         let z = logits.slice(ndarray::s![.., cols]).to_owned().into_dyn();
         let (loss, _) = CrossEntropy::default().forward_backward(&z, &data.labels[t])?;
         let z2 = z.into_dimensionality::<ndarray::Ix2>().expect("2-D");
-        let (mut right, mut n) = (0usize, 0usize);
-        for (row, y) in z2.rows().into_iter().zip(&data.labels[t]) {
-            let Some(y) = y else { continue };
-            n += 1;
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (k, &v)| if v > b.1 { (k, v) } else { b },
-                )
-                .0;
-            right += usize::from(best == *y as usize);
-        }
+        let (predicted, truth): (Vec<u32>, Vec<u32>) = z2
+            .rows()
+            .into_iter()
+            .zip(&data.labels[t])
+            .filter_map(|(row, y)| Some((tl_core::num::argmax(row.iter().copied()) as u32, (*y)?)))
+            .unzip();
         out.push(TaskScore {
             task: task.name.clone(),
             loss: loss as f64,
-            accuracy: if n == 0 {
-                f64::NAN
-            } else {
-                right as f64 / n as f64
-            },
-            rows: n,
+            accuracy: tl_eval::accuracy(&predicted, &truth),
+            rows: truth.len(),
         });
     }
     Ok(out)

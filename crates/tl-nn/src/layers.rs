@@ -131,6 +131,8 @@ pub enum Act {
     Gelu,
 }
 
+tl_core::named_enum!(Act, "activation", [Relu => "relu", Relu6 => "relu6", Gelu => "gelu"]);
+
 /// An activation layer.
 #[derive(Debug)]
 pub struct Activation {

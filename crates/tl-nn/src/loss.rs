@@ -1,20 +1,10 @@
 //! Losses: each returns the loss and its gradient with respect to its input.
 
-use ndarray::{Array2, ArrayView2, Axis, Ix2};
+use ndarray::{Array2, Ix2};
 
 use crate::{Error, Result, module::Tensor};
 
-/// Row-wise softmax, computed stably (the row maximum subtracted first).
-pub fn softmax(logits: ArrayView2<'_, f32>) -> Array2<f32> {
-    let mut p = logits.to_owned();
-    for mut row in p.axis_iter_mut(Axis(0)) {
-        let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-        row.mapv_inplace(|z| (z - m).exp());
-        let s: f32 = row.sum();
-        row.mapv_inplace(|e| e / s);
-    }
-    p
-}
+pub use tl_core::num::softmax;
 
 /// Softmax cross-entropy with optional label smoothing and class weights. Rows without a
 /// label (`None`) add nothing, which is how a multi-task batch carries rows that lack
@@ -88,8 +78,7 @@ impl CrossEntropy {
             let w = self.class_weights.as_ref().map_or(1.0, |w| w[t]) as f64;
             weight_sum += w;
             let row = z.row(i);
-            let m = row.fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-            let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+            let lse = tl_core::num::log_sum_exp(row.iter().map(|&v| f64::from(v)));
             let mut li = 0.0;
             for c in 0..k {
                 let q = eps as f64 / k as f64 + if c == t { 1.0 - eps as f64 } else { 0.0 };

@@ -81,6 +81,25 @@ impl Default for Optimizer {
 
 impl Optimizer {
     /// Adam with PyTorch's defaults.
+    /// The optimiser named `sgd`, `adam` or `adamw`, with PyTorch's defaults (SGD with
+    /// Nesterov momentum 0.9; AdamW with its own weight decay, 0.01).
+    pub fn named(name: &str) -> tl_core::Result<Self> {
+        match name {
+            "sgd" => Ok(Optimizer::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 0.0,
+            }),
+            "adam" => Ok(Optimizer::adam()),
+            "adamw" => Ok(Optimizer::default()),
+            _ => Err(tl_core::Error::Parse {
+                what: "optimizer",
+                value: name.to_string(),
+                reason: "expected one of sgd, adam, adamw".into(),
+            }),
+        }
+    }
+
     pub fn adam() -> Self {
         Optimizer::Adam {
             beta1: beta1(),
@@ -310,6 +329,20 @@ fn final_div_factor() -> f32 {
 
 impl Schedule {
     /// PyTorch's `OneCycleLR` defaults: 30 % up, from base/25 to base/250,000.
+    /// The schedule named `constant`, `cosine` (down to 0) or `one-cycle`, with defaults.
+    pub fn named(name: &str) -> tl_core::Result<Self> {
+        match name {
+            "constant" => Ok(Schedule::Constant),
+            "cosine" => Ok(Schedule::Cosine { min_factor: 0.0 }),
+            "one-cycle" => Ok(Schedule::one_cycle()),
+            _ => Err(tl_core::Error::Parse {
+                what: "schedule",
+                value: name.to_string(),
+                reason: "expected one of constant, cosine, one-cycle".into(),
+            }),
+        }
+    }
+
     pub fn one_cycle() -> Self {
         Schedule::OneCycle {
             pct_start: pct_start(),

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use tl_adapt::Method;
+use tl_core::Named;
 use tl_pipeline::{Env, adapt::adapt, config::AdaptRunConfig};
 
 fn main() -> anyhow::Result<()> {

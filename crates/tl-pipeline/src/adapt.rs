@@ -7,6 +7,7 @@ use std::{
     path::{Path, PathBuf},
     time::Instant,
 };
+use tl_core::Named;
 
 use serde::Serialize;
 use tl_adapt::{

@@ -6,6 +6,7 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
 };
+use tl_core::Named;
 
 use serde::{Deserialize, Serialize};
 use tl_adapt::{run::RunSummary, shift::ShiftReport};
@@ -348,7 +349,7 @@ pub fn write_target_predictions(
     header.extend(classes.iter().map(|c| format!("p_{c}")));
     w.write_record(&header)?;
     for (id, row) in ids.iter().zip(proba.rows()) {
-        let best = tl_eval::argmax(row.iter().copied());
+        let best = tl_core::num::argmax(row.iter().copied());
         let mut rec = vec![id.clone(), classes[best].clone()];
         rec.extend(row.iter().map(|p| format!("{p:.6}")));
         w.write_record(&rec)?;

@@ -5,7 +5,7 @@ use std::{
     time::Instant,
 };
 
-use ndarray::{Array2, Axis};
+use ndarray::Axis;
 use serde::Serialize;
 use tl_runtime::{Input, Runtime, RuntimeOptions, Session, SessionOptions};
 
@@ -73,17 +73,6 @@ fn top_k(
         .collect()
 }
 
-/// Row-wise softmax, computed stably in f64.
-pub fn softmax_rows(logits: &Array2<f32>) -> Array2<f32> {
-    let mut out = logits.clone();
-    for mut row in out.axis_iter_mut(Axis(0)) {
-        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-        row.mapv_inplace(|v| ((v as f64 - max).exp() / sum) as f32);
-    }
-    out
-}
-
 /// Classifies `images`; returns the report and the time spent in preprocessing and
 /// inference.
 pub fn classify(
@@ -143,7 +132,7 @@ pub fn classify(
         let probs = if model.logits_are_probabilities {
             scores
         } else {
-            softmax_rows(&scores)
+            tl_core::num::softmax(scores.view())
         };
         for (path, row) in chunk.iter().zip(probs.axis_iter(Axis(0))) {
             results.push(ImageResult {
@@ -162,22 +151,4 @@ pub fn classify(
         results,
     };
     Ok((report, elapsed))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_rows_sum_to_one_and_keep_order() {
-        let x = Array2::from_shape_vec((2, 3), vec![1.0, 2.0, 3.0, 1000.0, -1000.0, 0.0]).unwrap();
-        let p = softmax_rows(&x);
-        for row in p.axis_iter(Axis(0)) {
-            assert!((row.sum() - 1.0).abs() < 1e-6);
-        }
-        assert!(p[[0, 2]] > p[[0, 1]] && p[[0, 1]] > p[[0, 0]]);
-        // Reference: exp(1)/(e+e^2+e^3) computed by hand = 0.09003057.
-        assert!((p[[0, 0]] - 0.090_030_57).abs() < 1e-6);
-        assert!((p[[1, 0]] - 1.0).abs() < 1e-6);
-    }
 }

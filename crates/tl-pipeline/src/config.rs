@@ -98,9 +98,7 @@ pub struct ProbeSettings {
 impl Default for ProbeSettings {
     fn default() -> Self {
         Self {
-            cs: (0..10)
-                .map(|i| 10f64.powf(-4.0 + 5.0 * i as f64 / 9.0))
-                .collect(),
+            cs: tl_head::probe::default_cs(),
             class_weight: ClassWeight::None,
             standardize: false,
         }

@@ -6,6 +6,7 @@ use std::{
     path::{Path, PathBuf},
     time::Instant,
 };
+use tl_core::Named;
 
 use serde::{Deserialize, Serialize};
 use tl_eval::{Bar, Block, Point, Section, Series, mean_ci};

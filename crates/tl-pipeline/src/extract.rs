@@ -117,10 +117,7 @@ pub fn embed_with_word_vectors(
     let texts = crate::source::texts(ds)?;
     let started = std::time::Instant::now();
     let e = wv.embed(&texts, weighting);
-    let name = match weighting {
-        Weighting::Mean => "mean",
-        Weighting::Tfidf => "tfidf",
-    };
+    let name = tl_core::Named::name(weighting);
     let report = WordVectorReport {
         schema_version: EXTRACT_SCHEMA_VERSION,
         model: entry.id.clone(),

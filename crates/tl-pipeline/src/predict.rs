@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
 };
+use tl_core::Named;
 
 use ndarray::{ArrayD, Axis};
 use serde::Serialize;
@@ -130,7 +131,7 @@ impl Predictor {
                     .zip(&self.outputs)
                     .map(|(t, n)| {
                         let p: Vec<f32> = out[n].index_axis(Axis(0), i).iter().copied().collect();
-                        let best = tl_eval::argmax(p.iter().copied());
+                        let best = tl_core::num::argmax(p.iter().copied());
                         TaskPrediction {
                             task: t.name.clone(),
                             class: t.classes[best].clone(),
