@@ -8,7 +8,7 @@ use tl_head::{
     net::{HeadNet, HeadSpec, TaskSpec},
     probe::{ProbeConfig, ProbeData, fit},
     synthetic::blobs,
-    train::{Labelled, TrainConfig, train},
+    train::{Labelled, TrainConfig, Trainer},
 };
 use tl_nn::{Conv2d, Ctx, Module, Tensor};
 
@@ -43,20 +43,16 @@ fn bench(c: &mut Criterion) {
     g.bench_function("mlp_epoch/4000x1280_hidden256_batch64", |b| {
         b.iter(|| {
             let mut net = HeadNet::build(&HeadSpec::mlp(vec![256]), 1280, &tasks, 0).unwrap();
-            train(
-                &mut net,
-                &tasks,
-                &Labelled {
-                    x: &xd,
-                    labels: &labels,
-                },
-                None,
-                &cfg,
-                None,
-                &mut |_| {},
-                None,
-            )
-            .unwrap()
+            Trainer::new(&cfg, &tasks)
+                .fit(
+                    &mut net,
+                    &Labelled {
+                        x: &xd,
+                        labels: &labels,
+                    },
+                    None,
+                )
+                .unwrap()
         })
     });
     // EfficientNet-Lite0's head convolution on 112 px maps (4×4), batch 64.

@@ -38,7 +38,7 @@ fn check(xs: ArrayView2<'_, f32>, xt: ArrayView2<'_, f32>) -> Result<()> {
         ("target features", xt.nrows()),
     ] {
         if n < 2 {
-            return Err(Error::invalid(what, format!("{n} rows: need at least 2")));
+            return Err(Error::data(what, format!("{n} rows: need at least 2")));
         }
     }
     Ok(())
@@ -50,7 +50,7 @@ impl ClosedCoral {
     pub fn fit(xs: ArrayView2<'_, f32>, xt: ArrayView2<'_, f32>, eps: f64) -> Result<Self> {
         check(xs, xt)?;
         if !(eps.is_finite() && eps > 0.0) {
-            return Err(Error::invalid("CORAL ε", format!("{eps} must be > 0")));
+            return Err(Error::setting("CORAL ε", format!("{eps} must be > 0")));
         }
         let (s, t) = (to64(xs), to64(xt));
         let ms = s.mean_axis(Axis(0)).expect("rows");

@@ -10,9 +10,22 @@ pub enum Error {
     Nn(#[from] tl_nn::Error),
     #[error(transparent)]
     Head(#[from] tl_head::Error),
-    /// A setting or input that cannot work, found before any training.
+    /// A setting that cannot work, found before any computation (`name` as a person
+    /// reads it: `MCC temperature`, `neighbours`).
     #[error("invalid {name}: {reason}")]
-    Invalid { name: String, reason: String },
+    Setting { name: &'static str, reason: String },
+    /// Rows, labels or features that do not fit the method or each other.
+    #[error("invalid {what}: {reason}")]
+    Data { what: String, reason: String },
+    /// Nothing to work on.
+    #[error("invalid {what}: no rows")]
+    NoRows { what: String },
+    /// An estimate that cannot be made from these data (`method`: `BBSE`).
+    #[error("invalid {method}: {reason}")]
+    Estimate {
+        method: &'static str,
+        reason: String,
+    },
     /// Inputs whose shapes do not fit together.
     #[error("{what}: expected {expected}, got {got}")]
     Shape {
@@ -26,10 +39,30 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn invalid(name: &str, reason: impl Into<String>) -> Self {
-        Error::Invalid {
-            name: name.to_string(),
+    pub(crate) fn setting(name: &'static str, reason: impl Into<String>) -> Self {
+        Error::Setting {
+            name,
             reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn data(what: &str, reason: impl Into<String>) -> Self {
+        Error::Data {
+            what: what.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn estimate(method: &'static str, reason: impl Into<String>) -> Self {
+        Error::Estimate {
+            method,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn no_rows(what: &str) -> Self {
+        Error::NoRows {
+            what: what.to_string(),
         }
     }
 }

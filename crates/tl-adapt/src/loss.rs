@@ -71,7 +71,7 @@ impl Kernel {
             } => ("bandwidths", sigma2),
         };
         if v.is_empty() || v.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 what,
                 format!("{v:?}: need at least one, each finite and > 0"),
             ));
@@ -139,7 +139,7 @@ fn check_pair(xs: ArrayView2<'_, f64>, xt: ArrayView2<'_, f64>, min_rows: usize)
     }
     for (what, n) in [("source", xs.nrows()), ("target", xt.nrows())] {
         if n < min_rows {
-            return Err(Error::invalid(
+            return Err(Error::data(
                 what,
                 format!("{n} rows: this loss needs at least {min_rows}"),
             ));
@@ -267,10 +267,10 @@ fn entropies(p: &Array2<f64>, logp: &Array2<f64>) -> Array1<f64> {
 
 fn check_logits(z: ArrayView2<'_, f64>) -> Result<()> {
     if z.nrows() == 0 {
-        return Err(Error::invalid("target logits", "no rows"));
+        return Err(Error::no_rows("target logits"));
     }
     if z.ncols() < 2 {
-        return Err(Error::invalid(
+        return Err(Error::data(
             "target logits",
             format!("{} class: need at least 2", z.ncols()),
         ));
@@ -326,7 +326,7 @@ pub fn mcc(z: ArrayView2<'_, f64>, t: f64) -> Result<Single> {
 pub fn mcc_weights(z: ArrayView2<'_, f64>, t: f64) -> Result<Array1<f64>> {
     check_logits(z)?;
     if !(t.is_finite() && t > 0.0) {
-        return Err(Error::invalid(
+        return Err(Error::setting(
             "MCC temperature",
             format!("{t} must be > 0"),
         ));

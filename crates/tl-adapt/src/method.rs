@@ -214,50 +214,50 @@ impl AdaptConfig {
     pub fn check(&self) -> Result<()> {
         let w = self.weight();
         if !(w.is_finite() && w >= 0.0) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "adaptation weight",
                 format!("{w} must be ≥ 0"),
             ));
         }
         self.kernel.check()?;
         if !(self.mcc_temperature.is_finite() && self.mcc_temperature > 0.0) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "MCC temperature",
                 format!("{} must be > 0", self.mcc_temperature),
             ));
         }
         if !(0.0..=1.0).contains(&self.threshold) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "pseudo-label threshold",
                 format!("{} is not in [0, 1]", self.threshold),
             ));
         }
         if !(self.shot_beta.is_finite() && self.shot_beta >= 0.0) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "SHOT β",
                 format!("{} must be ≥ 0", self.shot_beta),
             ));
         }
         if self.method == Method::Dann && self.discriminator_hidden == 0 {
-            return Err(Error::invalid("discriminator width", "must be ≥ 1"));
+            return Err(Error::setting("discriminator width", "must be ≥ 1"));
         }
         if self.neighbours == 0 {
-            return Err(Error::invalid("neighbours", "must be ≥ 1"));
+            return Err(Error::setting("neighbours", "must be ≥ 1"));
         }
         if !(0.0..1.0).contains(&self.propagate_alpha) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "propagation α",
                 format!("{} is not in [0, 1)", self.propagate_alpha),
             ));
         }
         if !(self.sinkhorn_eps.is_finite() && self.sinkhorn_eps > 0.0) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "Sinkhorn ε",
                 format!("{} must be > 0", self.sinkhorn_eps),
             ));
         }
         if !(self.coral_eps.is_finite() && self.coral_eps > 0.0) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "CORAL ε",
                 format!("{} must be > 0", self.coral_eps),
             ));

@@ -62,13 +62,13 @@ impl<'a> AdaptObjective<'a> {
     ) -> Result<Self> {
         cfg.check()?;
         if !cfg.method.trained() {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "method",
                 format!("`{}` is fitted in closed form, not trained", cfg.method),
             ));
         }
         if target.shape()[0] == 0 {
-            return Err(Error::invalid("target", "no rows"));
+            return Err(Error::no_rows("target"));
         }
         let discriminator = (cfg.method == Method::Dann).then(|| {
             let mut rng = tl_core::rng::seeded_rng(seed, "init/discriminator");
@@ -191,10 +191,7 @@ impl Objective for AdaptObjective<'_> {
 fn to_head(e: Error) -> tl_head::Error {
     match e {
         Error::Head(h) => h,
-        other => tl_head::Error::Invalid {
-            name: "adaptation".into(),
-            reason: other.to_string(),
-        },
+        other => tl_head::Error::Objective(Box::new(other)),
     }
 }
 
@@ -212,11 +209,11 @@ impl AdaptObjective<'_> {
         let xs = train.x.select(Axis(0), rows);
         let xt = self.target.select(Axis(0), &trows);
         let x = ndarray::concatenate(Axis(0), &[xs.view(), xt.view()])
-            .map_err(|e| Error::invalid("target features", e.to_string()))?;
+            .map_err(|e| Error::data("target features", e.to_string()))?;
         let (h, logits) = net.forward_features(&x, ctx)?;
-        let h = h.into_dimensionality::<ndarray::Ix2>().map_err(|_| {
-            Error::invalid("adapter output", "features must be 2-D (a pooled layer)")
-        })?;
+        let h = h
+            .into_dimensionality::<ndarray::Ix2>()
+            .map_err(|_| Error::data("adapter output", "features must be 2-D (a pooled layer)"))?;
         let z = logits
             .into_dimensionality::<ndarray::Ix2>()
             .expect("2-D logits");

@@ -27,7 +27,7 @@ pub fn pool_log_proba(
     let mut count = vec![0usize; docs];
     for (row, &d) in log_proba.rows().into_iter().zip(owner) {
         if d >= docs {
-            return Err(Error::invalid(
+            return Err(Error::data(
                 "part owners",
                 format!("document {d} of {docs}"),
             ));
@@ -36,7 +36,7 @@ pub fn pool_log_proba(
         count[d] += 1;
     }
     if let Some(d) = count.iter().position(|&c| c == 0) {
-        return Err(Error::invalid(
+        return Err(Error::data(
             "part owners",
             format!("document {d} has no part"),
         ));

@@ -38,13 +38,13 @@ fn check_probs(what: &str, p: ArrayView2<'_, f64>, k: usize) -> Result<()> {
         });
     }
     if p.nrows() == 0 {
-        return Err(Error::invalid(what, "no rows"));
+        return Err(Error::no_rows(what));
     }
     if let Some(((r, c), v)) = p
         .indexed_iter()
         .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
     {
-        return Err(Error::invalid(
+        return Err(Error::data(
             what,
             format!("row {r}, class {c}: probability {v}"),
         ));
@@ -54,7 +54,7 @@ fn check_probs(what: &str, p: ArrayView2<'_, f64>, k: usize) -> Result<()> {
 
 fn check_priors(source: &[f64]) -> Result<()> {
     if source.len() < 2 || source.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-        return Err(Error::invalid(
+        return Err(Error::data(
             "source priors",
             format!("{source:?}: need ≥ 2 classes, each > 0"),
         ));
@@ -107,7 +107,7 @@ pub fn bbse(confusion: &Array2<f64>, predicted: &[f64], source: &[f64]) -> Resul
         });
     }
     let w = linalg::solve(confusion, &Array1::from(predicted.to_vec())).ok_or_else(|| {
-        Error::invalid(
+        Error::estimate(
             "BBSE",
             "the source confusion matrix is singular (a class is never predicted): use EM",
         )
@@ -115,7 +115,7 @@ pub fn bbse(confusion: &Array2<f64>, predicted: &[f64], source: &[f64]) -> Resul
     let mut pt: Array1<f64> = w.mapv(|v| v.max(0.0)) * &Array1::from(source.to_vec());
     let s = pt.sum();
     if s <= 0.0 {
-        return Err(Error::invalid("BBSE", "every estimated weight is ≤ 0"));
+        return Err(Error::estimate("BBSE", "every estimated weight is ≤ 0"));
     }
     pt /= s;
     Ok(PriorEstimate {

@@ -102,7 +102,7 @@ impl KnnGraph {
     pub fn build(x: ArrayView2<'_, f32>, k: usize) -> Result<Self> {
         let n = x.nrows();
         if k == 0 || k >= n {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "neighbours",
                 format!("k = {k} needs 1 ≤ k < rows ({n})"),
             ));
@@ -171,7 +171,7 @@ impl KnnGraph {
             });
         }
         if !(0.0..1.0).contains(&alpha) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "propagation α",
                 format!("{alpha} is not in [0, 1)"),
             ));
@@ -206,16 +206,16 @@ pub fn sinkhorn(
     }
     let total: f64 = prior.iter().sum();
     if prior.iter().any(|&p| !(p.is_finite() && p > 0.0)) || (total - 1.0).abs() > 1e-6 {
-        return Err(Error::invalid(
+        return Err(Error::setting(
             "class prior",
             format!("{prior:?} must be positive and sum to 1"),
         ));
     }
     if !(eps.is_finite() && eps > 0.0) {
-        return Err(Error::invalid("Sinkhorn ε", format!("{eps} must be > 0")));
+        return Err(Error::setting("Sinkhorn ε", format!("{eps} must be > 0")));
     }
     if n == 0 {
-        return Err(Error::invalid("scores", "no rows"));
+        return Err(Error::no_rows("scores"));
     }
     // log K, rows normalised to sum 1 first; zero scores get a floor so every class can
     // still receive mass.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tl_head::{
     net::{HeadNet, HeadSpec, TaskSpec},
     probe::{LinearProbe, ProbeConfig, ProbeData, argmax_rows, fit_path},
-    train::{EpochLog, Keep, Labelled, TrainConfig, TrainReport, train_with},
+    train::{Checkpoint, EpochLog, Flow, Keep, Labelled, TrainConfig, TrainReport, Trainer},
 };
 use tl_nn::Tensor;
 
@@ -42,7 +42,7 @@ fn source_frequencies(d: &Domains<'_>) -> Result<Vec<f64>> {
     }
     let total: f64 = counts.iter().sum();
     if let Some(k) = counts.iter().position(|&c| c == 0.0) {
-        return Err(Error::invalid(
+        return Err(Error::data(
             "source labels",
             format!("class `{}` has no source rows", d.task.classes[k]),
         ));
@@ -82,13 +82,13 @@ impl Domains<'_> {
             }
         }
         if self.target.shape()[0] == 0 {
-            return Err(Error::invalid("target", "no rows"));
+            return Err(Error::no_rows("target"));
         }
         if self.source_train.is_empty() {
-            return Err(Error::invalid("source", "no training rows"));
+            return Err(Error::data("source", "no training rows"));
         }
         if self.source_train.labels.len() != 1 || self.source_val.labels.len() != 1 {
-            return Err(Error::invalid(
+            return Err(Error::data(
                 "source labels",
                 "adaptation takes exactly one task",
             ));
@@ -103,7 +103,7 @@ impl Domains<'_> {
             }
             let k = self.task.classes.len() as u32;
             if let Some(bad) = t.iter().flatten().find(|&&y| y >= k) {
-                return Err(Error::invalid(
+                return Err(Error::data(
                     "target labels",
                     format!("label {bad} of a task with {k} classes"),
                 ));
@@ -159,7 +159,7 @@ fn standardized(st: &Option<Standardizer>, x: &Tensor) -> Result<Tensor> {
             .apply(
                 x.view()
                     .into_dimensionality()
-                    .map_err(|_| Error::invalid("features", "must be 2-D"))?,
+                    .map_err(|_| Error::data("features", "must be 2-D"))?,
             )
             .into_dyn(),
         None => x.clone(),
@@ -292,7 +292,7 @@ pub fn adapt(
     cfg: &AdaptConfig,
     head: &HeadSpec,
     train: &TrainConfig,
-    dir: Option<(&std::path::Path, &str)>,
+    checkpoint: Option<Checkpoint<'_>>,
     on_epoch: &mut dyn FnMut(&EpochLog),
 ) -> Result<(Adapted, RunSummary)> {
     cfg.check()?;
@@ -303,7 +303,7 @@ pub fn adapt(
         // that validation rows are standardised like the rows the statistics saw.
         let source_all =
             ndarray::concatenate(Axis(0), &[view2(d.source_train.x), view2(d.source_val.x)])
-                .map_err(|e| Error::invalid("standardisation", e.to_string()))?;
+                .map_err(|e| Error::data("standardisation", e.to_string()))?;
         let ss = Standardizer::fit(source_all.view())?;
         let ts = Standardizer::fit(view2(d.target))?;
         let st = ss.apply(view2(d.source_train.x)).into_dyn();
@@ -326,7 +326,7 @@ pub fn adapt(
             per_domain_standardize: false,
             ..cfg.clone()
         };
-        let (mut adapted, summary) = adapt(&inner, &plain, head, train, dir, on_epoch)?;
+        let (mut adapted, summary) = adapt(&inner, &plain, head, train, checkpoint, on_epoch)?;
         adapted.source_standardizer = Some(ss);
         adapted.target_standardizer = Some(ts);
         return Ok((adapted, summary));
@@ -358,7 +358,7 @@ pub fn adapt(
             .filter(|(_, y)| !y.is_empty())
             .map(|(xl, yl)| -> Result<(Tensor, Vec<Vec<Option<u32>>>)> {
                 let x = ndarray::concatenate(Axis(0), &[view2(d.source_train.x), xl.view()])
-                    .map_err(|e| Error::invalid("target labels", e.to_string()))?;
+                    .map_err(|e| Error::data("target labels", e.to_string()))?;
                 let mut y = d.source_train.labels[0].clone();
                 y.extend(yl.iter().map(|&v| Some(v)));
                 Ok((x.into_dyn(), vec![y]))
@@ -368,17 +368,19 @@ pub fn adapt(
             Some((x, labels)) => Labelled { x, labels },
             None => d.source_train,
         };
-        let report = train_with(
-            &mut net,
-            tasks,
-            &train_set,
-            Some(&d.source_val).filter(|v| !v.is_empty()),
-            &train,
-            dir,
-            &mut objective,
-            on_epoch,
-            None,
-        )?;
+        let mut each_epoch = |log: &EpochLog| {
+            on_epoch(log);
+            Flow::Continue
+        };
+        let report = Trainer::new(&train, tasks)
+            .checkpoint(checkpoint)
+            .objective(&mut objective)
+            .on_epoch(&mut each_epoch)
+            .fit(
+                &mut net,
+                &train_set,
+                Some(&d.source_val).filter(|v| !v.is_empty()),
+            )?;
         let best = report.history.get(report.best_epoch);
         let summary = RunSummary {
             method: cfg.method,
@@ -414,7 +416,7 @@ pub fn adapt(
         Some((xl, yl)) if !yl.is_empty() => {
             let cat = |a: &Array2<f32>| {
                 ndarray::concatenate(Axis(0), &[a.view(), xl.view()])
-                    .map_err(|e| Error::invalid("target labels", e.to_string()))
+                    .map_err(|e| Error::data("target labels", e.to_string()))
             };
             let mut y = ys.clone();
             y.extend(yl);
@@ -453,7 +455,7 @@ pub fn adapt(
             .min_by(|a, b| a.val_log_loss.total_cmp(&b.val_log_loss))
             .expect("a path has points");
         let all_x = ndarray::concatenate(Axis(0), &[xs.view(), xv.view()])
-            .map_err(|e| Error::invalid("features", e.to_string()))?;
+            .map_err(|e| Error::data("features", e.to_string()))?;
         let all_y: Vec<u32> = ys.iter().chain(&yv).copied().collect();
         let refit = tl_head::probe::fit(
             &ProbeData {

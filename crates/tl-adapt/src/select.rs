@@ -14,13 +14,10 @@ pub const SND_TAU: f64 = 0.05;
 pub fn snd(p: ArrayView2<'_, f64>, tau: f64) -> Result<f64> {
     let n = p.nrows();
     if n < 2 {
-        return Err(Error::invalid("SND", format!("{n} rows: need at least 2")));
+        return Err(Error::data("SND", format!("{n} rows: need at least 2")));
     }
     if !(tau.is_finite() && tau > 0.0) {
-        return Err(Error::invalid(
-            "SND temperature",
-            format!("{tau} must be > 0"),
-        ));
+        return Err(Error::data("SND temperature", format!("{tau} must be > 0")));
     }
     let mut f = p.to_owned();
     for mut r in f.rows_mut() {

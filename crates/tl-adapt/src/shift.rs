@@ -70,7 +70,7 @@ pub fn measure(
     }
     let k = xs.nrows().min(xt.nrows()).min(cfg.max_rows);
     if k < 4 {
-        return Err(Error::invalid(
+        return Err(Error::data(
             "shift",
             format!(
                 "{} source and {} target rows: need at least 4 of each",

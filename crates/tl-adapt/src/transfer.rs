@@ -24,13 +24,13 @@ fn check_labels(n: usize, y: &[u32], classes: usize) -> Result<()> {
         });
     }
     if n < 2 {
-        return Err(Error::invalid(
+        return Err(Error::data(
             "transferability",
             format!("{n} rows: need at least 2"),
         ));
     }
     if let Some(&bad) = y.iter().find(|&&c| c as usize >= classes) {
-        return Err(Error::invalid(
+        return Err(Error::data(
             "labels",
             format!("class {bad} is outside the {classes} classes"),
         ));

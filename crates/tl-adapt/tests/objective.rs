@@ -13,7 +13,7 @@ use tl_adapt::{
 use tl_core::Named;
 use tl_head::{
     net::{HeadNet, HeadSpec, TaskSpec},
-    train::{Labelled, Objective, StepInfo, TrainConfig, train_with},
+    train::{Checkpoint, EpochLog, Flow, Labelled, Objective, StepInfo, TrainConfig, Trainer},
 };
 use tl_nn::{Ctx, ModuleExt, Tensor, checkpoint::named_params};
 
@@ -162,18 +162,24 @@ fn dann_resumes_to_the_same_bits_discriminator_included() {
     let go = |dir: Option<&std::path::Path>, stop: Option<usize>| {
         let mut net = HeadNet::build(&head(), 8, &tasks, 3).unwrap();
         let mut obj = AdaptObjective::new(&cfg, &tasks, 0.0, &xt, 16, 3).unwrap();
-        train_with(
-            &mut net,
-            &tasks,
-            &labelled,
-            None,
-            &tc,
-            dir.map(|d| (d, "synthetic")),
-            &mut obj,
-            &mut |_| {},
-            stop,
-        )
-        .unwrap();
+        let mut ran = 0;
+        let mut stop_after = |_: &EpochLog| {
+            ran += 1;
+            if stop.is_some_and(|s| ran >= s) {
+                Flow::Stop
+            } else {
+                Flow::Continue
+            }
+        };
+        Trainer::new(&tc, &tasks)
+            .checkpoint(dir.map(|dir| Checkpoint {
+                dir,
+                fingerprint: "synthetic",
+            }))
+            .objective(&mut obj)
+            .on_epoch(&mut stop_after)
+            .fit(&mut net, &labelled, None)
+            .unwrap();
         let aux = named_params(obj.aux().unwrap());
         (named_params(&net), aux)
     };

@@ -165,7 +165,7 @@ impl ImageContract {
             return Err(Error::Invalid {
                 what: "image size",
                 reason: format!(
-                    "this model takes only {0}×{0} inputs; --image-size {size} needs a model with dynamic spatial size",
+                    "this model takes only {0}×{0} inputs; a size of {size} needs a model with dynamic spatial size",
                     self.size
                 ),
             });

@@ -10,10 +10,29 @@
 use ndarray::ArrayD;
 use tl_core::ImageContract;
 use tl_data::Row;
+use tl_onnx::OnnxModel;
 use tl_onnx::batchnorm::{BatchNormNode, RunningStatistics};
-use tl_runtime::{Input, Session};
+use tl_runtime::{Input, Runtime, Session, SessionOptions};
 
 use crate::{Error, Result, extract::preprocess_rows};
+
+/// AdaBN (Li et al. 2016): `backbone`, a CNN with its BatchNorm layers kept, with every
+/// BatchNorm's running mean and variance re-estimated on `rows` (each batch of
+/// `batch_size` normalised by its own statistics on the way, as in training), every weight
+/// kept. `name` names the model in ONNX Runtime's messages.
+pub fn adapt_backbone(
+    backbone: &OnnxModel,
+    name: &str,
+    contract: &ImageContract,
+    rows: &[&Row],
+    batch_size: usize,
+    (rt, opts): (&Runtime, &SessionOptions),
+) -> Result<OnnxModel> {
+    let (stats_model, norms) = backbone.with_batch_statistics()?;
+    let mut session = Session::from_model(rt, &stats_model, name, opts)?;
+    let stats = target_statistics(&mut session, &norms, contract, rows, batch_size)?;
+    Ok(backbone.with_running_statistics(&stats)?)
+}
 
 /// The pooled statistics of every BatchNorm in `norms` over `rows`, in batches of
 /// `batch_size` rows, with `session` running the batch-statistics model.

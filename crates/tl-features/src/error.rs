@@ -11,6 +11,8 @@ pub enum Error {
     #[error(transparent)]
     Runtime(#[from] tl_runtime::Error),
     #[error(transparent)]
+    Onnx(#[from] tl_onnx::Error),
+    #[error(transparent)]
     Data(#[from] tl_data::Error),
     /// The feature store is inconsistent or cannot be written.
     #[error("feature store: {0}")]

@@ -50,13 +50,13 @@ impl Augment {
 
     pub fn check(&self) -> Result<()> {
         if !(self.crop_scale > 0.0 && self.crop_scale <= 1.0) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "augment crop scale",
                 format!("{} is not in (0, 1]", self.crop_scale),
             ));
         }
         if !(self.rotate.is_finite() && (0.0..=180.0).contains(&self.rotate)) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "augment rotation",
                 format!("{}° is not in [0, 180]", self.rotate),
             ));
@@ -97,7 +97,7 @@ impl Augment {
     /// Augments a batch `[N, C, H, W]`; draws from `rng`, one image after another.
     pub fn apply(&self, x: &Tensor, rng: &mut ChaCha8Rng) -> Result<Tensor> {
         let v = x.view().into_dimensionality::<Ix4>().map_err(|_| {
-            Error::invalid(
+            Error::data(
                 "augmentation",
                 format!(
                     "needs [batch, channels, height, width] images, got {:?}",

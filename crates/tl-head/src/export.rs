@@ -76,7 +76,7 @@ pub struct ExportSpec<'a> {
 fn param<'a>(params: &'a BTreeMap<String, Tensor>, name: &str) -> Result<&'a Tensor> {
     params
         .get(name)
-        .ok_or_else(|| Error::invalid("export", format!("the trained weights have no `{name}`")))
+        .ok_or_else(|| Error::export(format!("the trained weights have no `{name}`")))
 }
 
 /// The exported model.
@@ -96,10 +96,7 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
                     .iter_mut()
                     .find(|n| n.name == layer.node)
                     .ok_or_else(|| {
-                        Error::invalid(
-                            "export",
-                            format!("the backbone has no node `{}`", layer.node),
-                        )
+                        Error::export(format!("the backbone has no node `{}`", layer.node))
                     })?;
                 n.input.push(name.clone());
                 g.initializer.push(tensor_f32(&name, t.shape(), values));
@@ -114,10 +111,9 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
     let mut keep_value = spec.input_value.to_string();
     if let Some(t) = &spec.text {
         if opset < 13 {
-            return Err(Error::invalid(
-                "export",
-                format!("text pooling needs opset ≥ 13, the model has {opset}"),
-            ));
+            return Err(Error::export(format!(
+                "text pooling needs opset ≥ 13, the model has {opset}"
+            )));
         }
         keep_value = t.token_output.clone();
         text_pool(t, &mut nodes, &mut inits);
@@ -178,14 +174,11 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
     cur = "tl.pooled".into();
     if let Some((scale, shift)) = spec.input_affine {
         if scale.len() != shift.len() {
-            return Err(Error::invalid(
-                "export",
-                format!(
-                    "the input affine map has {} scales and {} shifts",
-                    scale.len(),
-                    shift.len()
-                ),
-            ));
+            return Err(Error::export(format!(
+                "the input affine map has {} scales and {} shifts",
+                scale.len(),
+                shift.len()
+            )));
         }
         let n = [scale.len()];
         inits.push(tensor_f32("tl.affine.scale", &n, scale));
@@ -304,14 +297,11 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
     if let Some(offset) = spec.logit_offset {
         let classes = spec.tasks.first().map_or(0, |t| t.classes.len());
         if !single || offset.len() != classes {
-            return Err(Error::invalid(
-                "export",
-                format!(
-                    "a logit offset needs one task and one value per class ({} tasks, {} values, {classes} classes)",
-                    spec.tasks.len(),
-                    offset.len()
-                ),
-            ));
+            return Err(Error::export(format!(
+                "a logit offset needs one task and one value per class ({} tasks, {} values, {classes} classes)",
+                spec.tasks.len(),
+                offset.len()
+            )));
         }
     }
     let mut outputs = Vec::new();
@@ -378,10 +368,9 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
             .flat_map(|n| &n.output)
             .find(|o| taken.contains(o.as_str()))
         {
-            return Err(Error::invalid(
-                "export",
-                format!("the backbone already has a value named `{clash}`"),
-            ));
+            return Err(Error::export(format!(
+                "the backbone already has a value named `{clash}`"
+            )));
         }
         g.node.extend(nodes);
         g.initializer.extend(inits);

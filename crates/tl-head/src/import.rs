@@ -22,7 +22,10 @@ use tl_onnx::{
     tensor_values_f32,
 };
 
-use crate::{Error, Result};
+use crate::{
+    Error, Result,
+    train::{TrainConfig, Unfreeze},
+};
 
 /// What an imported layer came from: its node and the initializers its parameters map to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +122,62 @@ pub fn block_of(node: &str) -> String {
     }
 }
 
+/// How an imported backbone trains beside its head: at `pretrained_lr` × the head's rate,
+/// from `unfreeze_epoch` on; block by block (see [`block_of`]) when the whole network is
+/// fine-tuned: the last block at `pretrained_lr`, each earlier one at `layer_decay` × the
+/// next one's rate, and from `unfreeze_epoch` one more block every `unfreeze_every`
+/// epochs, last block first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockRates {
+    pub pretrained_lr: f32,
+    pub layer_decay: f32,
+    pub unfreeze_epoch: usize,
+    pub unfreeze_every: usize,
+}
+
+impl BlockRates {
+    /// `train` with the backbone's groups and unfreezing added; `blocks` is the imported
+    /// graph when it trains block by block (frozen nodes are buffers, in no group).
+    pub fn apply(&self, train: &TrainConfig, blocks: Option<&tl_nn::Graph>) -> TrainConfig {
+        let mut t = train.clone();
+        t.groups
+            .0
+            .insert(0, ("trunk.backbone".into(), self.pretrained_lr));
+        let Some(graph) = blocks else {
+            if self.unfreeze_epoch > 0 {
+                t.unfreeze.push(Unfreeze {
+                    prefix: "trunk.backbone".into(),
+                    epoch: self.unfreeze_epoch,
+                });
+            }
+            return t;
+        };
+        // The trainable blocks, in graph order.
+        let mut names: Vec<String> = Vec::new();
+        for node in &graph.nodes()[graph.frozen()..] {
+            let b = block_of(&node.name);
+            if !names.contains(&b) {
+                names.push(b);
+            }
+        }
+        for (i, b) in names.iter().enumerate() {
+            let depth = names.len() - 1 - i;
+            let prefix = format!("trunk.backbone.{b}.");
+            if self.layer_decay != 1.0 {
+                let factor = self.pretrained_lr * self.layer_decay.powi(depth as i32);
+                t.groups.0.push((prefix.clone(), factor));
+            }
+            if self.unfreeze_epoch > 0 {
+                t.unfreeze.push(Unfreeze {
+                    prefix,
+                    epoch: self.unfreeze_epoch + depth * self.unfreeze_every,
+                });
+            }
+        }
+        t
+    }
+}
+
 /// The nodes that compute `to` from `from`, in graph order. Every value they read must be
 /// computed from `from` or be a constant initializer; an error names the node that reads
 /// anything else.
@@ -134,10 +193,9 @@ fn path<'a>(
             .iter()
             .any(|n| n.output.iter().any(|o| o == from));
     if !known {
-        return Err(Error::invalid(
-            "fine-tuning",
-            format!("the model has no value `{from}` to start from"),
-        ));
+        return Err(Error::fine_tuning(format!(
+            "the model has no value `{from}` to start from"
+        )));
     }
     // Values computed from `from`.
     let mut down: HashSet<&str> = HashSet::from([from]);
@@ -147,10 +205,9 @@ fn path<'a>(
         }
     }
     if !down.contains(to) {
-        return Err(Error::invalid(
-            "fine-tuning",
-            format!("`{to}` is not computed from `{from}`"),
-        ));
+        return Err(Error::fine_tuning(format!(
+            "`{to}` is not computed from `{from}`"
+        )));
     }
     // Walk back from `to` through the values computed from `from`.
     let producer: HashMap<&str, usize> = graph
@@ -175,13 +232,10 @@ fn path<'a>(
                 stack.push(input);
             } else if model.initializer(input).is_none() {
                 return Err(if producer.contains_key(input.as_str()) {
-                    Error::invalid(
-                        "fine-tuning",
-                        format!(
-                            "node `{}` ({}) reads `{input}`, which does not come from `{from}`: start from a value every path to `{to}` goes through",
-                            node.name, node.op_type
-                        ),
-                    )
+                    Error::fine_tuning(format!(
+                        "node `{}` ({}) reads `{input}`, which does not come from `{from}`: start from a value every path to `{to}` goes through",
+                        node.name, node.op_type
+                    ))
                 } else {
                     unsupported(
                         node,
@@ -395,22 +449,19 @@ pub fn import_graph(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
         value.insert(node.output[0].clone(), out);
     }
     let (Some(in_channels), Some(width)) = (in_channels, width) else {
-        return Err(Error::invalid(
-            "fine-tuning",
-            format!("no trainable layer between `{from}` and `{to}`"),
-        ));
+        return Err(Error::fine_tuning(format!(
+            "no trainable layer between `{from}` and `{to}`"
+        )));
     };
     if value.get(to) != Some(&g.len()) {
-        return Err(Error::invalid(
-            "fine-tuning",
-            format!("the layers from `{from}` do not end in `{to}`"),
-        ));
+        return Err(Error::fine_tuning(format!(
+            "the layers from `{from}` do not end in `{to}`"
+        )));
     }
     if pooled.is_empty() {
-        return Err(Error::invalid(
-            "fine-tuning",
-            format!("the layers from `{from}` to `{to}` do not end in global pooling"),
-        ));
+        return Err(Error::fine_tuning(format!(
+            "the layers from `{from}` to `{to}` do not end in global pooling"
+        )));
     }
     Ok(Imported {
         layers: g,

@@ -78,18 +78,18 @@ impl HeadSpec {
 
     pub fn check(&self) -> Result<()> {
         match self.kind {
-            HeadKind::Linear if !self.hidden.is_empty() => Err(Error::invalid(
+            HeadKind::Linear if !self.hidden.is_empty() => Err(Error::setting(
                 "head",
-                "a linear head has no hidden layers (use --head mlp)",
+                "a linear head has no hidden layers (an mlp head has)",
             )),
-            HeadKind::Mlp if self.hidden.is_empty() => Err(Error::invalid(
+            HeadKind::Mlp if self.hidden.is_empty() => Err(Error::setting(
                 "head",
                 "an mlp head needs at least one hidden width",
             )),
             _ if self.hidden.contains(&0) => {
-                Err(Error::invalid("hidden widths", "each must be ≥ 1"))
+                Err(Error::setting("hidden widths", "each must be ≥ 1"))
             }
-            _ if !(0.0..1.0).contains(&self.dropout) => Err(Error::invalid(
+            _ if !(0.0..1.0).contains(&self.dropout) => Err(Error::setting(
                 "dropout",
                 format!("{} is not in [0, 1)", self.dropout),
             )),
@@ -134,13 +134,13 @@ impl HeadNet {
     ) -> Result<Self> {
         spec.check()?;
         if inputs == 0 {
-            return Err(Error::invalid("features", "width 0"));
+            return Err(Error::data("features", "width 0"));
         }
         if tasks.is_empty() {
-            return Err(Error::invalid("tasks", "a head needs at least one task"));
+            return Err(Error::data("tasks", "a head needs at least one task"));
         }
         if let Some(t) = tasks.iter().find(|t| t.classes.len() < 2) {
-            return Err(Error::invalid(
+            return Err(Error::data(
                 "tasks",
                 format!(
                     "task `{}` has {} class: need at least 2",

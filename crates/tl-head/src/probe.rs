@@ -112,21 +112,21 @@ impl ProbeConfig {
     /// Checks every setting once, before any work.
     pub fn check(&self) -> Result<()> {
         if !(self.c.is_finite() && self.c > 0.0) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "C",
                 format!("{} must be finite and > 0", self.c),
             ));
         }
         if !(self.tol.is_finite() && self.tol > 0.0) {
-            return Err(Error::invalid("tol", format!("{} must be > 0", self.tol)));
+            return Err(Error::setting("tol", format!("{} must be > 0", self.tol)));
         }
         if self.max_iter == 0 || self.memory == 0 {
-            return Err(Error::invalid("max_iter and memory", "both must be ≥ 1"));
+            return Err(Error::setting("max_iter and memory", "both must be ≥ 1"));
         }
         if let ClassWeight::Given(w) = &self.class_weight
             && w.iter().any(|v| !(v.is_finite() && *v > 0.0))
         {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "class weights",
                 "each must be finite and > 0",
             ));
@@ -665,7 +665,7 @@ pub struct ProbeData<'a> {
 impl ProbeData<'_> {
     fn check(&self) -> Result<()> {
         if self.x.nrows() != self.y.len() {
-            return Err(Error::invalid(
+            return Err(Error::data(
                 "training data",
                 format!(
                     "{} feature rows but {} labels",
@@ -675,10 +675,10 @@ impl ProbeData<'_> {
             ));
         }
         if self.x.nrows() == 0 {
-            return Err(Error::invalid("training data", "no labelled rows"));
+            return Err(Error::data("training data", "no labelled rows"));
         }
         if self.classes < 2 {
-            return Err(Error::invalid(
+            return Err(Error::data(
                 "classes",
                 format!("{} class: need at least 2", self.classes),
             ));
@@ -687,7 +687,7 @@ impl ProbeData<'_> {
         let mut counts = vec![0usize; self.classes];
         for (i, &y) in self.y.iter().enumerate() {
             let Some(c) = counts.get_mut(y as usize) else {
-                return Err(Error::invalid(
+                return Err(Error::data(
                     "labels",
                     format!(
                         "row {i} has class {y}, outside the {} classes",
@@ -698,7 +698,7 @@ impl ProbeData<'_> {
             *c += 1;
         }
         if let Some(k) = counts.iter().position(|&c| c == 0) {
-            return Err(Error::invalid(
+            return Err(Error::data(
                 "training data",
                 format!("class {k} has no training rows"),
             ));
@@ -738,7 +738,7 @@ fn build(
         }
         ClassWeight::Given(w) => {
             if w.len() != k {
-                return Err(Error::invalid(
+                return Err(Error::setting(
                     "class weights",
                     format!("{} weights for {k} classes", w.len()),
                 ));
@@ -894,10 +894,10 @@ pub fn fit_path(
     cfg: &ProbeConfig,
 ) -> Result<PathResult> {
     if cs.is_empty() {
-        return Err(Error::invalid("C path", "no values of C"));
+        return Err(Error::setting("C path", "no values of C"));
     }
     if val.x.ncols() != train.x.ncols() {
-        return Err(Error::invalid(
+        return Err(Error::data(
             "validation features",
             format!(
                 "width {} but the training features have {}",
@@ -938,7 +938,7 @@ pub fn fit_path(
     }
     let (best_c, _, best_probe) = best.expect("at least one C");
     let x = ndarray::concatenate(Axis(0), &[train.x, val.x])
-        .map_err(|e| Error::invalid("features", e.to_string()))?;
+        .map_err(|e| Error::data("features", e.to_string()))?;
     let y: Vec<u32> = train.y.iter().chain(val.y).copied().collect();
     let all = ProbeData {
         x: x.view(),

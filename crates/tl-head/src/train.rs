@@ -101,13 +101,13 @@ impl TrainConfig {
     /// Checks every setting once, before any training.
     pub fn check(&self) -> Result<()> {
         if self.epochs == 0 {
-            return Err(Error::invalid("epochs", "must be ≥ 1"));
+            return Err(Error::setting("epochs", "must be ≥ 1"));
         }
         if self.batch_size == 0 {
-            return Err(Error::invalid("batch size", "must be ≥ 1"));
+            return Err(Error::setting("batch size", "must be ≥ 1"));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "learning rate",
                 format!("{} must be finite and > 0", self.lr),
             ));
@@ -118,23 +118,23 @@ impl TrainConfig {
             .iter()
             .find(|(_, f)| !(f.is_finite() && *f >= 0.0))
         {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "learning-rate factor",
                 format!("`{p}`: {f} must be ≥ 0"),
             ));
         }
         if let Some(c) = self.clip_norm.filter(|c| !(c.is_finite() && *c > 0.0)) {
-            return Err(Error::invalid(
+            return Err(Error::setting(
                 "gradient clipping",
                 format!("a norm of {c} must be finite and > 0"),
             ));
         }
         if self.micro_batch == Some(0) {
-            return Err(Error::invalid("micro-batch", "must be ≥ 1 row"));
+            return Err(Error::setting("micro-batch", "must be ≥ 1 row"));
         }
         self.augment.check()?;
         if self.patience == Some(0) {
-            return Err(Error::invalid("patience", "must be ≥ 1 epoch (or none)"));
+            return Err(Error::setting("patience", "must be ≥ 1 epoch (or none)"));
         }
         self.optimizer.check()?;
         self.schedule.check()?;
@@ -185,7 +185,7 @@ impl Labelled<'_> {
 
     fn check(&self, what: &str, tasks: &[TaskSpec]) -> Result<()> {
         if self.labels.len() != tasks.len() {
-            return Err(Error::invalid(
+            return Err(Error::data(
                 what,
                 format!(
                     "labels for {} tasks, the head has {}",
@@ -196,7 +196,7 @@ impl Labelled<'_> {
         }
         for (t, (labels, task)) in self.labels.iter().zip(tasks).enumerate() {
             if labels.len() != self.len() {
-                return Err(Error::invalid(
+                return Err(Error::data(
                     what,
                     format!(
                         "task `{}`: {} labels for {} rows",
@@ -210,14 +210,13 @@ impl Labelled<'_> {
                 y.filter(|&y| y as usize >= task.classes.len())
                     .map(|y| (i, y))
             }) {
-                return Err(Error::invalid(
-                    "labels",
-                    format!(
-                        "{what} row {i}: class {y} of task `{}` is outside its {} classes",
-                        task.name,
-                        task.classes.len()
-                    ),
-                ));
+                return Err(Error::LabelOutOfRange {
+                    what: what.to_string(),
+                    row: i,
+                    class: y,
+                    task: task.name.clone(),
+                    classes: task.classes.len(),
+                });
             }
             let _ = t;
         }
@@ -597,68 +596,148 @@ pub fn checkpoint_dir(dir: &Path) -> PathBuf {
     dir.join("checkpoint")
 }
 
-/// Trains `net` on `train`, validating on `val` after each epoch; with `dir`, saves a
-/// checkpoint after each epoch and resumes from one left by an interrupted run with the
-/// same fingerprint and config. The best epoch's weights (by mean validation accuracy, then loss) are in
-/// `net` at the end; without validation rows, the last epoch's. `stop_after` ends the run
-/// after that many epochs of this call (to test resuming).
-#[allow(clippy::too_many_arguments)]
-pub fn train(
-    net: &mut HeadNet,
-    tasks: &[TaskSpec],
-    train: &Labelled<'_>,
-    val: Option<&Labelled<'_>>,
-    cfg: &TrainConfig,
-    dir: Option<(&Path, &str)>,
-    on_epoch: &mut dyn FnMut(&EpochLog),
-    stop_after: Option<usize>,
-) -> Result<TrainReport> {
-    let mut objective =
-        Supervised::new(tasks, cfg.label_smoothing).with_augment(cfg.augment.clone());
-    train_with(
-        net,
-        tasks,
-        train,
-        val,
-        cfg,
-        dir,
-        &mut objective,
-        on_epoch,
-        stop_after,
-    )
+/// What an epoch callback asks of the trainer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// End the run after this epoch (its checkpoint is written first): early stopping by
+    /// the caller's own rule, or an interruption to test resuming.
+    Stop,
 }
 
-/// [`train`] minimising `objective` instead of the tasks' cross-entropy alone.
+/// Where a run checkpoints, and which run it is: a checkpoint resumes only a run with the
+/// same fingerprint and training config.
+#[derive(Debug, Clone, Copy)]
+pub struct Checkpoint<'a> {
+    /// The run's directory (the state goes into its `checkpoint/`).
+    pub dir: &'a Path,
+    /// What the run trains on (model, data, split, head), hashed by the caller.
+    pub fingerprint: &'a str,
+}
+
+/// A training run: the config and tasks, then optionally a checkpoint, an objective other
+/// than the tasks' cross-entropy, and an epoch callback; [`Trainer::fit`] runs it.
+///
+/// `fit` validates on `val` after each epoch; with a checkpoint it saves one after each
+/// epoch and resumes from one left by an interrupted run of the same fingerprint and
+/// config. The best epoch's weights (by mean validation accuracy, then loss) are in `net`
+/// at the end (`keep = best`); without validation rows, the last epoch's.
+pub struct Trainer<'a> {
+    cfg: &'a TrainConfig,
+    tasks: &'a [TaskSpec],
+    checkpoint: Option<Checkpoint<'a>>,
+    objective: Option<&'a mut dyn Objective>,
+    on_epoch: Option<&'a mut dyn FnMut(&EpochLog) -> Flow>,
+}
+
+impl std::fmt::Debug for Trainer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("cfg", self.cfg)
+            .field("tasks", &self.tasks)
+            .field("checkpoint", &self.checkpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// Trains the tasks' cross-entropy with `cfg`, no checkpoint, no callback.
+    pub fn new(cfg: &'a TrainConfig, tasks: &'a [TaskSpec]) -> Self {
+        Self {
+            cfg,
+            tasks,
+            checkpoint: None,
+            objective: None,
+            on_epoch: None,
+        }
+    }
+
+    /// Checkpoints into `checkpoint` (none: no checkpoint).
+    #[must_use]
+    pub fn checkpoint(mut self, checkpoint: Option<Checkpoint<'a>>) -> Self {
+        self.checkpoint = checkpoint;
+        self
+    }
+
+    /// Minimises `objective` instead of the tasks' cross-entropy alone.
+    #[must_use]
+    pub fn objective(mut self, objective: &'a mut dyn Objective) -> Self {
+        self.objective = Some(objective);
+        self
+    }
+
+    /// Calls `f` after each epoch; [`Flow::Stop`] ends the run there.
+    #[must_use]
+    pub fn on_epoch(mut self, f: &'a mut dyn FnMut(&EpochLog) -> Flow) -> Self {
+        self.on_epoch = Some(f);
+        self
+    }
+
+    /// Runs the training of `net` on `train`, validating on `val`.
+    pub fn fit(
+        self,
+        net: &mut HeadNet,
+        train: &Labelled<'_>,
+        val: Option<&Labelled<'_>>,
+    ) -> Result<TrainReport> {
+        let mut supervised;
+        let objective: &mut dyn Objective = match self.objective {
+            Some(o) => o,
+            None => {
+                supervised = Supervised::new(self.tasks, self.cfg.label_smoothing)
+                    .with_augment(self.cfg.augment.clone());
+                &mut supervised
+            }
+        };
+        let mut ignore = |_: &EpochLog| Flow::Continue;
+        let on_epoch = match self.on_epoch {
+            Some(f) => f,
+            None => &mut ignore,
+        };
+        run(
+            net,
+            self.tasks,
+            train,
+            val,
+            self.cfg,
+            self.checkpoint,
+            objective,
+            on_epoch,
+        )
+    }
+}
+
+/// The training loop of [`Trainer::fit`].
 #[allow(clippy::too_many_arguments)]
-pub fn train_with(
+fn run(
     net: &mut HeadNet,
     tasks: &[TaskSpec],
     train: &Labelled<'_>,
     val: Option<&Labelled<'_>>,
     cfg: &TrainConfig,
-    dir: Option<(&Path, &str)>,
+    checkpoint: Option<Checkpoint<'_>>,
     objective: &mut dyn Objective,
-    on_epoch: &mut dyn FnMut(&EpochLog),
-    stop_after: Option<usize>,
+    on_epoch: &mut dyn FnMut(&EpochLog) -> Flow,
 ) -> Result<TrainReport> {
-    let (dir, fingerprint) = match dir {
-        Some((d, f)) => (Some(d), f.to_string()),
+    let (dir, fingerprint) = match checkpoint {
+        Some(c) => (Some(c.dir), c.fingerprint.to_string()),
         None => (None, String::new()),
     };
     cfg.check()?;
     train.check("training rows", tasks)?;
     if train.is_empty() {
-        return Err(Error::invalid("training data", "no rows"));
+        return Err(Error::NoRows {
+            what: "training data",
+        });
     }
     if let Some(v) = val {
         v.check("validation rows", tasks)?;
     }
     for (t, task) in tasks.iter().enumerate() {
         if train.labels[t].iter().all(Option::is_none) {
-            return Err(Error::invalid(
-                "training data",
-                format!("task `{}` has no labelled training rows", task.name),
-            ));
+            return Err(Error::NoLabelledRows {
+                task: task.name.clone(),
+            });
         }
     }
     // One row through the network in evaluation mode: a feature width or shape the
@@ -672,7 +751,7 @@ pub fn train_with(
                 d.x.slice_axis(Axis(0), ndarray::Slice::from(0..1))
                     .to_owned();
             net.predict(&one)
-                .map_err(|e| Error::invalid(what, e.to_string()))?;
+                .map_err(|e| Error::data(what, e.to_string()))?;
         }
     }
     let n = train.len();
@@ -705,14 +784,11 @@ pub fn train_with(
                 } else {
                     "other training settings"
                 };
-                return Err(Error::invalid(
-                    "checkpoint",
-                    format!(
-                        "`{}` holds a checkpoint of a run with {what}: resume it with its own settings, or train into another directory (or delete `{}`)",
-                        json.display(),
-                        ck.display()
-                    ),
-                ));
+                return Err(Error::CheckpointMismatch {
+                    state: json.clone(),
+                    dir: ck.clone(),
+                    differs: what,
+                });
             }
             {
                 let mut joint = Joint::of(&mut *net, &mut *objective);
@@ -728,12 +804,9 @@ pub fn train_with(
         (Some(ck), Some(_)) => Some(checkpoint::load_tensors(&ck.join("best.safetensors"))?),
         _ => None,
     };
-    let mut ran = 0;
     let mut stopped_early = cfg.patience.is_some_and(|p| state.bad_epochs >= p);
-    while state.epochs_done < cfg.epochs && !stopped_early {
-        if stop_after.is_some_and(|s| ran >= s) {
-            break;
-        }
+    let mut flow = Flow::Continue;
+    while state.epochs_done < cfg.epochs && !stopped_early && flow == Flow::Continue {
         let epoch = state.epochs_done;
         let start = std::time::Instant::now();
         let groups = cfg.groups_at(epoch);
@@ -761,12 +834,10 @@ pub fn train_with(
             };
             let batch_loss = accumulate(net, objective, train, idx, info, &mut ctx, cfg)?;
             if !batch_loss.is_finite() {
-                return Err(Error::invalid(
-                    "training",
-                    format!(
-                        "the loss became {batch_loss} at epoch {epoch} (lower the learning rate)"
-                    ),
-                ));
+                return Err(Error::Diverged {
+                    epoch,
+                    loss: batch_loss,
+                });
             }
             lr = cfg.lr
                 * cfg
@@ -806,11 +877,10 @@ pub fn train_with(
             }
             stopped_early = cfg.patience.is_some_and(|p| state.bad_epochs >= p);
         }
-        on_epoch(&log);
+        flow = on_epoch(&log);
         state.history.push(log);
         state.epochs_done += 1;
         state.param_steps = opt_state.steps.clone();
-        ran += 1;
         if let Some(ck) = &ck {
             tl_core::io::create_dir_all(ck)?;
             checkpoint::save_params(

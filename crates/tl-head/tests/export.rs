@@ -10,7 +10,7 @@ use tl_head::{
     export::{ExportPool, ExportSpec, export},
     import::import_graph,
     net::{HeadNet, HeadSpec, TaskSpec},
-    train::{Labelled, TrainConfig, train},
+    train::{Labelled, TrainConfig, Trainer},
 };
 use tl_nn::{Act, ModuleExt, checkpoint::named_params, softmax};
 use tl_onnx::OnnxModel;
@@ -153,20 +153,16 @@ fn check_export(id: &str, file: &str, last: &str, tap_at: Tap, head: HeadSpec) {
     cfg.lr = 1e-2;
     let before = named_params(&net);
     let y = labels(8);
-    train(
-        &mut net,
-        &tasks,
-        &Labelled {
-            x: &head_input,
-            labels: &y,
-        },
-        None,
-        &cfg,
-        None,
-        &mut |_| {},
-        None,
-    )
-    .unwrap();
+    Trainer::new(&cfg, &tasks)
+        .fit(
+            &mut net,
+            &Labelled {
+                x: &head_input,
+                labels: &y,
+            },
+            None,
+        )
+        .unwrap();
     let params = named_params(&net);
     assert_ne!(before, params, "training changed the weights");
     let logits = net

@@ -6,7 +6,7 @@ mod common;
 
 use tl_head::{
     net::{HeadNet, HeadSpec, TaskSpec},
-    train::{Labelled, TrainConfig, evaluate, train},
+    train::{Checkpoint, EpochLog, Flow, Labelled, TrainConfig, TrainReport, Trainer, evaluate},
 };
 use tl_nn::{Act, Ctx, Tensor, checkpoint::named_params, gradcheck::check_module};
 
@@ -46,6 +46,35 @@ fn mlp() -> HeadSpec {
     spec.dropout = 0.1;
     spec.activation = Act::Gelu;
     spec
+}
+
+/// The trainer as these tests drive it: checkpoint `dir` with its fingerprint, an epoch
+/// callback, and an interruption after `stop_after` epochs (through [`Flow::Stop`]).
+#[allow(clippy::too_many_arguments)]
+fn train(
+    net: &mut HeadNet,
+    tasks: &[TaskSpec],
+    train: &Labelled<'_>,
+    val: Option<&Labelled<'_>>,
+    cfg: &TrainConfig,
+    dir: Option<(&std::path::Path, &str)>,
+    on_epoch: &mut dyn FnMut(&EpochLog),
+    stop_after: Option<usize>,
+) -> tl_head::Result<TrainReport> {
+    let mut ran = 0;
+    let mut callback = |log: &EpochLog| {
+        on_epoch(log);
+        ran += 1;
+        if stop_after.is_some_and(|s| ran >= s) {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    };
+    Trainer::new(cfg, tasks)
+        .checkpoint(dir.map(|(dir, fingerprint)| Checkpoint { dir, fingerprint }))
+        .on_epoch(&mut callback)
+        .fit(net, train, val)
 }
 
 #[test]

@@ -22,7 +22,7 @@ use tl_data::{
 use tl_head::net::TaskSpec;
 use tl_nn::Tensor;
 use tl_onnx::OnnxModel;
-use tl_runtime::{Runtime, RuntimeOptions, Session, SessionOptions};
+use tl_runtime::{Runtime, RuntimeOptions, SessionOptions};
 
 use crate::{
     Env, Error, Result,
@@ -469,21 +469,23 @@ fn adabn_backbone(
         return Ok(path);
     }
     let backbone = OnnxModel::load(&kept)?;
-    let (stats_model, norms) = backbone.with_batch_statistics()?;
     env.note(format!(
-        "AdaBN: re-estimating {} BatchNorm statistics of `{}` on {} rows of `{}`",
-        norms.len(),
+        "AdaBN: re-estimating the BatchNorm statistics of `{}` on {} rows of `{}`",
         c.model,
         domain.rows.len(),
         domain.name
     ));
     let rt = Runtime::init(&RuntimeOptions::device(env.compute.device).with_home(home.clone()))?;
     let opts = SessionOptions::default().threads(env.compute.threads);
-    let mut session = Session::from_model(rt, &stats_model, &c.model, &opts)?;
     let rows: Vec<&tl_data::Row> = domain.rows.iter().collect();
-    let stats =
-        tl_features::adabn::target_statistics(&mut session, &norms, &image, &rows, ADABN_BATCH)?;
-    let mut adapted = backbone.with_running_statistics(&stats)?;
+    let mut adapted = tl_features::adabn::adapt_backbone(
+        &backbone,
+        &c.model,
+        &image,
+        &rows,
+        ADABN_BATCH,
+        (rt, &opts),
+    )?;
     adapted.set_metadata(
         tl_core::metadata::ADABN,
         // Not the domain's name: the file is shared by every dataset with these rows.
@@ -655,7 +657,10 @@ pub fn fit(
         &c.adapt,
         &c.head,
         &c.train,
-        out.map(|o| (o, p.fingerprint.as_str())),
+        out.map(|dir| tl_head::train::Checkpoint {
+            dir,
+            fingerprint: &p.fingerprint,
+        }),
         &mut on_epoch,
     )?)
 }

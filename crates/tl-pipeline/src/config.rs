@@ -12,11 +12,7 @@ use tl_adapt::AdaptConfig;
 use tl_core::Named;
 use tl_data::segment::Segments;
 use tl_features::extract::Pool;
-use tl_head::{
-    net::HeadSpec,
-    probe::ClassWeight,
-    train::{TrainConfig, Unfreeze},
-};
+use tl_head::{net::HeadSpec, probe::ClassWeight, train::TrainConfig};
 
 use crate::{Error, Result, artifact::ARTIFACT_SCHEMA_VERSION};
 
@@ -191,45 +187,19 @@ impl RunConfig {
     /// `pretrained_lr`, each earlier one at `layer_decay` × the next one's rate, and from
     /// `unfreeze_epoch` one more block every `unfreeze_every` epochs, last block first.
     pub fn trainer(&self, backbone: Option<&tl_nn::Graph>) -> TrainConfig {
-        let mut t = self.train.clone();
         if self.finetune == Finetune::None {
-            return t;
+            return self.train.clone();
         }
-        t.groups
-            .0
-            .insert(0, ("trunk.backbone".into(), self.pretrained_lr));
-        let Some(graph) = backbone.filter(|_| self.finetune == Finetune::All) else {
-            if self.unfreeze_epoch > 0 {
-                t.unfreeze.push(Unfreeze {
-                    prefix: "trunk.backbone".into(),
-                    epoch: self.unfreeze_epoch,
-                });
-            }
-            return t;
+        let rates = tl_head::import::BlockRates {
+            pretrained_lr: self.pretrained_lr,
+            layer_decay: self.layer_decay,
+            unfreeze_epoch: self.unfreeze_epoch,
+            unfreeze_every: self.unfreeze_every,
         };
-        // The trainable blocks, in graph order.
-        let mut blocks: Vec<String> = Vec::new();
-        for node in &graph.nodes()[graph.frozen()..] {
-            let b = tl_head::import::block_of(&node.name);
-            if !blocks.contains(&b) {
-                blocks.push(b);
-            }
-        }
-        for (i, b) in blocks.iter().enumerate() {
-            let depth = blocks.len() - 1 - i;
-            let prefix = format!("trunk.backbone.{b}.");
-            if self.layer_decay != 1.0 {
-                let factor = self.pretrained_lr * self.layer_decay.powi(depth as i32);
-                t.groups.0.push((prefix.clone(), factor));
-            }
-            if self.unfreeze_epoch > 0 {
-                t.unfreeze.push(Unfreeze {
-                    prefix,
-                    epoch: self.unfreeze_epoch + depth * self.unfreeze_every,
-                });
-            }
-        }
-        t
+        rates.apply(
+            &self.train,
+            backbone.filter(|_| self.finetune == Finetune::All),
+        )
     }
 
     /// Checks the settings that need no data, before any work.

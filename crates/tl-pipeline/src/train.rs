@@ -18,7 +18,7 @@ use tl_head::{
     import::{ImportedLayer, import_graph},
     net::{HeadKind, HeadNet, TaskSpec},
     probe::{PathPoint, PathResult, ProbeConfig, ProbeData},
-    train::{Labelled, TaskScore, TrainConfig, TrainReport},
+    train::{Checkpoint, Flow, Labelled, TaskScore, TrainConfig, TrainReport, Trainer},
 };
 use tl_nn::{Module, Tensor, checkpoint};
 use tl_onnx::OnnxModel;
@@ -538,17 +538,15 @@ fn train_head(
     let epochs = train_cfg.epochs;
     let mut on_epoch = |log: &tl_head::train::EpochLog| {
         env.observer.epoch(log, epochs);
+        Flow::Continue
     };
-    let report = tl_head::train::train(
-        net,
-        tasks,
-        &data.train.labelled(),
-        Some(&data.val.labelled()),
-        train_cfg,
-        Some((out, fingerprint)),
-        &mut on_epoch,
-        None,
-    )?;
+    let report = Trainer::new(train_cfg, tasks)
+        .checkpoint(Some(Checkpoint {
+            dir: out,
+            fingerprint,
+        }))
+        .on_epoch(&mut on_epoch)
+        .fit(net, &data.train.labelled(), Some(&data.val.labelled()))?;
     if let Some(from) = report.resumed_from_epoch {
         env.note(format!("resumed from the checkpoint after epoch {from}"));
     }
