@@ -626,16 +626,19 @@ fn write_outputs(
     Ok(())
 }
 
+/// The summary rows of study `name`, none when it has no finished cell.
+fn study_rows<'a>(rows: &'a [SummaryRow], name: &str) -> Option<Vec<&'a SummaryRow>> {
+    let mine: Vec<&SummaryRow> = rows.iter().filter(|r| r.study == name).collect();
+    (!mine.is_empty()).then_some(mine)
+}
+
 /// A train study's table, learning curves (or bars) and convergence curves.
 fn train_section(
     s: &crate::config::TrainStudy,
     rows: &[SummaryRow],
     records: &[CellRecord],
 ) -> Option<Section> {
-    let mine: Vec<&SummaryRow> = rows.iter().filter(|r| r.study == s.name).collect();
-    if mine.is_empty() {
-        return None;
-    }
+    let mine = study_rows(rows, &s.name)?;
     let mut blocks = vec![Block::Table {
         header: [
             "arm",
@@ -769,10 +772,7 @@ fn adapt_section(
     rows: &[SummaryRow],
     records: &[CellRecord],
 ) -> Option<Section> {
-    let mine: Vec<&SummaryRow> = rows.iter().filter(|r| r.study == s.name).collect();
-    if mine.is_empty() {
-        return None;
-    }
+    let mine = study_rows(rows, &s.name)?;
     let shift = |arm: &str, budget: &str| {
         let v: Vec<(f64, f64)> = records
             .iter()
