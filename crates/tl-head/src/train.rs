@@ -59,7 +59,7 @@ pub struct TrainConfig {
     /// accumulated (weighted by their rows) into one step of `batch_size` rows, bounding
     /// memory for large inputs. BatchNorm sees micro-batch statistics, as in PyTorch.
     pub micro_batch: Option<usize>,
-    /// Augmentation of image inputs (`[N, C, H, W]`) in each training batch, by [`train`]'s
+    /// Augmentation of image inputs (`[N, C, H, W]`) in each training batch, by [`Trainer`]'s
     /// supervised objective.
     pub augment: Augment,
 }
