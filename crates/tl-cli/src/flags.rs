@@ -8,8 +8,6 @@ use tl_pipeline::Error;
 pub fn flag_of(key: &str) -> String {
     match key {
         "train.augment" => "--augment-*".into(),
-        "head.hidden" => "--hidden".into(),
-        "finetune" => "--finetune".into(),
         _ => format!(
             "--{}",
             key.rsplit('.').next().unwrap_or(key).replace('_', "-")
@@ -47,6 +45,7 @@ mod tests {
         assert_eq!(flag_of("probe.cs"), "--cs");
         assert_eq!(flag_of("train.augment"), "--augment-*");
         assert_eq!(flag_of("target_labels"), "--target-labels");
+        assert_eq!(flag_of("head.hidden"), "--hidden");
         let e = anyhow::Error::new(Error::setting("layer_decay", "2 must be in (0, 1]"));
         assert_eq!(describe(&e), "--layer-decay 2 must be in (0, 1]");
         // Other settings named in the reason become flags too; the library names keys.

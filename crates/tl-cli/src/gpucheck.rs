@@ -127,7 +127,7 @@ pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let mut models = Vec::new();
     for w in &workloads {
-        models.push(check_model(a, w, &home, scratch.path(), global)?);
+        models.push(check_model(a, w, &registry, &home, scratch.path(), global)?);
     }
     let report = Report {
         schema_version: JSON_SCHEMA_VERSION,
@@ -201,11 +201,12 @@ fn ready_gpu(
 fn check_model(
     a: &GpuCheckArgs,
     w: &Workload,
+    registry: &Registry,
     home: &Path,
     scratch: &Path,
     global: &Global,
 ) -> Result<ModelCheck> {
-    let entry = Registry::builtin()?.get(w.model)?.clone();
+    let entry = registry.get(w.model)?;
     let multiply_adds = match &entry.model {
         Some(file) if w.unit == "images" => {
             let path = tl_core::home::model_dir(home, w.model).join(file);

@@ -42,6 +42,7 @@ pub fn load(path: &Path, home: &Path) -> Result<Experiment> {
     if e.train.is_empty() && e.adapt.is_empty() {
         return Err(bad("no [[train]] or [[adapt]] study".into()));
     }
+    let registry = tl_hub::Registry::builtin()?;
     let mut names = std::collections::BTreeSet::new();
     for (name, budgets) in e
         .train
@@ -52,10 +53,12 @@ pub fn load(path: &Path, home: &Path) -> Result<Experiment> {
         check_study(name, budgets, &mut names).map_err(bad)?;
     }
     for s in &e.train {
-        check_train_study(s, home).map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
+        check_train_study(s, &registry, home)
+            .map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
     }
     for s in &e.adapt {
-        check_adapt_study(s, home).map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
+        check_adapt_study(s, &registry, home)
+            .map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
     }
     let mut seeds = std::iter::once(&e.seeds)
         .chain(e.train.iter().filter_map(|s| s.seeds.as_ref()))
@@ -89,15 +92,14 @@ fn check_study(
 }
 
 /// Whether `m` names a model: a registry id, a raw input, or a file.
-fn known_model(m: &str) -> bool {
-    RawInput::of_model(m).is_some()
-        || tl_hub::Registry::builtin().is_ok_and(|r| r.get(m).is_ok())
-        || Path::new(m).is_file()
+fn known_model(m: &str, registry: &tl_hub::Registry) -> bool {
+    RawInput::of_model(m).is_some() || registry.get(m).is_ok() || Path::new(m).is_file()
 }
 
 /// A train study's arms (the error continues `study NAME`).
 fn check_train_study(
     s: &crate::config::TrainStudy,
+    registry: &tl_hub::Registry,
     home: &Path,
 ) -> std::result::Result<(), String> {
     if s.arm.is_empty() {
@@ -111,7 +113,7 @@ fn check_train_study(
         if !labels.insert(slug(&a.label)) {
             return Err(format!(": two arms named like `{}`", a.label));
         }
-        if !known_model(&a.config.model) {
+        if !known_model(&a.config.model, registry) {
             return Err(format!(
                 ", arm `{}`: unknown model `{}` (a registry id, pixels, tfidf or an .onnx file)",
                 a.label, a.config.model
@@ -130,12 +132,13 @@ fn check_train_study(
 /// An adapt study's methods, model and domains (the error continues `study NAME`).
 fn check_adapt_study(
     s: &crate::config::AdaptStudy,
+    registry: &tl_hub::Registry,
     home: &Path,
 ) -> std::result::Result<(), String> {
     if s.methods.is_empty() {
         return Err(" lists no methods".into());
     }
-    if !known_model(&s.config.model) {
+    if !known_model(&s.config.model, registry) {
         return Err(format!(": unknown model `{}`", s.config.model));
     }
     for d in [&s.config.source, &s.config.target] {

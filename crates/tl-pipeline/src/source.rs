@@ -135,6 +135,8 @@ pub struct Source {
     /// The node (or a description of the raw features) the features are.
     pub layer: String,
     pub width: usize,
+    /// How spatial features were pooled (as requested; `none` for a model's inputs).
+    pub pool: Pool,
     /// The ONNX backbone (none for word vectors and raw inputs).
     pub model_path: Option<PathBuf>,
     pub sha: String,
@@ -160,7 +162,7 @@ impl std::fmt::Debug for Source {
 /// inputs: extracted (or found in the feature store), then gathered by content hash.
 pub fn feature_source(r: &FeatureRequest<'_>, ds: &Dataset, env: &Env) -> Result<Source> {
     if let Some(raw) = RawInput::of_model(r.model) {
-        return raw_source(raw, ds, r.image_size);
+        return raw_source(raw, ds, r);
     }
     if r.inputs {
         return input_source(r, ds, &env.home);
@@ -170,7 +172,7 @@ pub fn feature_source(r: &FeatureRequest<'_>, ds: &Dataset, env: &Env) -> Result
         .as_ref()
         .filter(|e| tl_hub::resolve::is_word_vectors(e))
     {
-        return word_vector_source(entry, ds, &env.home);
+        return word_vector_source(entry, ds, r.pool, &env.home);
     }
     let extracted = extract(
         &ExtractRequest {
@@ -199,6 +201,7 @@ pub fn feature_source(r: &FeatureRequest<'_>, ds: &Dataset, env: &Env) -> Result
     Ok(Source {
         layer: extracted.layers[0].clone(),
         width,
+        pool: r.pool,
         model_path: Some(extracted.model.path.clone()),
         sha: extracted.sha,
         provenance: Provenance::Model(extracted.contract),
@@ -210,10 +213,10 @@ pub fn feature_source(r: &FeatureRequest<'_>, ds: &Dataset, env: &Env) -> Result
 
 /// Raw-input features of every row of `ds` (computed per run, not cached: they cost
 /// less than reading a cache).
-fn raw_source(raw: RawInput, ds: &Dataset, image_size: Option<u32>) -> Result<Source> {
+fn raw_source(raw: RawInput, ds: &Dataset, r: &FeatureRequest<'_>) -> Result<Source> {
     let (features, layer, provenance) = match raw {
         RawInput::Pixels => {
-            let size = image_size.unwrap_or(RAW_PIXEL_SIZE);
+            let size = r.image_size.unwrap_or(RAW_PIXEL_SIZE);
             let rows: Vec<&tl_data::Row> = ds.rows.iter().collect();
             if rows
                 .iter()
@@ -249,6 +252,7 @@ fn raw_source(raw: RawInput, ds: &Dataset, image_size: Option<u32>) -> Result<So
     Ok(Source {
         layer,
         width: features.ncols(),
+        pool: r.pool,
         model_path: None,
         sha: String::new(),
         provenance,
@@ -294,6 +298,7 @@ fn input_source(r: &FeatureRequest<'_>, ds: &Dataset, home: &Path) -> Result<Sou
     Ok(Source {
         layer: contract.input.clone(),
         width,
+        pool: r.pool,
         sha: tl_core::hash::sha256_file(&model.path)?,
         model_path: Some(model.path),
         provenance: Provenance::Model(InputContract::Image(contract)),
@@ -329,7 +334,7 @@ fn in_memory(ds: &Dataset, features: Array2<f32>) -> Result<Gather> {
 
 /// Sentence features from word vectors (`glove-6b-50d`): the mean of the known words'
 /// vectors, computed for the rows used (not cached: see DESIGN.md).
-fn word_vector_source(entry: &Entry, ds: &Dataset, home: &Path) -> Result<Source> {
+fn word_vector_source(entry: &Entry, ds: &Dataset, pool: Pool, home: &Path) -> Result<Source> {
     let wv = load_word_vectors(entry, home)?;
     let texts = texts(ds)?;
     let e = wv.embed(&texts, Weighting::Mean);
@@ -338,6 +343,7 @@ fn word_vector_source(entry: &Entry, ds: &Dataset, home: &Path) -> Result<Source
     Ok(Source {
         layer: format!("{} mean", entry.id),
         width: wv.dim(),
+        pool,
         model_path: None,
         // Pinned in the registry and verified when fetched: no need to hash the file again.
         sha: entry

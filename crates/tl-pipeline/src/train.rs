@@ -398,14 +398,9 @@ fn fingerprint(
     tasks: &[TaskSpec],
     src: &Source,
 ) -> Result<String> {
-    let pool = if cfg.finetune == Finetune::None {
-        cfg.pool
-    } else {
-        Pool::None
-    };
     Ok(tl_core::hash::sha256_bytes(
         serde_json::to_string(&serde_json::json!({
-            "model_sha256": src.sha, "layer": src.layer, "pool": pool, "contract": src.provenance,
+            "model_sha256": src.sha, "layer": src.layer, "pool": src.pool, "contract": src.provenance,
             "dataset_sha256": ds.sha256, "split": split.rows.iter().map(|r| (&r.content_hash, r.split)).collect::<Vec<_>>(),
             "tasks": tasks, "head": cfg.head, "finetune": cfg.finetune, "freeze_until": cfg.freeze_until, "init": cfg.init,
         }))?
@@ -634,11 +629,7 @@ pub fn write_artifact(w: &Written<'_>, net: &HeadNet, out: &Path, env: &Env) -> 
                 Some(f) => f.features_output.clone(),
                 None => src.layer.clone(),
             },
-            pool: if w.finetuning.is_some() {
-                Pool::None
-            } else {
-                cfg.pool
-            },
+            pool: src.pool,
             model_file: model_file.clone(),
             model_sha256: src.sha.clone(),
             contract: contract.clone(),
