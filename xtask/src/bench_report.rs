@@ -1,8 +1,16 @@
 //! `cargo xtask bench-report`: measures, then writes `docs/benchmarks.md`. Never run in CI.
 
-use std::{path::Path, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, Result, bail};
+use tl_pipeline::{
+    artifact::{AdaptMetrics, Metrics},
+    experiment::{CellOutput, ExperimentRun, RunOutput},
+    rank::Ranking,
+};
 
 pub(crate) const THREADS: u32 = 2;
 
@@ -31,52 +39,85 @@ pub(crate) fn json_field(text: &str, path: &[&str]) -> Result<f64> {
         .with_context(|| format!("no number at {path:?} in {text}"))
 }
 
-/// Runs `tl --json --quiet ARGS` once and keeps its JSON as `DIR/KEY.json`, or reads
-/// what an earlier run left there: the experiment sections resume where they stopped.
-pub(crate) fn cached_tl_json(
-    tl: &Path,
-    dir: &str,
-    key: &str,
-    args: &[String],
-) -> Result<serde_json::Value> {
-    let dir = Path::new(dir);
-    std::fs::create_dir_all(dir)?;
-    let done = dir.join(format!("{key}.json"));
-    if done.is_file() {
-        return Ok(serde_json::from_slice(&std::fs::read(&done)?)?);
-    }
-    eprintln!("bench-report: tl {}", args.join(" "));
-    let out = Command::new(tl)
-        .args(["--json", "--quiet"])
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "tl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    tl_core::io::write_json(&done, &v)?;
-    Ok(v)
+/// Where `experiments/<name>.toml` runs for the report: the file and its output directory.
+fn experiment_paths(name: &str) -> (String, PathBuf) {
+    (
+        format!("experiments/{name}.toml"),
+        Path::new("target/experiments/run").join(name),
+    )
 }
 
-/// [`cached_tl_json`] for `tl train ARGS --out TMP`: the run directory is only a means to
-/// the JSON result, so it goes to a temporary directory that is removed afterwards.
-pub(crate) fn cached_tl_train(
-    tl: &Path,
-    dir: &str,
-    key: &str,
-    args: &[String],
-) -> Result<serde_json::Value> {
-    let out = std::env::temp_dir().join(format!("tl-train-{}-{key}", std::process::id()));
-    let mut full = vec!["train".to_string()];
-    full.extend(args.iter().cloned());
-    full.extend(["--out".into(), out.display().to_string()]);
-    let v = cached_tl_json(tl, dir, key, &full);
-    let _ = std::fs::remove_dir_all(&out);
-    v
+/// Runs `experiments/<name>.toml` with the release `tl run` (resumable: finished cells are
+/// kept) and reads every cell's typed output back through the library.
+pub(crate) fn experiment_outputs(name: &str) -> Result<Vec<CellOutput>> {
+    let (file, out) = experiment_paths(name);
+    crate::run(
+        Command::new("target/release/tl")
+            .args(["run", &file, "--out"])
+            .arg(&out),
+    )?;
+    let run = ExperimentRun {
+        file: file.into(),
+        out: Some(out),
+        studies: Vec::new(),
+    };
+    Ok(tl_pipeline::experiment::outputs(
+        &run,
+        &tl_core::home::tl_home()?,
+    )?)
+}
+
+/// The adapt runs of `study` with method `arm` (and target labels `k` of a sweep), in
+/// seed order.
+pub(crate) fn adapt_runs<'a>(
+    outs: &'a [CellOutput],
+    study: &str,
+    arm: &str,
+    k: Option<usize>,
+) -> Vec<&'a AdaptMetrics> {
+    outs.iter()
+        .filter(|c| c.study == study && c.arm == arm && c.target_labels == k)
+        .filter_map(|c| match &c.output {
+            RunOutput::Adapt(m) => Some(&**m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The train runs of `study` (arm `arm`, when given) at `budget`, in seed order.
+pub(crate) fn train_runs<'a>(
+    outs: &'a [CellOutput],
+    study: &str,
+    arm: Option<&str>,
+    budget: Option<usize>,
+) -> Vec<&'a Metrics> {
+    outs.iter()
+        .filter(|c| c.study == study && arm.is_none_or(|a| c.arm == a) && c.budget == budget)
+        .filter_map(|c| match &c.output {
+            RunOutput::Train(m) => Some(&**m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The rank runs of `study`, in seed order.
+pub(crate) fn rank_runs<'a>(outs: &'a [CellOutput], study: &str) -> Vec<&'a Ranking> {
+    outs.iter()
+        .filter(|c| c.study == study)
+        .filter_map(|c| match &c.output {
+            RunOutput::Rank(r) => Some(&**r),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The first task's test evaluation of a train run.
+pub(crate) fn evaluation(m: &Metrics) -> Result<&tl_eval::Evaluation> {
+    Ok(&m
+        .evaluation
+        .first()
+        .context("a train run without a test evaluation")?
+        .evaluation)
 }
 
 /// The report, relative to the workspace root (the working directory of `cargo xtask`).
@@ -118,8 +159,7 @@ fn splice(doc: &str, name: &str, content: &str) -> String {
 /// Runs `experiments/<name>.toml` (resumable) and returns its comparison report as a
 /// subsection: headings demoted by two levels, the command above it.
 fn experiment_report(name: &str) -> Result<String> {
-    let out = Path::new("target/experiments/run").join(name);
-    let file = format!("experiments/{name}.toml");
+    let (file, out) = experiment_paths(name);
     crate::run(
         Command::new("target/release/tl")
             .args(["run", &file, "--out"])
@@ -231,7 +271,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 "rotten-tomatoes",
             ],
         )?;
-        let section = crate::heads_experiment::section(Path::new("target/release/tl"))?;
+        let section = crate::heads_experiment::section()?;
         write_section(&mut doc, path, "heads", &section, "")?;
     }
     if only.iter().any(|s| s == "adapt") {
@@ -247,7 +287,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 "drug-reviews",
             ],
         )?;
-        let section = crate::adapt_experiment::section(Path::new("target/release/tl"))?;
+        let section = crate::adapt_experiment::section()?;
         write_section(&mut doc, path, "adapt", &section, "")?;
     }
     if only.iter().any(|s| s == "semi") {
@@ -263,7 +303,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 "drug-reviews",
             ],
         )?;
-        let section = crate::semi_experiment::section(Path::new("target/release/tl"))?;
+        let section = crate::semi_experiment::section()?;
         write_section(&mut doc, path, "semi", &section, "")?;
     }
     if only.iter().any(|s| s == "rank") {
@@ -278,7 +318,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 "sklearn-digits",
             ],
         )?;
-        let section = crate::rank_experiment::section(Path::new("target/release/tl"))?;
+        let section = crate::rank_experiment::section()?;
         write_section(&mut doc, path, "rank", &section, "")?;
     }
     if only.iter().any(|s| s == "experiments") {

@@ -1,44 +1,25 @@
 //! The heads experiment of `cargo xtask bench-report --only heads`: linear probe vs MLP
 //! head vs last-block fine-tuning on mnist-5k and digits at several label budgets, and a
-//! multi-task head on Rotten Tomatoes against single-task heads; 5 seeds each, through
-//! `tl train --json`. Each run's result is kept in `target/experiments/heads/`, so an
-//! interrupted experiment resumes where it stopped.
+//! multi-task head on Rotten Tomatoes against single-task heads; 5 seeds each. The runs
+//! are the cells of `experiments/heads.toml`, run by `tl run` (resumable) and read back
+//! as typed results.
 
-use std::{fmt::Write as _, path::Path};
+use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
+use tl_pipeline::{artifact::Metrics, experiment::CellOutput};
 
-use crate::bench_report::cached_tl_train;
+use crate::bench_report::{experiment_outputs, train_runs};
 
 const SEEDS: [u64; 5] = [0, 1, 2, 3, 4];
 /// EfficientNet-Lite0 input size for the image runs (fine-tuning at 224 px costs 3× more).
 const IMAGE_SIZE: &str = "112";
 
-struct Strategy {
-    name: &'static str,
-    args: &'static [&'static str],
-}
-
-const IMAGE_STRATEGIES: [Strategy; 3] = [
-    Strategy {
-        name: "linear probe",
-        args: &["--head", "linear"],
-    },
-    Strategy {
-        name: "MLP head (256, AdamW, 30 epochs)",
-        args: &["--head", "mlp", "--hidden", "256", "--epochs", "30"],
-    },
-    Strategy {
-        name: "last block fine-tuned (0.1× rate, 10 epochs)",
-        args: &[
-            "--finetune",
-            "last",
-            "--epochs",
-            "10",
-            "--pretrained-lr",
-            "0.1",
-        ],
-    },
+/// The image strategies: the arms of the image studies, with the flags the report shows.
+const IMAGE_STRATEGIES: [&str; 3] = [
+    "linear probe",
+    "MLP head (256, AdamW, 30 epochs)",
+    "last block fine-tuned (0.1× rate, 10 epochs)",
 ];
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -52,20 +33,35 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// Runs `tl train ARGS` once, or reads the result a previous run left in
-/// `target/experiments/heads/`.
-fn train(tl: &Path, key: &str, args: &[String]) -> Result<serde_json::Value> {
-    cached_tl_train(tl, "target/experiments/heads", key, args)
+/// Test accuracy of task `task` in each run.
+fn accuracies(runs: &[&Metrics], task: usize) -> Result<Vec<f64>> {
+    runs.iter()
+        .map(|m| {
+            m.test
+                .get(task)
+                .map(|t| t.accuracy)
+                .context("no test accuracy")
+        })
+        .collect()
 }
 
-fn accuracy(v: &serde_json::Value, task: usize) -> Result<f64> {
-    v["test"][task]["accuracy"]
-        .as_f64()
-        .context("no test accuracy")
+/// `mean ± sd %` of the test accuracies of task `task` over an arm's seeds.
+fn row(
+    outs: &[CellOutput],
+    study: &str,
+    arm: &str,
+    budget: Option<usize>,
+    task: usize,
+) -> Result<String> {
+    let (m, sd) = mean_sd(&accuracies(
+        &train_runs(outs, study, Some(arm), budget),
+        task,
+    )?);
+    Ok(format!("{:.2} ± {:.2} %", 100.0 * m, 100.0 * sd))
 }
 
 /// The markdown section.
-pub fn section(tl: &Path) -> Result<String> {
+pub fn section() -> Result<String> {
     let mut md = String::new();
     writeln!(
         md,
@@ -77,43 +73,18 @@ pub fn section(tl: &Path) -> Result<String> {
     )?;
     writeln!(md, "| data | budget | strategy | test accuracy |")?;
     writeln!(md, "|---|---|---|---|")?;
+    let outs = experiment_outputs("heads")?;
     for (data, budgets) in [
-        ("mnist-5k", &["10", "50", "all"][..]),
-        ("sklearn-digits", &["10", "all"][..]),
+        ("mnist-5k", &[Some(10), Some(50), None][..]),
+        ("sklearn-digits", &[Some(10), None][..]),
     ] {
-        for budget in budgets {
-            for s in &IMAGE_STRATEGIES {
-                let mut accs = Vec::new();
-                for seed in SEEDS {
-                    let mut args: Vec<String> = [
-                        "--data",
-                        data,
-                        "--image-size",
-                        IMAGE_SIZE,
-                        "--seed",
-                        &seed.to_string(),
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                    if *budget != "all" {
-                        args.extend(["--budget".to_string(), budget.to_string()]);
-                    }
-                    args.extend(s.args.iter().map(|a| a.to_string()));
-                    let key = format!(
-                        "{data}-{budget}-{}-{seed}",
-                        s.args.join("_").replace("--", "")
-                    );
-                    let v = train(tl, &key, &args)?;
-                    accs.push(accuracy(&v, 0)?);
-                }
-                let (m, sd) = mean_sd(&accs);
+        for &budget in budgets {
+            for s in IMAGE_STRATEGIES {
                 writeln!(
                     md,
-                    "| {data} | {budget} | {} | {:.2} ± {:.2} % |",
-                    s.name,
-                    100.0 * m,
-                    100.0 * sd
+                    "| {data} | {} | {s} | {} |",
+                    budget.map_or("all".into(), |k| k.to_string()),
+                    row(&outs, data, s, budget, 0)?
                 )?;
             }
         }
@@ -128,56 +99,12 @@ pub fn section(tl: &Path) -> Result<String> {
     )?;
     writeln!(md, "| task | multi-task head | single-task head |")?;
     writeln!(md, "|---|---|---|")?;
-    let base = [
-        "--model",
-        "minilm-l6",
-        "--data",
-        "rotten-tomatoes",
-        "--head",
-        "mlp",
-        "--hidden",
-        "128",
-        "--epochs",
-        "20",
-    ];
-    let mut multi = [Vec::new(), Vec::new()];
-    let mut single = [Vec::new(), Vec::new()];
-    for seed in SEEDS {
-        let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
-        args.extend([
-            "--seed".into(),
-            seed.to_string(),
-            "--task".into(),
-            "sentiment".into(),
-            "--task".into(),
-            "subjectivity".into(),
-        ]);
-        let v = train(tl, &format!("rt-multi-{seed}"), &args)?;
-        multi[0].push(accuracy(&v, 0)?);
-        multi[1].push(accuracy(&v, 1)?);
-        for (t, task) in ["sentiment", "subjectivity"].iter().enumerate() {
-            let mut args: Vec<String> = base.iter().map(|s| s.to_string()).collect();
-            args.extend([
-                "--seed".into(),
-                seed.to_string(),
-                "--task".into(),
-                task.to_string(),
-            ]);
-            // Alone, subjectivity is split on its own rows (reviews and plots alike).
-            let v = train(tl, &format!("rt-{task}-{seed}"), &args)?;
-            single[t].push(accuracy(&v, 0)?);
-        }
-    }
     for (t, task) in ["sentiment", "subjectivity"].iter().enumerate() {
-        let (a, sa) = mean_sd(&multi[t]);
-        let (b, sb) = mean_sd(&single[t]);
         writeln!(
             md,
-            "| {task} | {:.2} ± {:.2} % | {:.2} ± {:.2} % |",
-            100.0 * a,
-            100.0 * sa,
-            100.0 * b,
-            100.0 * sb
+            "| {task} | {} | {} |",
+            row(&outs, "multitask", "sentiment + subjectivity", None, t)?,
+            row(&outs, "multitask", task, None, 0)?
         )?;
     }
     writeln!(
@@ -191,37 +118,19 @@ pub fn section(tl: &Path) -> Result<String> {
     writeln!(md, "| features | width | test accuracy |")?;
     writeln!(md, "|---|---|---|")?;
     for (model, width) in [("glove-6b-50d", 50), ("minilm-l6", 384)] {
-        let mut accs = Vec::new();
-        for seed in SEEDS {
-            let args: Vec<String> = [
-                "--model",
-                model,
-                "--data",
-                "rotten-tomatoes",
-                "--task",
-                "sentiment",
-                "--seed",
-                &seed.to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-            accs.push(accuracy(
-                &train(tl, &format!("rt-probe-{model}-{seed}"), &args)?,
-                0,
-            )?);
-        }
-        let (m, sd) = mean_sd(&accs);
         writeln!(
             md,
-            "| {model} | {width} | {:.2} ± {:.2} % |",
-            100.0 * m,
-            100.0 * sd
+            "| {model} | {width} | {} |",
+            row(&outs, "word-vectors", model, None, 0)?
         )?;
     }
     writeln!(
         md,
         "\nThe multi-task split is stratified on sentiment, with the plot summaries (no sentiment) split by subjectivity; a single-task subjectivity split is stratified on subjectivity over all rows, so the test sets differ slightly.\n"
+    )?;
+    writeln!(
+        md,
+        "Experiment: `tl run experiments/heads.toml` (every figure above is one of its runs).\n"
     )?;
     Ok(md)
 }

@@ -82,7 +82,7 @@ pub(crate) fn fetch_models(args: &[String]) -> Result<()> {
         }
     }
     let registry = tl_hub::Registry::builtin()?;
-    tl_hub::Fetcher::new(&registry, opts).fetch(&ids)?;
+    tl_hub::Fetcher::new(registry, opts).fetch(&ids)?;
     Ok(())
 }
 

@@ -211,7 +211,7 @@ impl DomainArgs {
 }
 
 impl AdaptArgs {
-    fn config(&self) -> Result<AdaptRunConfig> {
+    pub(crate) fn config(&self) -> Result<AdaptRunConfig> {
         let mut c: AdaptRunConfig = read_config(self.config.as_deref(), "adapt config")?;
         self.domains.apply(&mut c)?;
         if let Some(m) = self.method {

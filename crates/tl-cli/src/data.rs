@@ -133,7 +133,7 @@ fn fetch(names: &[String], from: Option<PathBuf>, global: &Global) -> Result<()>
     };
     let mut opts = global.fetch_options(global.home()?);
     opts.from_dir = from;
-    Fetcher::new(&registry, opts).fetch(&names)?;
+    Fetcher::new(registry, opts).fetch(&names)?;
     Ok(())
 }
 

@@ -13,7 +13,11 @@ use crate::{Global, JSON_SCHEMA_VERSION, RunArgs};
     after_help = "An experiment file describes studies; each study sweeps arms (or adaptation
 methods) × label budgets × seeds. Every cell is an ordinary `tl train` or `tl adapt` run
 written to OUT/<study>/<arm or method>/<budget>/seed-<s>/ with its own config.json, metrics.json and
-report; features come from the shared cache, so a backbone is run once per dataset.
+report; features come from the shared cache, so a backbone is run once per dataset. An
+[[adapt]] study may sweep `target_labels = [0, 1, 5]` (labelled target rows per class, as
+`tl adapt --target-labels`); a [[rank]] study runs `tl rank` once per seed
+(`config = { data = \"sklearn-digits\", models = [\"efficientnet-lite0\", \"mobilenet-v2:features.13\"] }`).
+experiments/{adaptation,semi,rank,heads}.toml are the benchmark studies of docs/benchmarks.md.
 A cell whose `cell.json` matches its config is not run again: rerun the same command after
 an interruption and it resumes. OUT/report.html compares the arms (learning curves with
 95 % intervals over seeds, convergence, method comparisons); OUT/manifest.json lists
@@ -111,6 +115,11 @@ pub fn print_outcome(o: &Outcome) {
         o.cells - o.ran,
         o.seconds
     );
+    if o.summary.is_empty() {
+        // Rank studies only: their figures are in the report.
+        println!("report: {}", o.out.join("report.html").display());
+        return;
+    }
     println!(
         "{:<16} {:<52} {:>12} {:>18} {:>9}",
         "study", "arm", "labels", "accuracy", "macro-F1"
@@ -128,4 +137,118 @@ pub fn print_outcome(o: &Outcome) {
         );
     }
     println!("report: {}", o.out.join("report.html").display());
+}
+
+/// The benchmark experiments' cells are the `tl` commands their comments (and
+/// docs/benchmarks.md) name: each cell's config equals the one the CLI builds from those
+/// flags, so `tl run` and the commands give the same runs.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use tl_pipeline::experiment::PlannedCell;
+
+    const DIGITS: &str = "--source mnist-5k --target sklearn-digits-padded";
+    const REVIEWS: &str = "--source rotten-tomatoes --target drug-reviews --model minilm-l6 --class-map rotten=negative,fresh=positive";
+    const DIGITS_PROBE: &str = "train --data sklearn-digits-padded --head linear";
+    const REVIEWS_PROBE: &str =
+        "train --data drug-reviews --model minilm-l6 --task sentiment --head linear --balanced";
+    const LAYERS: &str = "efficientnet-lite0:blocks.5,efficientnet-lite0:blocks.10,efficientnet-lite0:blocks.15,efficientnet-lite0,mobilenet-v2:features.6,mobilenet-v2:features.13,mobilenet-v2:features.16,mobilenet-v2";
+    const MODELS: &str = "efficientnet-lite0,mobilenet-v2";
+    const REVIEWS_MLP: &str =
+        "train --model minilm-l6 --data rotten-tomatoes --head mlp --hidden 128 --epochs 20";
+
+    /// The command (without budget, target labels and seed) of a cell, as its
+    /// experiment file's comments and docs/benchmarks.md give it.
+    fn command(file: &str, c: &PlannedCell) -> Vec<String> {
+        let m = &c.arm;
+        let rank = |data: &str, models: &str| {
+            let budget = if data == "mnist-5k" {
+                "--budget 50"
+            } else {
+                ""
+            };
+            format!("rank --data {data} --image-size 112 --models {models} {budget}")
+        };
+        let image_arm = |data: &str| {
+            let arm = match m.as_str() {
+                "linear probe" => "--head linear",
+                "MLP head (256, AdamW, 30 epochs)" => "--head mlp --hidden 256 --epochs 30",
+                _ => "--finetune last --epochs 10 --pretrained-lr 0.1",
+            };
+            format!("train --data {data} --image-size 112 {arm}")
+        };
+        let line = match (file, c.study.as_str()) {
+            (_, "digits") => format!("adapt {DIGITS} --method {m}"),
+            ("semi", "sentiment") => format!("adapt {REVIEWS} --method {m}"),
+            (_, "sentiment") => format!("adapt {REVIEWS} --segments none --method {m}"),
+            (_, "sentiment-sentences") => format!("adapt {REVIEWS} --segments auto --method {m}"),
+            (_, "digits-oracle" | "digits-alone") => DIGITS_PROBE.into(),
+            (_, "sentiment-oracle" | "sentiment-alone") => REVIEWS_PROBE.into(),
+            (_, "sklearn-digits-layers") => rank("sklearn-digits", LAYERS),
+            (_, "mnist-5k-layers") => rank("mnist-5k", LAYERS),
+            (_, "sklearn-digits-models") => rank("sklearn-digits", MODELS),
+            (_, "mnist-5k-models") => rank("mnist-5k", MODELS),
+            (_, "mnist-5k" | "sklearn-digits") => image_arm(&c.study),
+            (_, "multitask") if m == "sentiment + subjectivity" => {
+                format!("{REVIEWS_MLP} --task sentiment --task subjectivity")
+            }
+            (_, "multitask") => format!("{REVIEWS_MLP} --task {m}"),
+            (_, "word-vectors") => {
+                format!("train --model {m} --data rotten-tomatoes --task sentiment")
+            }
+            (f, s) => panic!("{f}.toml: no command for study `{s}`"),
+        };
+        line.split_whitespace().map(String::from).collect()
+    }
+
+    /// The config the CLI builds from `args`.
+    fn cli_config(args: &[String]) -> serde_json::Value {
+        let cli = crate::Cli::try_parse_from(
+            std::iter::once("tl".to_string()).chain(args.iter().cloned()),
+        )
+        .unwrap_or_else(|e| panic!("tl {}: {e}", args.join(" ")));
+        match cli.command {
+            crate::Command::Train(a) => serde_json::to_value(a.config().unwrap()).unwrap(),
+            crate::Command::Adapt(a) => serde_json::to_value(a.config().unwrap()).unwrap(),
+            crate::Command::Rank(a) => serde_json::to_value(a.config()).unwrap(),
+            _ => panic!("tl {}: not a train, adapt or rank command", args.join(" ")),
+        }
+    }
+
+    #[test]
+    fn benchmark_experiment_cells_are_the_commands_they_document() {
+        let home = tl_core::home::tl_home().unwrap();
+        for file in ["adaptation", "semi", "rank", "heads"] {
+            let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../../experiments/{file}.toml"));
+            let run = ExperimentRun {
+                file: path,
+                out: Some(std::env::temp_dir().join("tl-bench-plan-never-written")),
+                studies: Vec::new(),
+            };
+            let p = plan(&run, &home).unwrap();
+            assert!(!p.cells.is_empty(), "{file}.toml plans no cell");
+            for c in &p.cells {
+                let mut args = command(file, c);
+                if args[0] == "train" {
+                    args.extend(["--out".into(), "unused".into()]);
+                    if let Some(k) = c.budget {
+                        args.extend(["--budget".into(), k.to_string()]);
+                    }
+                }
+                if let Some(k) = c.target_labels.filter(|&k| k > 0) {
+                    args.extend(["--target-labels".into(), k.to_string()]);
+                }
+                args.extend(["--seed".into(), c.seed.to_string()]);
+                assert_eq!(
+                    c.config,
+                    cli_config(&args),
+                    "{file}.toml {}: not `tl {}`",
+                    c.tag,
+                    args.join(" ")
+                );
+            }
+        }
+    }
 }

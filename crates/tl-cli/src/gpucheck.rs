@@ -101,7 +101,7 @@ pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
     if a.batch_sizes.is_empty() || a.batch_sizes.contains(&0) {
         bail!("--batch-sizes needs whole numbers above 0, as in `1,8,32`");
     }
-    let gpu = ready_gpu(a, &home, &registry, global)?;
+    let gpu = ready_gpu(a, &home, registry, global)?;
     let workloads = [
         Workload {
             model: "efficientnet-lite0",
@@ -121,13 +121,13 @@ pub fn run(a: &GpuCheckArgs, global: &Global) -> Result<()> {
         .iter()
         .flat_map(|w| [w.model.to_string(), w.data.to_string()])
         .collect();
-    Fetcher::new(&registry, opts).fetch(&ids)?;
+    Fetcher::new(registry, opts).fetch(&ids)?;
 
     let peak = gpu.as_ref().and_then(tl_runtime::GpuInfo::peak_fp32_gflops);
     let scratch = tempfile::tempdir()?;
     let mut models = Vec::new();
     for w in &workloads {
-        models.push(check_model(a, w, &registry, &home, scratch.path(), global)?);
+        models.push(check_model(a, w, registry, &home, scratch.path(), global)?);
     }
     let report = Report {
         schema_version: JSON_SCHEMA_VERSION,

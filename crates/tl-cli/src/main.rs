@@ -145,6 +145,12 @@ impl Meter for Bar {
 }
 
 impl Observer for Printer {
+    /// What `auto` chose is said even with --quiet or --json (on stderr): a run that
+    /// asked for CUDA if it can be had must not end up on the CPU unseen.
+    fn device(&self, choice: &tl_runtime::AutoChoice) {
+        eprintln!("--device {choice}");
+    }
+
     fn epoch(&self, log: &tl_head::train::EpochLog, epochs: usize) {
         if !self.show {
             return;

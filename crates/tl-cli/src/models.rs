@@ -120,7 +120,7 @@ fn fetch(args: &FetchArgs, global: &Global) -> Result<()> {
     let mut opts = global.fetch_options(global.home()?);
     opts.from_dir = args.from.clone();
     opts.verify = args.verify;
-    let outcomes = Fetcher::new(&registry, opts).fetch(&args.ids)?;
+    let outcomes = Fetcher::new(registry, opts).fetch(&args.ids)?;
     if global.json {
         let rows: Vec<_> = outcomes
             .iter()

@@ -67,7 +67,7 @@ pub fn run(a: &QuickstartArgs, global: &Global) -> Result<()> {
     } else {
         FETCH.iter().map(|s| s.to_string()).collect()
     };
-    Fetcher::new(&registry, opts).fetch(&ids)?;
+    Fetcher::new(registry, opts).fetch(&ids)?;
     let photos_dir = tl_core::home::asset_dir(&home, "sample-photos");
     let images: Vec<_> = PHOTOS.iter().map(|p| photos_dir.join(p)).collect();
     let mut reports = Vec::new();

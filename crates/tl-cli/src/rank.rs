@@ -41,18 +41,26 @@ pub struct RankArgs {
     run: RunArgs,
 }
 
+impl RankArgs {
+    /// The rank config the flags describe.
+    pub(crate) fn config(&self) -> RankConfig {
+        RankConfig {
+            data: self.data.clone(),
+            models: self
+                .models
+                .clone()
+                .unwrap_or_else(|| RankConfig::default().models),
+            task: self.task.clone(),
+            image_size: self.image_size,
+            budget: self.budget,
+            seed: self.seed,
+        }
+    }
+}
+
 pub fn run(a: &RankArgs, global: &Global) -> Result<()> {
     let env = global.env(Some(&a.run))?;
-    let defaults = RankConfig::default();
-    let c = RankConfig {
-        data: a.data.clone(),
-        models: a.models.clone().unwrap_or(defaults.models),
-        task: a.task.clone(),
-        image_size: a.image_size,
-        budget: a.budget,
-        seed: a.seed,
-    };
-    let r = rank(&c, &env)?;
+    let r = rank(&a.config(), &env)?;
     if global.json {
         let mut v = serde_json::to_value(&r)?;
         v["schema_version"] = JSON_SCHEMA_VERSION.into();

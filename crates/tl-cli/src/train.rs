@@ -172,7 +172,7 @@ macro_rules! set {
 
 impl TrainArgs {
     /// The run config: the `--config` file (or the defaults), then the flags given.
-    fn config(&self) -> Result<RunConfig> {
+    pub(crate) fn config(&self) -> Result<RunConfig> {
         let mut c: RunConfig = read_config(self.config.as_deref(), "run config")?;
         self.apply_features_and_head(&mut c);
         self.apply_finetuning(&mut c);

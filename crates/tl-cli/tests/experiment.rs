@@ -164,7 +164,10 @@ fn malformed_experiments_fail_before_any_work_naming_file_line_and_key() {
             "title = \"x\"\n[[adapt]]\nname = \"d\"\nmethods = [\"mmd\"]\nbudgets = [5, 0]\nconfig = { source = \"sklearn-digits\", target = \"sklearn-digits-padded\" }\n",
             vec!["study `d`: a budget must be at least 1 label per class"],
         ),
-        ("title = \"x\"\n", vec!["no [[train]] or [[adapt]] study"]),
+        (
+            "title = \"x\"\n",
+            vec!["no [[train]], [[adapt]] or [[rank]] study"],
+        ),
     ];
     for (i, (text, needles)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));

@@ -77,6 +77,13 @@ pub fn write_json<T: serde::Serialize>(dest: &Path, value: &T) -> Result<()> {
 }
 
 /// Reads and deserialises a JSON file, naming the file on error.
+/// A number JSON wrote as `null` (serde_json writes NaN so) reads back as NaN: use as
+/// `#[serde(deserialize_with = "tl_core::io::nan_if_null")]` on `f64` fields that may be
+/// NaN, so that a file a run wrote always reads back.
+pub fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).map_err(|e| Error::io("cannot read", path, e))?;
     serde_json::from_slice(&bytes).map_err(|source| Error::Json {

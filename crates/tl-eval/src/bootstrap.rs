@@ -8,11 +8,11 @@ use crate::{Confusion, Metric, Result};
 /// A value with a percentile interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
-    #[serde(deserialize_with = "crate::calibration::nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub value: f64,
-    #[serde(deserialize_with = "crate::calibration::nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub low: f64,
-    #[serde(deserialize_with = "crate::calibration::nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub high: f64,
 }
 

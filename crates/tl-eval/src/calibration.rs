@@ -58,11 +58,6 @@ pub fn log_loss(probs: ArrayView2<'_, f64>, labels: &[u32]) -> Result<f64> {
     Ok(total / labels.len() as f64)
 }
 
-/// A number JSON wrote as `null` (serde_json writes NaN so) reads back as NaN.
-pub(crate) fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
-}
-
 /// One bin of a reliability diagram: rows whose top-label confidence lies in (lo, hi].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Bin {
@@ -70,10 +65,10 @@ pub struct Bin {
     pub hi: f64,
     pub rows: usize,
     /// Mean top-label confidence of the bin's rows (NaN when empty; JSON `null`).
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub confidence: f64,
     /// Fraction of the bin's rows predicted right (NaN when empty; JSON `null`).
-    #[serde(deserialize_with = "nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub accuracy: f64,
 }
 

@@ -108,11 +108,11 @@ impl Confusion {
 /// One class's scores in a [`Confusion`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClassScore {
-    #[serde(deserialize_with = "crate::calibration::nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub precision: f64,
-    #[serde(deserialize_with = "crate::calibration::nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub recall: f64,
-    #[serde(deserialize_with = "crate::calibration::nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub f1: f64,
     /// Rows whose true class this is.
     pub support: u64,

@@ -30,9 +30,9 @@ impl Default for EvalOptions {
 /// Calibration of the probabilities, before and after temperature scaling.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
-    #[serde(deserialize_with = "crate::calibration::nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub log_loss: f64,
-    #[serde(deserialize_with = "crate::calibration::nan_if_null")]
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub ece: f64,
     pub reliability: Vec<Bin>,
     /// The temperature fitted on the validation logits (absent without validation rows).

@@ -32,7 +32,7 @@ pub enum Error {
     },
     /// pip could not be run at all.
     #[error(
-        "cannot run pip (`{python} -m pip`): {reason}. Install Python 3 with pip, set TL_PYTHON to a Python that has it, or fetch with `--from DIR`"
+        "cannot run pip (`{python} -m pip`): {reason}. Install Python 3 with pip, set TL_PYTHON to a Python that has it, or fetch from a local directory of the files"
     )]
     PipMissing { python: String, reason: String },
     /// pip ran and failed.
@@ -51,7 +51,7 @@ pub enum Error {
     /// A zip archive could not be read.
     #[error("cannot read archive `{}`: {reason}", archive.display())]
     Archive { archive: PathBuf, reason: String },
-    /// `--from DIR` does not hold a file.
+    /// The local directory fetched from does not hold a file.
     #[error("`{}` holds neither `{file}` nor the wheel `{wheel}`", dir.display())]
     NotInDirectory {
         dir: PathBuf,
@@ -124,3 +124,15 @@ pub enum Error {
 
 /// `Result` with [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Whether fetching from a local directory of the files would get round this error
+    /// (pip cannot run, or the package index cannot be reached).
+    pub fn local_directory_helps(&self) -> bool {
+        match self {
+            Error::PipMissing { .. } => true,
+            Error::PipFailed { kind, .. } => *kind == crate::pip::UNREACHABLE,
+            _ => false,
+        }
+    }
+}

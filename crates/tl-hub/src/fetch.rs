@@ -661,7 +661,7 @@ member = "toy_weights/weights.bin"
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("cannot run pip") && err.contains("--from DIR"),
+            err.contains("cannot run pip") && err.contains("from a local directory"),
             "{err}"
         );
     }

@@ -31,4 +31,4 @@ pub use error::{Error, Result};
 pub use fetch::{FetchOptions, Fetcher, Outcome, Receipt, model_path};
 pub use labels::class_names;
 pub use manifest::{Entry, Kind, Registry, parse_contract};
-pub use resolve::{ResolvedModel, check_dataset, load_dataset, resolve_model};
+pub use resolve::{ResolvedModel, check_dataset, load_dataset, resolve_loaded, resolve_model};

@@ -210,9 +210,14 @@ pub enum LabelFormat {
 }
 
 impl Registry {
-    /// The registry compiled into this build.
-    pub fn builtin() -> Result<Self> {
-        Self::parse(REGISTRY_TOML, REGISTRY_FILE)
+    /// The registry compiled into this build, parsed and checked once per process.
+    pub fn builtin() -> Result<&'static Self> {
+        static BUILTIN: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        if let Some(r) = BUILTIN.get() {
+            return Ok(r);
+        }
+        let parsed = Self::parse(REGISTRY_TOML, REGISTRY_FILE)?;
+        Ok(BUILTIN.get_or_init(|| parsed))
     }
 
     /// Parses and checks a registry document.

@@ -73,6 +73,9 @@ pub(crate) fn download(python: &str, p: &PypiSource, dest_dir: &Path, quiet: boo
     })
 }
 
+/// The kind of a pip failure when the index could not be reached.
+pub(crate) const UNREACHABLE: &str = " (no network? the package index could not be reached; fetching from a local directory of the files works offline)";
+
 fn classify(stderr: &str) -> &'static str {
     if stderr.contains("DO NOT MATCH THE HASHES") {
         " (hash mismatch: the index served other bytes than the pinned wheel)"
@@ -87,7 +90,7 @@ fn classify(stderr: &str) -> &'static str {
     .iter()
     .any(|s| stderr.contains(s))
     {
-        " (no network? the package index could not be reached; `--from DIR` fetches from a local directory)"
+        UNREACHABLE
     } else if stderr.contains("No matching distribution")
         || stderr.contains("Could not find a version")
     {

@@ -51,7 +51,7 @@ pub fn resolve_model(
             Some(f) => Some(read_contract(f)?),
             None => entry.input_contract()?,
         };
-        let labels = crate::class_names(home, &registry, &entry)?;
+        let labels = crate::class_names(home, registry, &entry)?;
         let outputs = entry.outputs.clone();
         return Ok(ResolvedModel {
             name: entry.id.clone(),
@@ -70,7 +70,17 @@ pub fn resolve_model(
             path: path.to_path_buf(),
         });
     }
-    let model = OnnxModel::load(path)?;
+    resolve_loaded(path, &OnnxModel::load(path)?, contract_file)
+}
+
+/// [`resolve_model`] for a model file already loaded (as `model`), which it does not read
+/// again: the contract and class names from its metadata (or `contract_file`), the
+/// classifier output from its outputs.
+pub fn resolve_loaded(
+    path: &Path,
+    model: &OnnxModel,
+    contract_file: Option<&Path>,
+) -> Result<ResolvedModel> {
     let meta = model.metadata();
     let bad_metadata = |key: &'static str, reason: String| Error::Metadata {
         file: path.to_path_buf(),
@@ -105,7 +115,7 @@ pub fn resolve_model(
     };
     let outputs = model.output_names();
     Ok(ResolvedModel {
-        name: spec.to_string(),
+        name: path.display().to_string(),
         path: path.to_path_buf(),
         contract,
         labels,

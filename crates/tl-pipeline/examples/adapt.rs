@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
         "mnist-5k",
         "sklearn-digits-padded",
     ];
-    tl_hub::Fetcher::new(&registry, fetch).fetch(&ids.map(String::from))?;
+    tl_hub::Fetcher::new(registry, fetch).fetch(&ids.map(String::from))?;
     let env = Env::new(home);
     // 20 labelled source rows per class, features at 64 px; the target's labels are read
     // only to score.

@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
     let mut fetch = tl_hub::FetchOptions::new(home.clone());
     fetch.quiet = true; // pip's own output; notes and progress go nowhere by default
     let ids = ["onnxruntime", "efficientnet-lite0", "sklearn-digits"].map(String::from);
-    tl_hub::Fetcher::new(&registry, fetch).fetch(&ids)?;
+    tl_hub::Fetcher::new(registry, fetch).fetch(&ids)?;
     // 2. The run: EfficientNet-Lite0 features of the digits at 64 px, 10 labels per class.
     let env = Env::new(home);
     let cfg = RunConfig {

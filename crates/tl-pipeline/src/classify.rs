@@ -102,9 +102,6 @@ pub fn classify(
     }
     let rt =
         Runtime::init(&RuntimeOptions::device(env.compute.device).with_home(env.home.clone()))?;
-    if let Some(note) = &rt.device().note {
-        env.note(note);
-    }
     let mut session = Session::from_file(
         rt,
         &model.path,
@@ -112,6 +109,7 @@ pub fn classify(
             .threads(env.compute.threads)
             .precision(env.compute.precision),
     )?;
+    env.report_device(rt);
     let started = Instant::now();
     let mut results = Vec::with_capacity(images.len());
     for chunk in images.chunks(args.batch_size) {
@@ -146,7 +144,7 @@ pub fn classify(
         schema_version: CLASSIFY_SCHEMA_VERSION,
         model: model.name.clone(),
         provider: session.provider().to_string(),
-        device_note: rt.device().note.clone(),
+        device_note: rt.device().note.as_ref().map(ToString::to_string),
         image_size: contract.size,
         results,
     };

@@ -388,6 +388,18 @@ pub struct Experiment {
     /// Studies comparing `tl adapt` methods.
     #[serde(default)]
     pub adapt: Vec<AdaptStudy>,
+    /// Studies ranking candidate backbones and layers before training (`tl rank`).
+    #[serde(default)]
+    pub rank: Vec<RankStudy>,
+}
+
+impl Experiment {
+    /// Whether a study of any kind is named `name`.
+    pub fn has_study(&self, name: &str) -> bool {
+        self.train.iter().any(|s| s.name == name)
+            || self.adapt.iter().any(|s| s.name == name)
+            || self.rank.iter().any(|s| s.name == name)
+    }
 }
 
 fn schema_one() -> u32 {
@@ -435,9 +447,24 @@ pub struct AdaptStudy {
     /// Labelled source rows per class (training + validation); empty: the config's.
     #[serde(default)]
     pub budgets: Vec<usize>,
+    /// Semi-supervised sweeps: labelled target rows per class joining the source (0: the
+    /// target unlabelled in training); empty: the config's `target_labels`.
+    #[serde(default)]
+    pub target_labels: Vec<usize>,
     #[serde(default)]
     pub seeds: Option<Vec<u64>>,
     pub config: AdaptRunConfig,
+}
+
+/// `tl rank` on one dataset, once per seed (each seed draws the split the candidates are
+/// scored and probed on).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RankStudy {
+    pub name: String,
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
+    pub config: RankConfig,
 }
 
 /// A ranking of candidate backbones and layers for a labelled dataset.

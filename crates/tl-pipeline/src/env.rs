@@ -26,6 +26,12 @@ pub trait Observer: Progress {
     fn epoch(&self, log: &EpochLog, epochs: usize) {
         let _ = (log, epochs);
     }
+
+    /// The `auto` device chose a provider (when ONNX Runtime loaded, or after a session
+    /// could not use CUDA).
+    fn device(&self, choice: &tl_runtime::AutoChoice) {
+        self.note(&format!("device {choice}"));
+    }
 }
 
 impl Observer for Silent {}
@@ -78,6 +84,17 @@ impl Env {
     pub fn with_compute(mut self, compute: Compute) -> Self {
         self.compute = compute;
         self
+    }
+
+    /// Tells the observer what the `auto` device chose, when ONNX Runtime loaded and
+    /// when a session fell back to the CPU since; call it after making sessions.
+    pub fn report_device(&self, rt: &tl_runtime::Runtime) {
+        if let Some(choice) = &rt.device().note {
+            self.observer.device(choice);
+        }
+        if let Some(choice) = rt.take_fallback() {
+            self.observer.device(&choice);
+        }
     }
 
     /// Tells the observer `text`.

@@ -71,8 +71,10 @@ impl Predictor {
                 "has no model.onnx: export the artifact first",
             ));
         }
-        let resolved = tl_hub::resolve_model(&path.display().to_string(), None, &env.home)?;
-        let meta = tl_onnx::OnnxModel::load(&path)?.metadata();
+        // Read once for the contract and metadata; ONNX Runtime reads it for the session.
+        let onnx = tl_onnx::OnnxModel::load(&path)?;
+        let resolved = tl_hub::resolve_loaded(&path, &onnx, None)?;
+        let meta = onnx.metadata();
         let tasks_json = meta.get(metadata::TASKS).ok_or_else(|| {
             Error::file(
                 &path,

@@ -2,7 +2,7 @@
 //! labelled dataset, computed without training a head, beside the linear-probe accuracy
 //! each candidate actually reaches and each score's rank correlation with it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tl_adapt::transfer::{h_score, kendall_tau, leep, logme, nce};
 use tl_data::{Part, Split, SplitConfig};
 use tl_head::{
@@ -18,12 +18,15 @@ use crate::{
 };
 
 /// One candidate's scores and the probe accuracy it reached.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Candidate {
     pub model: String,
     pub layer: String,
     pub width: usize,
+    /// NaN (`null` in JSON) where the evidence is undefined.
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub logme: f64,
+    #[serde(deserialize_with = "tl_core::io::nan_if_null")]
     pub h_score: f64,
     pub nce: Option<f64>,
     pub leep: Option<f64>,
@@ -32,7 +35,7 @@ pub struct Candidate {
 }
 
 /// Labelled rows per part.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RankRows {
     pub train: usize,
     pub val: usize,
@@ -40,8 +43,8 @@ pub struct RankRows {
 }
 
 /// Kendall's τ between each score and the probe accuracy over the candidates (none
-/// where fewer than two candidates have the score).
-#[derive(Debug, Clone, Serialize)]
+/// where fewer than two candidates have the score, or where it is NaN for one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Taus {
     pub logme: Option<f64>,
     pub h_score: Option<f64>,
@@ -50,7 +53,7 @@ pub struct Taus {
 }
 
 /// What a ranking found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ranking {
     pub data: String,
     pub task: String,
@@ -180,8 +183,9 @@ fn score(cand: &str, on: &Scored, env: &Env) -> Result<(Candidate, RankRows)> {
 /// Each score's Kendall τ with the probe accuracy.
 fn taus(out: &[Candidate]) -> Taus {
     let acc: Vec<f64> = out.iter().map(|c| c.probe_test_accuracy).collect();
+    // A score that some candidate lacks, or that is undefined (NaN) for one, ranks nothing.
     let tau = |f: &dyn Fn(&Candidate) -> Option<f64>| -> Option<f64> {
-        let v: Option<Vec<f64>> = out.iter().map(f).collect();
+        let v: Option<Vec<f64>> = out.iter().map(|c| f(c).filter(|x| x.is_finite())).collect();
         v.filter(|v| v.len() >= 2).map(|v| kendall_tau(&v, &acc))
     };
     Taus {
@@ -189,5 +193,43 @@ fn taus(out: &[Candidate]) -> Taus {
         h_score: tau(&|c| Some(c.h_score)),
         nce: tau(&|c| c.nce),
         leep: tau(&|c| c.leep),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(logme: f64, acc: f64) -> Candidate {
+        Candidate {
+            model: "m".into(),
+            layer: "features".into(),
+            width: 4,
+            logme,
+            h_score: acc * 2.0,
+            nce: None,
+            leep: None,
+            probe_test_accuracy: acc,
+            probe_c: 1.0,
+        }
+    }
+
+    #[test]
+    fn an_undefined_score_ranks_nothing_and_reads_back() {
+        let out = vec![
+            candidate(f64::NAN, 0.9),
+            candidate(0.5, 0.8),
+            candidate(0.2, 0.7),
+        ];
+        let t = taus(&out);
+        assert_eq!(t.logme, None, "a NaN LogME must not be ordered");
+        assert_eq!(t.h_score, Some(1.0));
+        assert_eq!(t.nce, None);
+        // NaN is written as null and read back as NaN, so a ranking always reads back.
+        let json = serde_json::to_string(&out[0]).unwrap();
+        assert!(json.contains("\"logme\":null"), "{json}");
+        let back: Candidate = serde_json::from_str(&json).unwrap();
+        assert!(back.logme.is_nan());
+        assert_eq!(back.probe_test_accuracy, 0.9);
     }
 }

@@ -430,9 +430,6 @@ pub fn extract(r: &ExtractRequest<'_>, ds: &Dataset, env: &Env) -> Result<Extrac
     let mut model = resolve_model(r.model, r.contract, &env.home)?;
     let rt =
         Runtime::init(&RuntimeOptions::device(env.compute.device).with_home(env.home.clone()))?;
-    if let Some(note) = &rt.device().note {
-        env.note(note);
-    }
     if let Some(f) = &r.model_file {
         model.path = f.clone();
     }
@@ -507,6 +504,7 @@ fn extract_texts(
     let dir = s.model.path.parent().unwrap_or(Path::new("."));
     let encoder = TextEncoder::new(dir, contract)?;
     let mut session = Session::from_file(s.rt, &s.model.path, s.session)?;
+    s.env.report_device(s.rt);
     let result = tl_features::extract::extract_text(
         &mut session,
         &encoder,
@@ -546,6 +544,7 @@ fn extract_images(
     let refs: Vec<&str> = layers.iter().map(String::as_str).collect();
     let tapped = OnnxModel::load(&s.model.path)?.with_outputs(&refs)?;
     let mut session = Session::from_model(s.rt, &tapped, &s.model.name, s.session)?;
+    s.env.report_device(s.rt);
     opts.nodes = layers.clone();
     let result = tl_features::extract::extract(
         &mut session,

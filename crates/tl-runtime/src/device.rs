@@ -35,14 +35,41 @@ impl fmt::Display for Provider {
     }
 }
 
+/// What the `auto` device chose, and why: for the caller to report in its own terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoChoice {
+    pub provider: Provider,
+    /// Why not CUDA, when `auto` chose the CPU.
+    pub reason: Option<String>,
+    /// Whether CUDA failed only when a session was made, after the library loaded.
+    pub after_load: bool,
+}
+
+impl fmt::Display for AutoChoice {
+    /// `auto chose cpu: REASON`, `auto chose cuda:0`, `auto chose cpu after all: REASON`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.provider {
+            Provider::Cpu => f.write_str("auto chose cpu")?,
+            Provider::Cuda { id } => write!(f, "auto chose cuda:{id}")?,
+        }
+        if self.after_load {
+            f.write_str(" after all")?;
+        }
+        match &self.reason {
+            Some(r) => write!(f, ": {r}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The outcome of resolving a requested [`Device`].
 #[derive(Debug, Clone)]
 pub struct ResolvedDevice {
     pub provider: Provider,
     /// The ONNX Runtime library for that provider.
     pub library: PathBuf,
-    /// Why `auto` chose what it chose.
-    pub note: Option<String>,
+    /// What `auto` chose and why (none for an explicit device).
+    pub note: Option<AutoChoice>,
     /// What was found for CUDA, when the provider is CUDA (its NVIDIA libraries are
     /// loaded before ONNX Runtime).
     pub cuda: Option<crate::CudaSupport>,
@@ -79,7 +106,11 @@ pub(crate) fn resolve(device: Device, home: &Path) -> Result<ResolvedDevice> {
                 None => Ok(ResolvedDevice {
                     provider: Provider::Cuda { id: 0 },
                     library: support.runtime.clone().expect("checked by blocker"),
-                    note: Some("--device auto chose cuda:0".into()),
+                    note: Some(AutoChoice {
+                        provider: Provider::Cuda { id: 0 },
+                        reason: None,
+                        after_load: false,
+                    }),
                     cuda: Some(support),
                 }),
                 Some(reason) => cpu_fallback(home, &reason),
@@ -94,7 +125,11 @@ pub(crate) fn cpu_fallback(home: &Path, reason: &str) -> Result<ResolvedDevice> 
     Ok(ResolvedDevice {
         provider: Provider::Cpu,
         library: library::locate_library(home, CPU_RUNTIME_ID)?,
-        note: Some(format!("--device auto chose cpu: {reason}")),
+        note: Some(AutoChoice {
+            provider: Provider::Cpu,
+            reason: Some(reason.to_string()),
+            after_load: false,
+        }),
         cuda: None,
     })
 }
@@ -130,7 +165,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("--device cuda") && err.contains("`cuda` feature"),
+            err.contains("device `cuda` cannot be used") && err.contains("`cuda` feature"),
             "{err}"
         );
     }
@@ -147,16 +182,21 @@ mod tests {
 
     #[test]
     fn auto_falls_back_to_cpu_and_says_why() {
-        if std::env::var_os("ORT_DYLIB_PATH").is_some() {
-            return;
-        }
         let home = tempfile::tempdir().unwrap();
         let dir = tl_core::home::runtime_dir(home.path(), CPU_RUNTIME_ID);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("libonnxruntime.so.1.31.1"), b"").unwrap();
+        // The CPU library the fallback takes: ORT_DYLIB_PATH when the environment sets
+        // it (as CI may), else the one in this home.
+        let expected = match std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => dir.join("libonnxruntime.so.1.31.1"),
+        };
         let r = resolve(Device::Auto, home.path()).unwrap();
         assert_eq!(r.provider, Provider::Cpu);
-        let note = r.note.unwrap();
-        assert!(note.starts_with("--device auto chose cpu:"), "{note}");
+        assert_eq!(r.library, expected);
+        assert!(r.cuda.is_none());
+        let note = r.note.unwrap().to_string();
+        assert!(note.starts_with("auto chose cpu:"), "{note}");
     }
 }

@@ -27,7 +27,7 @@ pub enum Error {
     )]
     AlreadyInitialised { current: Device, requested: Device },
     /// CUDA was requested and cannot be used.
-    #[error("--device {requested} cannot be used: {reason}")]
+    #[error("device `{requested}` cannot be used: {reason}")]
     CudaUnavailable { requested: Device, reason: String },
     /// An error reported by ONNX Runtime.
     #[error("ONNX Runtime: {0}")]

@@ -34,7 +34,7 @@ pub use cuda::{
     CUDA_LIBRARIES_ID, CudaSupport, GpuInfo, LINKED_BY_PROVIDER, LibraryCheck, LibrarySearch,
     PROVIDER_LIBRARY, cuda_support, support_with,
 };
-pub use device::{Provider, ResolvedDevice};
+pub use device::{AutoChoice, Provider, ResolvedDevice};
 pub use elf::{DynamicInfo, dynamic_info};
 pub use error::{Error, Result};
 pub use library::{LibraryStatus, locate_library};
@@ -81,6 +81,8 @@ pub struct Runtime {
     resolved: ResolvedDevice,
     requested: Device,
     environment: ort::environment::Environment,
+    /// Why `auto` fell back to the CPU when a session was made, until reported.
+    fallback: std::sync::Mutex<Option<String>>,
 }
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -135,6 +137,7 @@ impl Runtime {
             resolved,
             requested: opts.device,
             environment,
+            fallback: std::sync::Mutex::new(None),
         };
         // A concurrent init may have won the race; either value describes the same library.
         let _ = RUNTIME.set(rt);
@@ -168,6 +171,24 @@ impl Runtime {
     /// The device sessions will run on, and why it was chosen.
     pub fn device(&self) -> &ResolvedDevice {
         &self.resolved
+    }
+
+    /// `auto`'s fall back to the CPU when making a session with CUDA failed after the
+    /// library loaded; returned once, for the caller to report.
+    pub fn take_fallback(&self) -> Option<AutoChoice> {
+        let reason = self.fallback.lock().ok()?.take()?;
+        Some(AutoChoice {
+            provider: Provider::Cpu,
+            reason: Some(reason),
+            after_load: true,
+        })
+    }
+
+    /// Records the reason of a fall back to the CPU (the first one is kept).
+    pub(crate) fn record_fallback(&self, reason: String) {
+        if let Ok(mut f) = self.fallback.lock() {
+            f.get_or_insert(reason);
+        }
     }
 
     /// Execution providers compiled into the loaded library (`CPUExecutionProvider`, ...).

@@ -27,8 +27,18 @@ pub fn locate_library(home: &Path, runtime_id: &'static str) -> Result<PathBuf> 
 
 /// Where the library is, or every place that was searched.
 pub fn status(home: &Path, runtime_id: &'static str) -> LibraryStatus {
+    status_with(home, runtime_id, std::env::var_os("ORT_DYLIB_PATH"))
+}
+
+/// [`status`] with the value of `ORT_DYLIB_PATH` given (tests set it without touching
+/// the process environment).
+fn status_with(
+    home: &Path,
+    runtime_id: &'static str,
+    dylib: Option<std::ffi::OsString>,
+) -> LibraryStatus {
     let mut searched = Vec::new();
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+    if let Some(p) = dylib.filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
         if p.is_file() {
             return LibraryStatus::Found {
@@ -105,26 +115,68 @@ mod tests {
 
     #[test]
     fn finds_versioned_library_in_home() {
-        // Only meaningful when ORT_DYLIB_PATH is not set by the environment.
-        if std::env::var_os("ORT_DYLIB_PATH").is_some() {
-            return;
-        }
         let home = tempfile::tempdir().unwrap();
         let dir = tl_core::home::runtime_dir(home.path(), "onnxruntime");
         assert!(matches!(
-            status(home.path(), "onnxruntime"),
+            status_with(home.path(), "onnxruntime", None),
             LibraryStatus::Missing { .. }
         ));
-        let err = locate_library(home.path(), "onnxruntime")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("tl models fetch onnxruntime"), "{err}");
-        assert!(err.contains(&dir.display().to_string()), "{err}");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("libonnxruntime.so.1.31.1"), b"").unwrap();
         assert_eq!(
-            locate_library(home.path(), "onnxruntime").unwrap(),
-            dir.join("libonnxruntime.so.1.31.1")
+            status_with(home.path(), "onnxruntime", None),
+            LibraryStatus::Found {
+                path: dir.join("libonnxruntime.so.1.31.1"),
+                source: "TL_HOME",
+            }
         );
+        // An empty ORT_DYLIB_PATH counts as unset.
+        assert!(matches!(
+            status_with(home.path(), "onnxruntime", Some("".into())),
+            LibraryStatus::Found {
+                source: "TL_HOME",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn ort_dylib_path_comes_first_and_a_wrong_one_is_not_replaced() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = tl_core::home::runtime_dir(home.path(), "onnxruntime");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("libonnxruntime.so.1.31.1"), b"").unwrap();
+        let mine = home.path().join("elsewhere.so");
+        std::fs::write(&mine, b"").unwrap();
+        assert_eq!(
+            status_with(home.path(), "onnxruntime", Some(mine.clone().into())),
+            LibraryStatus::Found {
+                path: mine,
+                source: "ORT_DYLIB_PATH",
+            }
+        );
+        let wrong = home.path().join("missing.so");
+        assert_eq!(
+            status_with(home.path(), "onnxruntime", Some(wrong.clone().into())),
+            LibraryStatus::Missing {
+                searched: vec![wrong]
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_library_names_the_fetch_command_and_where_it_looked() {
+        let home = tempfile::tempdir().unwrap();
+        let dir = tl_core::home::runtime_dir(home.path(), "onnxruntime");
+        let err = match status_with(home.path(), "onnxruntime", None) {
+            LibraryStatus::Missing { searched } => Error::LibraryNotFound {
+                runtime: "onnxruntime",
+                searched,
+            },
+            found => panic!("nothing was installed, yet {found:?}"),
+        }
+        .to_string();
+        assert!(err.contains("tl models fetch onnxruntime"), "{err}");
+        assert!(err.contains(&dir.display().to_string()), "{err}");
     }
 }

@@ -151,7 +151,7 @@ impl Session {
             tl_core::Precision::F16 => {
                 let half = model.to_float16().map_err(|e| Error::Inputs {
                     model: name.to_string(),
-                    reason: format!("--precision f16: {e}"),
+                    reason: format!("cannot convert to float16: {e}"),
                 })?;
                 Self::from_bytes(rt, &half.to_bytes(), name, opts)
             }
@@ -181,8 +181,7 @@ impl Session {
             Err(Error::CudaUnavailable { reason, .. })
                 if rt.requested() == tl_core::Device::Auto =>
             {
-                static SAID: std::sync::Once = std::sync::Once::new();
-                SAID.call_once(|| eprintln!("--device auto chose cpu after all: {reason}"));
+                rt.record_fallback(reason);
                 provider = Provider::Cpu;
                 new_builder()?
             }

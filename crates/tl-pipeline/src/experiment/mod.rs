@@ -1,6 +1,8 @@
-//! The experiment runner: sweeps of train and adapt runs described in one file (the
+//! The experiment runner: sweeps of train, adapt and rank runs described in one file (the
 //! same config schema as `config.json`), run in one go, resumable cell by cell, with one
-//! comparison report.
+//! comparison report; [`outputs`] reads every cell's typed results back.
+
+mod report;
 
 use std::{
     path::{Path, PathBuf},
@@ -9,12 +11,12 @@ use std::{
 use tl_core::Named;
 
 use serde::{Deserialize, Serialize};
-use tl_eval::{Bar, Block, Point, Section, Series, mean_ci};
+use tl_eval::mean_ci;
 
 use crate::{
     Env, Error, Result,
     artifact::{AdaptMetrics, Metrics},
-    config::{AdaptRunConfig, EXPERIMENT_SCHEMA_VERSION, Experiment, RunConfig},
+    config::{AdaptRunConfig, EXPERIMENT_SCHEMA_VERSION, Experiment, RankConfig, RunConfig},
     source::RawInput,
 };
 
@@ -39,30 +41,40 @@ pub fn load(path: &Path, home: &Path) -> Result<Experiment> {
             supported: EXPERIMENT_SCHEMA_VERSION,
         });
     }
-    if e.train.is_empty() && e.adapt.is_empty() {
-        return Err(bad("no [[train]] or [[adapt]] study".into()));
+    if e.train.is_empty() && e.adapt.is_empty() && e.rank.is_empty() {
+        return Err(bad("no [[train]], [[adapt]] or [[rank]] study".into()));
     }
     let registry = tl_hub::Registry::builtin()?;
     let mut names = std::collections::BTreeSet::new();
-    for (name, budgets) in e
+    let studies = e
         .train
         .iter()
-        .map(|s| (&s.name, &s.budgets))
-        .chain(e.adapt.iter().map(|s| (&s.name, &s.budgets)))
-    {
-        check_study(name, budgets, &mut names).map_err(bad)?;
+        .map(|s| (&s.name, s.budgets.clone()))
+        .chain(e.adapt.iter().map(|s| (&s.name, s.budgets.clone())))
+        .chain(
+            e.rank
+                .iter()
+                .map(|s| (&s.name, s.config.budget.into_iter().collect())),
+        );
+    for (name, budgets) in studies {
+        check_study(name, &budgets, &mut names).map_err(bad)?;
     }
     for s in &e.train {
-        check_train_study(s, &registry, home)
+        check_train_study(s, registry, home)
             .map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
     }
     for s in &e.adapt {
-        check_adapt_study(s, &registry, home)
+        check_adapt_study(s, registry, home)
+            .map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
+    }
+    for s in &e.rank {
+        check_rank_study(s, registry, home)
             .map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
     }
     let mut seeds = std::iter::once(&e.seeds)
         .chain(e.train.iter().filter_map(|s| s.seeds.as_ref()))
-        .chain(e.adapt.iter().filter_map(|s| s.seeds.as_ref()));
+        .chain(e.adapt.iter().filter_map(|s| s.seeds.as_ref()))
+        .chain(e.rank.iter().filter_map(|s| s.seeds.as_ref()));
     if seeds.any(Vec::is_empty) {
         return Err(bad("an empty list of seeds".into()));
     }
@@ -147,6 +159,24 @@ fn check_adapt_study(
     s.config.train.check().map_err(|err| format!(": {err}"))
 }
 
+/// A rank study's dataset and candidates (the error continues `study NAME`).
+fn check_rank_study(
+    s: &crate::config::RankStudy,
+    registry: &tl_hub::Registry,
+    home: &Path,
+) -> std::result::Result<(), String> {
+    if s.config.models.is_empty() {
+        return Err(" lists no candidate models".into());
+    }
+    if let Some(m) = s.config.models.iter().find(|m| {
+        let model = m.split_once(':').map_or(m.as_str(), |(model, _)| model);
+        !known_model(model, registry)
+    }) {
+        return Err(format!(": unknown model in candidate `{m}`"));
+    }
+    tl_hub::check_dataset(&s.config.data, home).map_err(|err| format!(": {err}"))
+}
+
 /// A directory-safe name.
 fn slug(s: &str) -> String {
     let mut o = String::new();
@@ -168,6 +198,9 @@ struct CellRecord {
     arm: String,
     /// Labels per class (none: all).
     budget: Option<usize>,
+    /// Labelled target rows per class of a semi-supervised sweep (none: not swept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_labels: Option<usize>,
     seed: u64,
     config: serde_json::Value,
     result: CellResult,
@@ -176,9 +209,17 @@ struct CellRecord {
 
 /// The figures the comparison report reads from a cell.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct CellResult {
+#[serde(untagged)]
+enum CellResult {
+    Scores(Scores),
+    Ranking(RankResult),
+}
+
+/// A trained head's (or an adapted target's) test scores.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Scores {
     accuracy: f64,
-    pub macro_f1: f64,
+    macro_f1: f64,
     balanced_accuracy: f64,
     /// Labelled rows per class (training + validation, mean over classes) the run used.
     labels_per_class: f64,
@@ -190,10 +231,45 @@ struct CellResult {
     shift: Option<(f64, f64)>,
 }
 
+/// A ranking's candidates and rank correlations.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RankResult {
+    candidates: Vec<crate::rank::Candidate>,
+    kendall_tau_with_probe_accuracy: crate::rank::Taus,
+}
+
+impl CellResult {
+    fn scores(&self) -> Option<&Scores> {
+        match self {
+            CellResult::Scores(s) => Some(s),
+            CellResult::Ranking(_) => None,
+        }
+    }
+
+    /// The cell's line in the progress output.
+    fn line(&self) -> String {
+        match self {
+            CellResult::Scores(s) => {
+                format!("accuracy {:.4}, macro-F1 {:.4}", s.accuracy, s.macro_f1)
+            }
+            CellResult::Ranking(r) => {
+                let t = &r.kendall_tau_with_probe_accuracy;
+                let show = |v: Option<f64>| v.map_or("–".into(), |x| format!("{x:+.2}"));
+                format!(
+                    "Kendall's τ LogME {}, H-score {}",
+                    show(t.logme),
+                    show(t.h_score)
+                )
+            }
+        }
+    }
+}
+
 struct Cell {
     study: String,
     arm: String,
     budget: Option<usize>,
+    target_labels: Option<usize>,
     seed: u64,
     dir: PathBuf,
     job: Job,
@@ -202,6 +278,7 @@ struct Cell {
 enum Job {
     Train(Box<RunConfig>),
     Adapt(Box<AdaptRunConfig>),
+    Rank(Box<RankConfig>),
 }
 
 impl Job {
@@ -209,6 +286,7 @@ impl Job {
         Ok(match self {
             Job::Train(c) => serde_json::to_value(c)?,
             Job::Adapt(c) => serde_json::to_value(c)?,
+            Job::Rank(c) => serde_json::to_value(c)?,
         })
     }
 }
@@ -217,20 +295,31 @@ fn budget_dir(b: Option<usize>) -> String {
     b.map_or("all".into(), |k| format!("{k}-per-class"))
 }
 
-/// Where a cell runs: `OUT/<study>/<arm slug>/<budget>/seed-<s>/` (an adaptation method's
-/// name is its own slug).
-fn cell_path(out: &Path, study: &str, arm: &str, budget: Option<usize>, seed: u64) -> PathBuf {
-    out.join(study)
-        .join(slug(arm))
-        .join(budget_dir(budget))
-        .join(format!("seed-{seed}"))
+/// Where a cell runs: `OUT/<study>/<arm slug>/<budget>/[target-<k>/]seed-<s>/` (an
+/// adaptation method's name is its own slug; `target-<k>` only in semi-supervised sweeps).
+fn cell_path(
+    out: &Path,
+    study: &str,
+    arm: &str,
+    budget: Option<usize>,
+    target_labels: Option<usize>,
+    seed: u64,
+) -> PathBuf {
+    let mut p = out.join(study).join(slug(arm)).join(budget_dir(budget));
+    if let Some(k) = target_labels {
+        p.push(format!("target-{k}"));
+    }
+    p.join(format!("seed-{seed}"))
 }
 
 impl Cell {
-    /// `[i/n] study / arm / budget / seed s`, the cell's line in the progress output.
+    /// `[i/n] study / arm / budget / [target k /] seed s`, the cell's progress line.
     fn tag(&self, i: usize, n: usize) -> String {
+        let target = self
+            .target_labels
+            .map_or(String::new(), |k| format!(" / {k} target labels"));
         format!(
-            "[{}/{n}] {} / {} / {} / seed {}",
+            "[{}/{n}] {} / {} / {}{target} / seed {}",
             i + 1,
             self.study,
             self.arm,
@@ -248,56 +337,102 @@ impl Cell {
 }
 
 fn cells(e: &Experiment, out: &Path, only: &[String]) -> Vec<Cell> {
-    let mut v = Vec::new();
     let wanted = |n: &str| only.is_empty() || only.iter().any(|o| o == n);
+    let mut v = Vec::new();
     for s in e.train.iter().filter(|s| wanted(&s.name)) {
-        let seeds = s.seeds.as_ref().unwrap_or(&e.seeds);
-        let budgets: Vec<Option<usize>> = s
-            .budgets
-            .iter()
-            .map(|&b| Some(b))
-            .chain(s.all.then_some(None))
-            .collect();
-        for a in &s.arm {
-            for &b in &budgets {
-                for &seed in seeds {
-                    let mut c = a.config.clone();
-                    c.split.budget = b;
-                    c.split.seed = seed;
-                    c.train.seed = seed;
-                    v.push(Cell {
-                        study: s.name.clone(),
-                        arm: a.label.clone(),
-                        budget: b,
-                        seed,
-                        dir: cell_path(out, &s.name, &a.label, b, seed),
-                        job: Job::Train(Box::new(c)),
-                    });
-                }
+        v.extend(train_cells(s, s.seeds.as_ref().unwrap_or(&e.seeds), out));
+    }
+    for s in e.adapt.iter().filter(|s| wanted(&s.name)) {
+        v.extend(adapt_cells(s, s.seeds.as_ref().unwrap_or(&e.seeds), out));
+    }
+    for s in e.rank.iter().filter(|s| wanted(&s.name)) {
+        for &seed in s.seeds.as_ref().unwrap_or(&e.seeds) {
+            let c = RankConfig {
+                seed,
+                ..s.config.clone()
+            };
+            v.push(Cell {
+                study: s.name.clone(),
+                arm: RANK_ARM.into(),
+                budget: c.budget,
+                target_labels: None,
+                seed,
+                dir: cell_path(out, &s.name, RANK_ARM, c.budget, None, seed),
+                job: Job::Rank(Box::new(c)),
+            });
+        }
+    }
+    v
+}
+
+/// The arm name of a rank study's cells.
+const RANK_ARM: &str = "ranking";
+
+/// The file a rank cell writes its ranking to.
+pub const RANKING_FILE: &str = "ranking.json";
+
+fn train_cells(s: &crate::config::TrainStudy, seeds: &[u64], out: &Path) -> Vec<Cell> {
+    let budgets: Vec<Option<usize>> = s
+        .budgets
+        .iter()
+        .map(|&b| Some(b))
+        .chain(s.all.then_some(None))
+        .collect();
+    let mut v = Vec::new();
+    for a in &s.arm {
+        for &b in &budgets {
+            for &seed in seeds {
+                let mut c = a.config.clone();
+                c.split.budget = b;
+                c.split.seed = seed;
+                c.train.seed = seed;
+                v.push(Cell {
+                    study: s.name.clone(),
+                    arm: a.label.clone(),
+                    budget: b,
+                    target_labels: None,
+                    seed,
+                    dir: cell_path(out, &s.name, &a.label, b, None, seed),
+                    job: Job::Train(Box::new(c)),
+                });
             }
         }
     }
-    for s in e.adapt.iter().filter(|s| wanted(&s.name)) {
-        let seeds = s.seeds.as_ref().unwrap_or(&e.seeds);
-        let budgets: Vec<Option<usize>> = if s.budgets.is_empty() {
-            vec![s.config.budget]
-        } else {
-            s.budgets.iter().map(|&b| Some(b)).collect()
-        };
-        for m in &s.methods {
-            for &b in &budgets {
+    v
+}
+
+fn adapt_cells(s: &crate::config::AdaptStudy, seeds: &[u64], out: &Path) -> Vec<Cell> {
+    let budgets: Vec<Option<usize>> = if s.budgets.is_empty() {
+        vec![s.config.budget]
+    } else {
+        s.budgets.iter().map(|&b| Some(b)).collect()
+    };
+    // Each swept count is its own axis (0 included); without a sweep, the config's.
+    let targets: Vec<Option<usize>> = if s.target_labels.is_empty() {
+        vec![None]
+    } else {
+        s.target_labels.iter().map(|&k| Some(k)).collect()
+    };
+    let mut v = Vec::new();
+    for m in &s.methods {
+        for &b in &budgets {
+            for &t in &targets {
                 for &seed in seeds {
                     let mut c = s.config.clone();
                     c.adapt.method = *m;
                     c.budget = b;
+                    if let Some(k) = t {
+                        c.target_labels = (k > 0).then_some(k);
+                    }
                     c.split_seed = seed;
                     c.train.seed = seed;
                     v.push(Cell {
                         study: s.name.clone(),
                         arm: m.to_string(),
                         budget: b,
+                        target_labels: t,
                         seed,
-                        dir: cell_path(out, &s.name, m.name(), b, seed),
+                        dir: cell_path(out, &s.name, m.name(), b, t, seed),
                         job: Job::Adapt(Box::new(c)),
                     });
                 }
@@ -324,7 +459,7 @@ fn train_result(m: &Metrics, dir: &Path) -> Result<CellResult> {
         .first()
         .ok_or_else(|| Error::file(dir, "the run has no test evaluation"))?
         .evaluation;
-    Ok(CellResult {
+    Ok(CellResult::Scores(Scores {
         accuracy: e.accuracy.value,
         macro_f1: e.macro_f1.value,
         balanced_accuracy: e.balanced_accuracy.value,
@@ -340,7 +475,7 @@ fn train_result(m: &Metrics, dir: &Path) -> Result<CellResult> {
             })
             .unwrap_or_default(),
         shift: None,
-    })
+    }))
 }
 
 fn adapt_result(m: &AdaptMetrics) -> Result<CellResult> {
@@ -350,7 +485,7 @@ fn adapt_result(m: &AdaptMetrics) -> Result<CellResult> {
             "the target has no labels: an adapt study needs them to compare methods",
         )
     })?;
-    Ok(CellResult {
+    Ok(CellResult::Scores(Scores {
         accuracy: e.accuracy.value,
         macro_f1: e.macro_f1.value,
         balanced_accuracy: e.balanced_accuracy.value,
@@ -362,7 +497,7 @@ fn adapt_result(m: &AdaptMetrics) -> Result<CellResult> {
                 .as_ref()
                 .map_or(f64::NAN, |a| a.proxy_a_distance),
         )),
-    })
+    }))
 }
 
 /// What an experiment run did.
@@ -392,9 +527,18 @@ pub struct ExperimentRun {
 pub struct PlannedCell {
     /// `[i/n] study / arm / budget / seed s`.
     pub tag: String,
+    pub study: String,
+    pub arm: String,
+    /// Labels per class (none: all).
+    pub budget: Option<usize>,
+    /// Labelled target rows per class of a semi-supervised sweep.
+    pub target_labels: Option<usize>,
+    pub seed: u64,
     pub dir: PathBuf,
     /// Whether an earlier run finished this cell with the same config.
     pub done: bool,
+    /// The config the cell runs with (a `tl train`, `tl adapt` or `tl rank` config).
+    pub config: serde_json::Value,
 }
 
 /// The cells an experiment run would run, checked before any work.
@@ -408,9 +552,7 @@ impl ExperimentRun {
     /// The experiment file, checked, and the output directory.
     fn open(&self, home: &Path) -> Result<(Experiment, PathBuf)> {
         let e = load(&self.file, home)?;
-        if let Some(s) = self.studies.iter().find(|s| {
-            !(e.train.iter().any(|t| &t.name == *s) || e.adapt.iter().any(|t| &t.name == *s))
-        }) {
+        if let Some(s) = self.studies.iter().find(|s| !e.has_study(s)) {
             return Err(Error::file(&self.file, format!("no study named `{s}`")));
         }
         let stem = self
@@ -434,10 +576,17 @@ pub fn plan(r: &ExperimentRun, home: &Path) -> Result<Plan> {
         .iter()
         .enumerate()
         .map(|(i, cell)| {
+            let config = cell.job.config_json()?;
             Ok(PlannedCell {
                 tag: cell.tag(i, all.len()),
+                study: cell.study.clone(),
+                arm: cell.arm.clone(),
+                budget: cell.budget,
+                target_labels: cell.target_labels,
+                seed: cell.seed,
                 dir: cell.dir.clone(),
-                done: cell.finished(&cell.job.config_json()?).is_some(),
+                done: cell.finished(&config).is_some(),
+                config,
             })
         })
         .collect::<Result<_>>()?;
@@ -445,7 +594,7 @@ pub fn plan(r: &ExperimentRun, home: &Path) -> Result<Plan> {
 }
 
 /// Runs (or resumes) every cell of the experiment and writes its report; each cell is an
-/// ordinary train or adapt run in its own directory.
+/// ordinary train, adapt or rank run in its own directory.
 pub fn run(exp: &ExperimentRun, env: &Env) -> Result<Outcome> {
     let (e, out) = exp.open(&env.home)?;
     tl_core::io::create_dir_all(&out)?;
@@ -462,10 +611,7 @@ pub fn run(exp: &ExperimentRun, env: &Env) -> Result<Outcome> {
         let config = cell.job.config_json()?;
         let tag = cell.tag(i, all.len());
         if let Some(r) = cell.finished(&config) {
-            env.note(format!(
-                "{tag}: done before (accuracy {:.4})",
-                r.result.accuracy
-            ));
+            env.note(format!("{tag}: done before ({})", r.result.line()));
             records.push(r);
             continue;
         }
@@ -477,21 +623,19 @@ pub fn run(exp: &ExperimentRun, env: &Env) -> Result<Outcome> {
             study: cell.study.clone(),
             arm: cell.arm.clone(),
             budget: cell.budget,
+            target_labels: cell.target_labels,
             seed: cell.seed,
             config,
             result,
             seconds: t.elapsed().as_secs_f64(),
         };
         tl_core::io::write_json(&cell.dir.join("cell.json"), &r)?;
-        env.note(format!(
-            "{tag}: accuracy {:.4}, macro-F1 {:.4} ({:.1} s)",
-            r.result.accuracy, r.result.macro_f1, r.seconds
-        ));
+        env.note(format!("{tag}: {} ({:.1} s)", r.result.line(), r.seconds));
         records.push(r);
         // The report and manifest so far: an interrupted run keeps what it finished.
-        write_outputs(&e, &exp.file, &out, &records, all.len(), env)?;
+        report::write_outputs(&e, &exp.file, &out, &records, all.len(), env)?;
     }
-    write_outputs(&e, &exp.file, &out, &records, all.len(), env)?;
+    report::write_outputs(&e, &exp.file, &out, &records, all.len(), env)?;
     Ok(Outcome {
         schema_version: OUTCOME_SCHEMA_VERSION,
         out,
@@ -513,7 +657,78 @@ fn run_cell(cell: &Cell, env: &Env) -> Result<CellResult> {
             let o = crate::adapt::adapt(c, Some(&cell.dir), None, env)?;
             adapt_result(&o.metrics)
         }
+        Job::Rank(c) => {
+            let r = crate::rank::rank(c, env)?;
+            tl_core::io::create_dir_all(&cell.dir)?;
+            tl_core::io::write_json(&cell.dir.join(RANKING_FILE), &r)?;
+            Ok(CellResult::Ranking(RankResult {
+                candidates: r.candidates,
+                kendall_tau_with_probe_accuracy: r.kendall_tau_with_probe_accuracy,
+            }))
+        }
     }
+}
+
+/// A finished cell and the typed output its run wrote: what benchmark reports read.
+#[derive(Debug)]
+pub struct CellOutput {
+    pub study: String,
+    pub arm: String,
+    pub budget: Option<usize>,
+    pub target_labels: Option<usize>,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub output: RunOutput,
+}
+
+/// A cell's run output, read back from its directory.
+#[derive(Debug)]
+pub enum RunOutput {
+    Train(Box<Metrics>),
+    Adapt(Box<AdaptMetrics>),
+    Rank(Box<crate::rank::Ranking>),
+}
+
+/// The outputs of every cell of an experiment, in plan order; fails on the first cell
+/// not finished with its current config (naming it), so a report never mixes runs.
+pub fn outputs(r: &ExperimentRun, home: &Path) -> Result<Vec<CellOutput>> {
+    let (e, out) = r.open(home)?;
+    let all = cells(&e, &out, &r.studies);
+    let n = all.len();
+    all.into_iter()
+        .enumerate()
+        .map(|(i, cell)| {
+            if cell.finished(&cell.job.config_json()?).is_none() {
+                return Err(Error::file(
+                    &cell.dir,
+                    format!(
+                        "cell {} has not finished with the experiment's config: run `tl run {}`",
+                        cell.tag(i, n),
+                        r.file.display()
+                    ),
+                ));
+            }
+            let read = |name: &str| cell.dir.join(name);
+            let output = match cell.job {
+                Job::Train(_) => RunOutput::Train(tl_core::io::read_json(&read(
+                    crate::artifact::files::METRICS,
+                ))?),
+                Job::Adapt(_) => RunOutput::Adapt(tl_core::io::read_json(&read(
+                    crate::artifact::files::METRICS,
+                ))?),
+                Job::Rank(_) => RunOutput::Rank(tl_core::io::read_json(&read(RANKING_FILE))?),
+            };
+            Ok(CellOutput {
+                study: cell.study,
+                arm: cell.arm,
+                budget: cell.budget,
+                target_labels: cell.target_labels,
+                seed: cell.seed,
+                dir: cell.dir,
+                output,
+            })
+        })
+        .collect()
 }
 
 /// Mean over seeds of one arm at one budget.
@@ -522,6 +737,9 @@ pub struct SummaryRow {
     pub study: String,
     pub arm: String,
     pub budget: String,
+    /// Labelled target rows per class of a semi-supervised sweep.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_labels: Option<usize>,
     pub seeds: usize,
     pub accuracy: f64,
     /// Half-width of the 95 % interval over seeds (NaN with one seed).
@@ -533,304 +751,41 @@ pub struct SummaryRow {
 }
 
 fn summary_rows(records: &[CellRecord]) -> Vec<SummaryRow> {
-    // Keep the order cells were listed in.
-    let mut keys: Vec<(String, String, Option<usize>)> = Vec::new();
-    for r in records {
-        let k = (r.study.clone(), r.arm.clone(), r.budget);
-        if !keys.contains(&k) {
-            keys.push(k);
+    type Key = (String, String, Option<usize>, Option<usize>);
+    let key =
+        |r: &CellRecord| -> Key { (r.study.clone(), r.arm.clone(), r.budget, r.target_labels) };
+    // Keep the order cells were listed in; rankings have no scores to summarise.
+    let mut keys: Vec<Key> = Vec::new();
+    for r in records.iter().filter(|r| r.result.scores().is_some()) {
+        if !keys.contains(&key(r)) {
+            keys.push(key(r));
         }
     }
     keys.into_iter()
-        .map(|(study, arm, budget)| {
-            let rs: Vec<&CellRecord> = records
+        .map(|k| {
+            let rs: Vec<(&CellRecord, &Scores)> = records
                 .iter()
-                .filter(|r| r.study == study && r.arm == arm && r.budget == budget)
+                .filter(|r| key(r) == k)
+                .filter_map(|r| Some((r, r.result.scores()?)))
                 .collect();
-            let col = |f: fn(&CellRecord) -> f64| rs.iter().map(|r| f(r)).collect::<Vec<f64>>();
-            let (acc, acc_ci) = mean_ci(&col(|r| r.result.accuracy));
-            let (f1, f1_ci) = mean_ci(&col(|r| r.result.macro_f1));
+            let col = |f: fn(&Scores) -> f64| rs.iter().map(|r| f(r.1)).collect::<Vec<f64>>();
+            let (acc, acc_ci) = mean_ci(&col(|s| s.accuracy));
+            let (f1, f1_ci) = mean_ci(&col(|s| s.macro_f1));
+            let seconds: Vec<f64> = rs.iter().map(|r| r.0.seconds).collect();
+            let (study, arm, budget, target_labels) = k;
             SummaryRow {
                 study,
                 arm,
                 budget: budget_dir(budget),
+                target_labels,
                 seeds: rs.len(),
                 accuracy: acc,
                 accuracy_ci: acc_ci,
                 macro_f1: f1,
                 macro_f1_ci: f1_ci,
-                labels_per_class: mean_ci(&col(|r| r.result.labels_per_class)).0,
-                seconds: mean_ci(&col(|r| r.seconds)).0,
+                labels_per_class: mean_ci(&col(|s| s.labels_per_class)).0,
+                seconds: mean_ci(&seconds).0,
             }
         })
         .collect()
-}
-
-/// The interval `v ± ci`, none when `ci` is not finite (one seed).
-fn band(v: f64, ci: f64) -> (Option<f64>, Option<f64>) {
-    if ci.is_finite() {
-        (Some(v - ci), Some(v + ci))
-    } else {
-        (None, None)
-    }
-}
-
-fn pm(v: f64, ci: f64) -> String {
-    if ci.is_finite() {
-        format!("{:.2} ± {:.2} %", 100.0 * v, 100.0 * ci)
-    } else {
-        format!("{:.2} %", 100.0 * v)
-    }
-}
-
-fn write_outputs(
-    e: &Experiment,
-    file: &Path,
-    out: &Path,
-    records: &[CellRecord],
-    planned: usize,
-    env: &Env,
-) -> Result<()> {
-    let rows = summary_rows(records);
-    let mut sections = Vec::new();
-    for s in &e.train {
-        sections.extend(train_section(s, &rows, records));
-    }
-    for s in &e.adapt {
-        sections.extend(adapt_section(s, &rows, records));
-    }
-    let mut facts = vec![
-        ("experiment".to_string(), file.display().to_string()),
-        (
-            "cells".into(),
-            format!("{} of {planned} finished", records.len()),
-        ),
-        ("threads".into(), rayon::current_num_threads().to_string()),
-    ];
-    if let Some(d) = &e.description {
-        facts.insert(0, ("description".into(), d.clone()));
-    }
-    crate::report::write(out, e.title.clone(), facts, sections)?;
-    let manifest = serde_json::json!({
-        "schema_version": OUTCOME_SCHEMA_VERSION,
-        "tl_version": env!("CARGO_PKG_VERSION"),
-        "git_revision": option_env!("TL_GIT_REVISION"),
-        "command": env.command,
-        "experiment_sha256": tl_core::hash::sha256_file(&out.join("experiment.toml"))?,
-        "threads": rayon::current_num_threads(),
-        "planned": planned,
-        "cells": records.iter().map(|r| serde_json::json!({
-            "study": r.study, "arm": r.arm, "budget": r.budget, "seed": r.seed, "seconds": r.seconds,
-            "dir": cell_path(out, &r.study, &r.arm, r.budget, r.seed),
-        })).collect::<Vec<_>>(),
-        "summary": rows,
-    });
-    tl_core::io::write_json(&out.join("manifest.json"), &manifest)?;
-    Ok(())
-}
-
-/// The summary rows of study `name`, none when it has no finished cell.
-fn study_rows<'a>(rows: &'a [SummaryRow], name: &str) -> Option<Vec<&'a SummaryRow>> {
-    let mine: Vec<&SummaryRow> = rows.iter().filter(|r| r.study == name).collect();
-    (!mine.is_empty()).then_some(mine)
-}
-
-/// A train study's table, learning curves (or bars) and convergence curves.
-fn train_section(
-    s: &crate::config::TrainStudy,
-    rows: &[SummaryRow],
-    records: &[CellRecord],
-) -> Option<Section> {
-    let mine = study_rows(rows, &s.name)?;
-    let mut blocks = vec![Block::Table {
-        header: [
-            "arm",
-            "labels",
-            "seeds",
-            "labels / class",
-            "test accuracy",
-            "macro-F1",
-            "seconds / run",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows: mine
-            .iter()
-            .map(|r| {
-                vec![
-                    r.arm.clone(),
-                    r.budget.clone(),
-                    r.seeds.to_string(),
-                    format!("{:.1}", r.labels_per_class),
-                    pm(r.accuracy, r.accuracy_ci),
-                    pm(r.macro_f1, r.macro_f1_ci),
-                    format!("{:.1}", r.seconds),
-                ]
-            })
-            .collect(),
-    }];
-    let budgets = s.budgets.len() + usize::from(s.all);
-    if budgets > 1 {
-        let series = s
-            .arm
-            .iter()
-            .map(|a| Series {
-                name: a.label.clone(),
-                points: mine
-                    .iter()
-                    .filter(|r| r.arm == a.label)
-                    .map(|r| Point {
-                        x: r.labels_per_class,
-                        y: r.accuracy,
-                        low: band(r.accuracy, r.accuracy_ci).0,
-                        high: band(r.accuracy, r.accuracy_ci).1,
-                    })
-                    .collect(),
-            })
-            .collect();
-        blocks.push(Block::Curves {
-            title: format!("{}: test accuracy against labelled rows per class, training + validation (mean and 95 % interval over seeds)", s.name),
-            x_label: "labelled rows per class".into(),
-            y_label: "test accuracy".into(),
-            log_x: true,
-            series,
-        });
-    } else {
-        blocks.push(Block::Bars {
-            title: format!(
-                "{}: test accuracy (mean and 95 % interval over seeds)",
-                s.name
-            ),
-            value_label: "test accuracy".into(),
-            bars: mine
-                .iter()
-                .map(|r| Bar {
-                    label: r.arm.clone(),
-                    value: r.accuracy,
-                    low: band(r.accuracy, r.accuracy_ci).0,
-                    high: band(r.accuracy, r.accuracy_ci).1,
-                })
-                .collect(),
-        });
-    }
-    blocks.extend(convergence_curves(s, records));
-    Some(Section {
-        title: format!("Study: {}", s.name),
-        blocks,
-    })
-}
-
-/// Convergence: validation accuracy per epoch at the largest budget, averaged over seeds,
-/// for arms that train by epochs.
-fn convergence_curves(s: &crate::config::TrainStudy, records: &[CellRecord]) -> Option<Block> {
-    let top = if s.all {
-        None
-    } else {
-        s.budgets.iter().max().copied()
-    };
-    let conv: Vec<Series> = s
-        .arm
-        .iter()
-        .filter_map(|a| {
-            let curves: Vec<&Vec<f64>> = records
-                .iter()
-                .filter(|r| r.study == s.name && r.arm == a.label && r.budget == top)
-                .map(|r| &r.result.val_curve)
-                .filter(|c| !c.is_empty())
-                .collect();
-            let len = curves.iter().map(|c| c.len()).min()?;
-            Some(Series {
-                name: a.label.clone(),
-                points: (0..len)
-                    .map(|i| {
-                        let v: Vec<f64> = curves.iter().map(|c| c[i]).collect();
-                        let (m, ci) = mean_ci(&v);
-                        Point {
-                            x: (i + 1) as f64,
-                            y: m,
-                            low: band(m, ci).0,
-                            high: band(m, ci).1,
-                        }
-                    })
-                    .collect(),
-            })
-        })
-        .collect();
-    (!conv.is_empty()).then(|| Block::Curves {
-        title: format!(
-            "{}: validation accuracy per epoch ({} labels)",
-            s.name,
-            budget_dir(top)
-        ),
-        x_label: "epoch".into(),
-        y_label: "validation accuracy".into(),
-        log_x: false,
-        series: conv,
-    })
-}
-
-/// An adapt study's table and bars by method.
-fn adapt_section(
-    s: &crate::config::AdaptStudy,
-    rows: &[SummaryRow],
-    records: &[CellRecord],
-) -> Option<Section> {
-    let mine = study_rows(rows, &s.name)?;
-    let shift = |arm: &str, budget: &str| {
-        let v: Vec<(f64, f64)> = records
-            .iter()
-            .filter(|r| r.study == s.name && r.arm == arm && budget_dir(r.budget) == budget)
-            .filter_map(|r| r.result.shift)
-            .collect();
-        let n = v.len().max(1) as f64;
-        (
-            v.iter().map(|x| x.0).sum::<f64>() / n,
-            v.iter().map(|x| x.1).sum::<f64>() / n,
-        )
-    };
-    Some(Section {
-        title: format!("Study: {} ({} → {})", s.name, s.config.source, s.config.target),
-        blocks: vec![
-            Block::Text {
-                text: "Every method is chosen and trained without target labels; the target's labels are read only to score. Proxy A-distance: 2 for separable domains, 0 for indistinguishable ones.".into(),
-            },
-            Block::Table {
-                header: ["method", "source labels", "seeds", "target accuracy", "target macro-F1", "proxy A-distance before → after", "seconds / run"]
-                    .map(String::from)
-                    .to_vec(),
-                rows: mine
-                    .iter()
-                    .map(|r| {
-                        let (b, a) = shift(&r.arm, &r.budget);
-                        vec![
-                            r.arm.clone(),
-                            r.budget.clone(),
-                            r.seeds.to_string(),
-                            pm(r.accuracy, r.accuracy_ci),
-                            pm(r.macro_f1, r.macro_f1_ci),
-                            format!("{b:.3} → {a:.3}"),
-                            format!("{:.1}", r.seconds),
-                        ]
-                    })
-                    .collect(),
-            },
-            Block::Bars {
-                title: format!("{}: target accuracy by method (mean and 95 % interval over seeds)", s.name),
-                value_label: "target accuracy".into(),
-                bars: mine
-                    .iter()
-                    .map(|r| Bar {
-                        label: if s.budgets.len() > 1 {
-                            format!("{} ({})", r.arm, r.budget)
-                        } else {
-                            r.arm.clone()
-                        },
-                        value: r.accuracy,
-                        low: band(r.accuracy, r.accuracy_ci).0,
- high: band(r.accuracy, r.accuracy_ci).1,
-                    })
-                    .collect(),
-            },
-        ],
-    })
 }
