@@ -61,10 +61,7 @@ pub(crate) fn experiment_outputs(name: &str) -> Result<Vec<CellOutput>> {
         out: Some(out),
         studies: Vec::new(),
     };
-    Ok(tl_pipeline::experiment::outputs(
-        &run,
-        &tl_core::home::tl_home()?,
-    )?)
+    Ok(tl_pipeline::experiment::outputs(&run)?)
 }
 
 /// The adapt runs of `study` with method `arm` (and target labels `k` of a sweep), in

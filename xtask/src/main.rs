@@ -72,10 +72,7 @@ pub(crate) fn fetch_models(args: &[String]) -> Result<()> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--from" => opts.from_dir = Some(it.next().context("--from needs a directory")?.into()),
-            "--quiet" => {
-                opts.quiet = true;
-                opts.progress = std::sync::Arc::new(tl_core::progress::Silent);
-            }
+            "--quiet" => opts.progress = std::sync::Arc::new(tl_core::progress::Silent),
             "--verify" => opts.verify = true,
             flag if flag.starts_with('-') => bail!("unknown flag `{flag}`\n\n{USAGE}"),
             id => ids.push(id.to_string()),

@@ -154,7 +154,7 @@ fn info(a: &InfoArgs, global: &Global) -> Result<()> {
         );
         None
     };
-    let summary = tl_hub::load_dataset(&a.data, &global.home()?)?.summary(a.examples);
+    let summary = global.env(None)?.dataset(&a.data)?.summary(a.examples);
     if global.json {
         let mut doc = serde_json::to_value(&summary)?;
         doc["schema_version"] = JSON_SCHEMA_VERSION.into();
@@ -212,7 +212,7 @@ fn print_summary(s: &tl_data::summary::Summary, how: Option<&str>) {
 }
 
 fn split(a: &SplitArgs, global: &Global) -> Result<()> {
-    let ds = tl_hub::load_dataset(&a.data, &global.home()?)?;
+    let ds = global.env(None)?.dataset(&a.data)?;
     let task = match &a.task {
         Some(t) => t.clone(),
         None => tl_hub::resolve::first_labelled_task(&ds)?,

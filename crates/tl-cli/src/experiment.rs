@@ -70,7 +70,7 @@ impl RunExperimentArgs {
 
 pub fn run(a: &RunExperimentArgs, global: &Global) -> Result<()> {
     if a.dry_run {
-        let p = plan(&a.job(), &global.home()?)?;
+        let p = plan(&a.job())?;
         let done = p.cells.iter().filter(|c| c.done).count();
         if global.json {
             println!(
@@ -218,7 +218,6 @@ mod tests {
 
     #[test]
     fn benchmark_experiment_cells_are_the_commands_they_document() {
-        let home = tl_core::home::tl_home().unwrap();
         for file in ["adaptation", "semi", "rank", "heads"] {
             let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("../../experiments/{file}.toml"));
@@ -227,7 +226,7 @@ mod tests {
                 out: Some(std::env::temp_dir().join("tl-bench-plan-never-written")),
                 studies: Vec::new(),
             };
-            let p = plan(&run, &home).unwrap();
+            let p = plan(&run).unwrap();
             assert!(!p.cells.is_empty(), "{file}.toml plans no cell");
             for c in &p.cells {
                 let mut args = command(file, c);

@@ -64,10 +64,11 @@ pub struct ExtractArgs {
 pub fn run(a: &ExtractArgs, global: &Global) -> Result<()> {
     let env = global.env(Some(&a.run))?;
     let registry = tl_hub::Registry::builtin()?;
-    let mut ds = tl_hub::load_dataset(&a.data, &env.home)?;
+    let mut ds = env.dataset(&a.data)?;
     if let Ok(entry) = registry.get(&a.model)
         && tl_hub::resolve::is_word_vectors(entry)
     {
+        env.provide(&[a.model.as_str()])?;
         return word_vectors(a, entry, &ds, &env.home, global);
     }
     if let Some(n) = a.limit {

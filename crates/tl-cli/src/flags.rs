@@ -69,6 +69,9 @@ fn describe_pipeline(err: &Error) -> String {
         Error::Hub(tl_hub::Error::NoContract { .. }) => {
             format!("{err} (--contract FILE.toml)")
         }
+        Error::Offline { .. } => format!(
+            "{err} (--offline; run without it to fetch on first use, or fetch first: `tl models fetch ID`, `tl data fetch NAME`)"
+        ),
         _ => err.to_string(),
     }
 }

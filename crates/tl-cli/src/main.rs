@@ -60,6 +60,16 @@ pub struct Global {
     /// Cache directory for runtimes, models and data (overrides TL_HOME).
     #[arg(long, global = true, env = "TL_HOME", value_name = "DIR")]
     pub home: Option<PathBuf>,
+    /// Never fetch: a registry model, dataset or runtime that is not in TL_HOME is an
+    /// error naming it (without this flag, a command fetches what it needs on first use).
+    #[arg(
+        long,
+        global = true,
+        env = "TL_OFFLINE",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub offline: bool,
 }
 
 impl Global {
@@ -81,15 +91,21 @@ impl Global {
     /// The surroundings of a library call: `TL_HOME`, the compute flags, the printer.
     pub fn env(&self, run: Option<&RunArgs>) -> anyhow::Result<Env> {
         let compute = run.map_or_else(Compute::default, RunArgs::compute);
+        let fetching = if self.offline {
+            tl_pipeline::Fetching::Offline
+        } else {
+            tl_pipeline::Fetching::OnFirstUse
+        };
         Ok(Env::new(self.home()?)
             .observed(self.printer())
-            .with_compute(compute))
+            .with_compute(compute)
+            .with_fetching(fetching))
     }
 
-    /// Fetch options for `home`: pip's output and the progress as the flags allow.
+    /// Fetch options for `home`: progress as the flags allow (pip's own output goes to
+    /// its log under `TL_HOME/logs/`).
     pub fn fetch_options(&self, home: PathBuf) -> tl_hub::FetchOptions {
         let mut opts = tl_hub::FetchOptions::new(home);
-        opts.quiet = self.quiet || self.json;
         opts.progress = self.printer();
         opts
     }

@@ -136,7 +136,9 @@ fn fetch(args: &FetchArgs, global: &Global) -> Result<()> {
 
 fn inspect(args: &InspectArgs, global: &Global) -> Result<()> {
     let home = global.home()?;
-    let resolved = tl_hub::resolve_model(&args.model, args.contract.as_deref(), &home)?;
+    let resolved = global
+        .env(None)?
+        .model(&args.model, args.contract.as_deref())?;
     let path = if args.batchnorm_kept {
         match &resolved.entry {
             Some(e) => tl_hub::model_path(&home, e, true)?,

@@ -38,6 +38,11 @@ pub fn dir_size(dir: &std::path::Path) -> u64 {
 }
 
 /// `TL_HOME/runtimes/<id>`: an ONNX Runtime build (`onnxruntime`, `onnxruntime-cuda`).
+pub fn logs_dir(home: &std::path::Path) -> PathBuf {
+    home.join("logs")
+}
+
+/// `TL_HOME/runtimes/<id>`.
 pub fn runtime_dir(home: &std::path::Path, id: &str) -> PathBuf {
     home.join("runtimes").join(id)
 }

@@ -36,11 +36,13 @@ pub enum Error {
     )]
     PipMissing { python: String, reason: String },
     /// pip ran and failed.
-    #[error("pip could not download `{requirement}`{kind}:\n{detail}")]
+    #[error("pip could not download `{requirement}`{kind}{}:\n{detail}", log.as_ref().map(|l| format!(" (pip's log: {})", l.display())).unwrap_or_default())]
     PipFailed {
         requirement: String,
         kind: &'static str,
         detail: String,
+        /// pip's whole output.
+        log: Option<PathBuf>,
     },
     /// An https download failed.
     #[error("cannot download `{url}`: {reason}")]
@@ -70,9 +72,10 @@ pub enum Error {
     Convert { id: String, reason: String },
     /// An entry is not fetched yet.
     #[error(
-        "`{id}` is not fetched yet: run `tl models fetch {id}` (or `cargo xtask fetch-models {id}`)"
+        "`{id}` is not fetched yet: run `tl {} fetch {id}` (or `cargo xtask fetch-models {id}`)",
+        if *kind == crate::Kind::Dataset { "data" } else { "models" }
     )]
-    NotFetched { id: String },
+    NotFetched { id: String, kind: crate::Kind },
     /// A registry id of another kind than the command needs.
     #[error("`{id}` is a registry {found:?} entry, not a {expected}")]
     WrongKind {
@@ -134,5 +137,33 @@ impl Error {
             Error::PipFailed { kind, .. } => *kind == crate::pip::UNREACHABLE,
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_fetched_names_the_command_of_its_kind() {
+        let data = Error::NotFetched {
+            id: "sklearn-digits".into(),
+            kind: crate::Kind::Dataset,
+        };
+        assert!(
+            data.to_string()
+                .contains("run `tl data fetch sklearn-digits`"),
+            "{data}"
+        );
+        let model = Error::NotFetched {
+            id: "mobilenet-v2".into(),
+            kind: crate::Kind::Model,
+        };
+        assert!(
+            model
+                .to_string()
+                .contains("run `tl models fetch mobilenet-v2`"),
+            "{model}"
+        );
     }
 }

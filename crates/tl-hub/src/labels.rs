@@ -21,6 +21,7 @@ pub fn class_names(home: &Path, registry: &Registry, entry: &Entry) -> Result<Op
             if !Fetcher::is_present(home, asset) {
                 return Err(Error::NotFetched {
                     id: asset.id.clone(),
+                    kind: asset.kind,
                 });
             }
             let path = asset.dir(home).join(file);

@@ -415,6 +415,7 @@ impl Entry {
         if !crate::Fetcher::is_present(home, self) {
             return Err(Error::NotFetched {
                 id: self.id.clone(),
+                kind: self.kind,
             });
         }
         Ok(spec.load(&self.id, &self.dir(home))?)

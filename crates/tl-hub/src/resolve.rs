@@ -190,9 +190,9 @@ pub fn load_dataset(spec: &str, home: &Path) -> Result<Dataset> {
     entry.load_dataset(home)
 }
 
-/// Checks, without loading it, that `spec` names a dataset on disk or a fetched registry
-/// dataset.
-pub fn check_dataset(spec: &str, home: &Path) -> Result<()> {
+/// Checks, without loading it, that `spec` names a dataset on disk or a registry dataset
+/// (fetched or not: a run fetches it on first use, or offline says it is missing).
+pub fn check_dataset(spec: &str) -> Result<()> {
     if Path::new(spec).exists() {
         tl_data::open::open(Path::new(spec))?;
         return Ok(());
@@ -207,9 +207,6 @@ pub fn check_dataset(spec: &str, home: &Path) -> Result<()> {
             expected: "dataset",
             found: entry.kind,
         });
-    }
-    if !Fetcher::is_present(home, entry) {
-        return Err(Error::NotFetched { id: spec.into() });
     }
     Ok(())
 }
@@ -234,6 +231,7 @@ pub fn word_vector_files(entry: &Entry, home: &Path) -> Result<(PathBuf, PathBuf
     if !Fetcher::is_present(home, entry) {
         return Err(Error::NotFetched {
             id: entry.id.clone(),
+            kind: entry.kind,
         });
     }
     let dir = entry.dir(home);

@@ -18,8 +18,8 @@ fn main() -> anyhow::Result<()> {
     );
     let home = tl_core::home::tl_home()?;
     let registry = tl_hub::Registry::builtin()?;
-    let mut fetch = tl_hub::FetchOptions::new(home.clone());
-    fetch.quiet = true; // pip's own output; notes and progress go nowhere by default
+    // Notes and progress go nowhere by default; pip's own output to TL_HOME/logs/.
+    let fetch = tl_hub::FetchOptions::new(home.clone());
     let ids = [
         "onnxruntime",
         "efficientnet-lite0",

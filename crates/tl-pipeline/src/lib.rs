@@ -49,5 +49,5 @@ pub mod report;
 pub mod source;
 pub mod train;
 
-pub use env::{Compute, Env, Observer};
+pub use env::{Compute, Env, Fetching, Observer};
 pub use error::{Error, Result};

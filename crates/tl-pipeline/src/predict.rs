@@ -12,7 +12,7 @@ use serde::Serialize;
 use tl_core::{InputContract, metadata};
 use tl_data::segment::Segments;
 use tl_head::net::TaskSpec;
-use tl_runtime::{Input, Runtime, RuntimeOptions, Session, SessionOptions};
+use tl_runtime::{Input, Session, SessionOptions};
 
 use crate::{Env, Error, Result, artifact::files};
 
@@ -87,8 +87,7 @@ impl Predictor {
             Some(c @ InputContract::Text(_)) => c.clone(),
             _ => InputContract::Image(resolved.image_contract()?.clone()),
         };
-        let rt =
-            Runtime::init(&RuntimeOptions::device(env.compute.device).with_home(env.home.clone()))?;
+        let rt = env.runtime()?;
         let session = Session::from_file(
             rt,
             &path,

@@ -65,7 +65,7 @@ pub struct Ranking {
 /// Scores every candidate of `c` on the training rows of a seeded split, then fits each
 /// one's exact linear probe (C on validation) for the test accuracy the scores predict.
 pub fn rank(c: &RankConfig, env: &Env) -> Result<Ranking> {
-    let ds = tl_hub::load_dataset(&c.data, &env.home)?;
+    let ds = env.dataset(&c.data)?;
     let task = tasks_of(&ds, c.task.as_slice())?.remove(0);
     let mut sc = SplitConfig::new(&task.name, c.seed);
     sc.budget = c.budget;

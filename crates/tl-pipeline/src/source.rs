@@ -15,9 +15,9 @@ use tl_features::{
     text::TextEncoder,
     wordvec::{Weighting, WordVectors},
 };
-use tl_hub::{Entry, ResolvedModel, resolve_model};
+use tl_hub::{Entry, ResolvedModel};
 use tl_onnx::OnnxModel;
-use tl_runtime::{Runtime, RuntimeOptions, Session, SessionOptions};
+use tl_runtime::{Runtime, Session, SessionOptions};
 
 use crate::{Env, Error, Result, error::shape};
 
@@ -165,13 +165,14 @@ pub fn feature_source(r: &FeatureRequest<'_>, ds: &Dataset, env: &Env) -> Result
         return raw_source(raw, ds, r);
     }
     if r.inputs {
-        return input_source(r, ds, &env.home);
+        return input_source(r, ds, env);
     }
     let registry_entry = tl_hub::Registry::builtin()?.get(r.model).ok().cloned();
     if let Some(entry) = registry_entry
         .as_ref()
         .filter(|e| tl_hub::resolve::is_word_vectors(e))
     {
+        env.provide(&[r.model])?;
         return word_vector_source(entry, ds, r.pool, &env.home);
     }
     let extracted = extract(
@@ -265,8 +266,8 @@ fn raw_source(raw: RawInput, ds: &Dataset, r: &FeatureRequest<'_>) -> Result<Sou
 /// The model's preprocessed inputs (fine-tuning from the input): each row decoded,
 /// resized and cropped by the input contract (at the image size), normalised and
 /// flattened; the network computes everything after that.
-fn input_source(r: &FeatureRequest<'_>, ds: &Dataset, home: &Path) -> Result<Source> {
-    let mut model = resolve_model(r.model, r.contract, home)?;
+fn input_source(r: &FeatureRequest<'_>, ds: &Dataset, env: &Env) -> Result<Source> {
+    let mut model = env.model(r.model, r.contract)?;
     if let Some(f) = &r.model_file {
         model.path = f.clone();
     }
@@ -427,9 +428,8 @@ pub fn default_batch_size(provider: tl_runtime::Provider) -> usize {
 
 /// Runs (or finds in the feature store) the extraction `r` asks for over `ds`.
 pub fn extract(r: &ExtractRequest<'_>, ds: &Dataset, env: &Env) -> Result<Extracted> {
-    let mut model = resolve_model(r.model, r.contract, &env.home)?;
-    let rt =
-        Runtime::init(&RuntimeOptions::device(env.compute.device).with_home(env.home.clone()))?;
+    let mut model = env.model(r.model, r.contract)?;
+    let rt = env.runtime()?;
     if let Some(f) = &r.model_file {
         model.path = f.clone();
     }

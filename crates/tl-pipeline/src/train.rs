@@ -54,7 +54,7 @@ pub fn train(
     cfg.check()?;
     let started = Instant::now();
     tl_core::io::create_dir_all(out)?;
-    let ds = tl_hub::load_dataset(&cfg.data, &env.home)?;
+    let ds = env.dataset(&cfg.data)?;
     let tasks = tasks_of(&ds, &cfg.tasks)?;
     let split = split_for(&cfg.split, &ds, &tasks)?;
     split.save(&out.join(files::SPLIT))?;

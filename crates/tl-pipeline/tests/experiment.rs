@@ -36,12 +36,12 @@ fn sweeps_and_rankings_run_and_read_back_typed() {
         studies: Vec::new(),
     };
     // Before running, the outputs are refused, naming the first cell.
-    let err = outputs(&job, &home).unwrap_err().to_string();
+    let err = outputs(&job).unwrap_err().to_string();
     assert!(
         err.contains("semi / none / all / 0 target labels / seed 0") && err.contains("tl run"),
         "{err}"
     );
-    let p = plan(&job, &home).unwrap();
+    let p = plan(&job).unwrap();
     let dirs: Vec<String> = p
         .cells
         .iter()
@@ -65,7 +65,7 @@ fn sweeps_and_rankings_run_and_read_back_typed() {
     let ks: Vec<Option<usize>> = o.summary.iter().map(|r| r.target_labels).collect();
     assert_eq!(ks, [Some(0), Some(2)]);
 
-    let cells = outputs(&job, &home).unwrap();
+    let cells = outputs(&job).unwrap();
     assert_eq!(cells.len(), 4);
     for c in &cells {
         match (&c.output, c.target_labels) {

@@ -8,8 +8,10 @@ use std::{
 
 /// Runs the `tl` binary built for the tests.
 pub fn tl(args: &[&str]) -> Output {
+    // Tests never reach the network: offline, on what `cargo xtask test` fetched.
     Command::new(env!("CARGO_BIN_EXE_tl"))
         .args(args)
+        .env("TL_OFFLINE", "1")
         .output()
         .expect("run tl")
 }

@@ -25,7 +25,7 @@ pub const OUTCOME_SCHEMA_VERSION: u32 = 1;
 
 /// Reads and checks an experiment file: syntax, keys, names, models and data, before any
 /// work. Every error names the file.
-pub fn load(path: &Path, home: &Path) -> Result<Experiment> {
+pub fn load(path: &Path) -> Result<Experiment> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| tl_core::Error::io("cannot read experiment file", path, e))?;
     let e: Experiment = toml::from_str(&text).map_err(|source| Error::Toml {
@@ -60,16 +60,13 @@ pub fn load(path: &Path, home: &Path) -> Result<Experiment> {
         check_study(name, &budgets, &mut names).map_err(bad)?;
     }
     for s in &e.train {
-        check_train_study(s, registry, home)
-            .map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
+        check_train_study(s, registry).map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
     }
     for s in &e.adapt {
-        check_adapt_study(s, registry, home)
-            .map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
+        check_adapt_study(s, registry).map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
     }
     for s in &e.rank {
-        check_rank_study(s, registry, home)
-            .map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
+        check_rank_study(s, registry).map_err(|why| bad(format!("study `{}`{why}", s.name)))?;
     }
     let mut seeds = std::iter::once(&e.seeds)
         .chain(e.train.iter().filter_map(|s| s.seeds.as_ref()))
@@ -112,7 +109,6 @@ fn known_model(m: &str, registry: &tl_hub::Registry) -> bool {
 fn check_train_study(
     s: &crate::config::TrainStudy,
     registry: &tl_hub::Registry,
-    home: &Path,
 ) -> std::result::Result<(), String> {
     if s.arm.is_empty() {
         return Err(" has no [[train.arm]]".into());
@@ -131,7 +127,7 @@ fn check_train_study(
                 a.label, a.config.model
             ));
         }
-        tl_hub::check_dataset(&a.config.data, home)
+        tl_hub::check_dataset(&a.config.data)
             .map_err(|err| format!(", arm `{}`: {err}", a.label))?;
         a.config
             .train
@@ -145,7 +141,6 @@ fn check_train_study(
 fn check_adapt_study(
     s: &crate::config::AdaptStudy,
     registry: &tl_hub::Registry,
-    home: &Path,
 ) -> std::result::Result<(), String> {
     if s.methods.is_empty() {
         return Err(" lists no methods".into());
@@ -154,7 +149,7 @@ fn check_adapt_study(
         return Err(format!(": unknown model `{}`", s.config.model));
     }
     for d in [&s.config.source, &s.config.target] {
-        tl_hub::check_dataset(d, home).map_err(|err| format!(": {err}"))?;
+        tl_hub::check_dataset(d).map_err(|err| format!(": {err}"))?;
     }
     s.config.train.check().map_err(|err| format!(": {err}"))
 }
@@ -163,7 +158,6 @@ fn check_adapt_study(
 fn check_rank_study(
     s: &crate::config::RankStudy,
     registry: &tl_hub::Registry,
-    home: &Path,
 ) -> std::result::Result<(), String> {
     if s.config.models.is_empty() {
         return Err(" lists no candidate models".into());
@@ -174,7 +168,7 @@ fn check_rank_study(
     }) {
         return Err(format!(": unknown model in candidate `{m}`"));
     }
-    tl_hub::check_dataset(&s.config.data, home).map_err(|err| format!(": {err}"))
+    tl_hub::check_dataset(&s.config.data).map_err(|err| format!(": {err}"))
 }
 
 /// A directory-safe name.
@@ -550,8 +544,8 @@ pub struct Plan {
 
 impl ExperimentRun {
     /// The experiment file, checked, and the output directory.
-    fn open(&self, home: &Path) -> Result<(Experiment, PathBuf)> {
-        let e = load(&self.file, home)?;
+    fn open(&self) -> Result<(Experiment, PathBuf)> {
+        let e = load(&self.file)?;
         if let Some(s) = self.studies.iter().find(|s| !e.has_study(s)) {
             return Err(Error::file(&self.file, format!("no study named `{s}`")));
         }
@@ -569,8 +563,8 @@ impl ExperimentRun {
 }
 
 /// The cells of an experiment and which are done; runs and writes nothing.
-pub fn plan(r: &ExperimentRun, home: &Path) -> Result<Plan> {
-    let (e, out) = r.open(home)?;
+pub fn plan(r: &ExperimentRun) -> Result<Plan> {
+    let (e, out) = r.open()?;
     let all = cells(&e, &out, &r.studies);
     let cells = all
         .iter()
@@ -596,12 +590,13 @@ pub fn plan(r: &ExperimentRun, home: &Path) -> Result<Plan> {
 /// Runs (or resumes) every cell of the experiment and writes its report; each cell is an
 /// ordinary train, adapt or rank run in its own directory.
 pub fn run(exp: &ExperimentRun, env: &Env) -> Result<Outcome> {
-    let (e, out) = exp.open(&env.home)?;
+    let (e, out) = exp.open()?;
     tl_core::io::create_dir_all(&out)?;
     let toml =
         std::fs::read(&exp.file).map_err(|e| tl_core::Error::io("cannot read", &exp.file, e))?;
     tl_core::io::atomic_write(&out.join("experiment.toml"), &toml)?;
     let all = cells(&e, &out, &exp.studies);
+    provide(&all, env)?;
     // Each cell's own run is quiet: the experiment tells one line per cell.
     let inner = env.observed(std::sync::Arc::new(tl_core::progress::Silent));
     let mut records: Vec<CellRecord> = Vec::new();
@@ -644,6 +639,34 @@ pub fn run(exp: &ExperimentRun, env: &Env) -> Result<Outcome> {
         seconds: started.elapsed().as_secs_f64(),
         summary: summary_rows(&records),
     })
+}
+
+/// Fetches, before any cell runs, the registry models and datasets the cells need (and
+/// ONNX Runtime when a model needs it), or fails offline naming every one missing.
+fn provide(cells: &[Cell], env: &Env) -> Result<()> {
+    let mut specs: Vec<String> = Vec::new();
+    for c in cells {
+        match &c.job {
+            Job::Train(r) => specs.extend([r.model.clone(), r.data.clone()]),
+            Job::Adapt(a) => specs.extend([a.model.clone(), a.source.clone(), a.target.clone()]),
+            Job::Rank(r) => {
+                specs.push(r.data.clone());
+                specs.extend(
+                    r.models
+                        .iter()
+                        .map(|m| m.split_once(':').map_or(m.as_str(), |(m, _)| m).to_string()),
+                );
+            }
+        }
+    }
+    if specs.iter().any(|s| RawInput::of_model(s).is_none())
+        && !matches!(env.compute.device, tl_core::Device::Cuda { .. })
+    {
+        specs.push(tl_runtime::CPU_RUNTIME_ID.into());
+    }
+    specs.sort();
+    specs.dedup();
+    env.provide(&specs.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Runs one cell into its directory and reads its figures.
@@ -691,8 +714,8 @@ pub enum RunOutput {
 
 /// The outputs of every cell of an experiment, in plan order; fails on the first cell
 /// not finished with its current config (naming it), so a report never mixes runs.
-pub fn outputs(r: &ExperimentRun, home: &Path) -> Result<Vec<CellOutput>> {
-    let (e, out) = r.open(home)?;
+pub fn outputs(r: &ExperimentRun) -> Result<Vec<CellOutput>> {
+    let (e, out) = r.open()?;
     let all = cells(&e, &out, &r.studies);
     let n = all.len();
     all.into_iter()
