@@ -17,6 +17,9 @@ pub enum Error {
     /// The feature store is inconsistent or cannot be written.
     #[error("feature store: {0}")]
     Store(String),
+    /// A stored part whose data no longer matches the checksum written with it.
+    #[error("feature store: `{}` is corrupt: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
     /// An extraction setting that cannot work.
     #[error("{0}")]
     Invalid(String),

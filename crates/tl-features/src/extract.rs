@@ -358,6 +358,12 @@ fn run_parts(
             "batch size and part size must be at least 1".into(),
         ));
     }
+    for (path, why) in stores.iter().flat_map(FeatureStore::corrupt) {
+        opts.progress.note(&format!(
+            "`{}` failed verification ({why}): its rows are computed again",
+            path.display()
+        ));
+    }
     let started = Instant::now();
     let mut stages = StageSeconds::default();
     let hashes: Vec<String> = rows

@@ -3,7 +3,10 @@
 //! One directory per cache key under `TL_HOME/features/<key>/`: `meta.json` (everything
 //! the key covers, plus width and row count) and shards `part-NNNNN.safetensors`, each
 //! with `features` [n, d] (f32) and `hashes` [n, 32] (the rows' sha256 content hashes,
-//! raw bytes). The key covers the model's sha256, the node, the pooling, every
+//! raw bytes), and in its metadata `crc32`, the CRC-32 of the two tensors' data, checked on
+//! every read: a part that fails it is not served (its rows are computed again; see
+//! [`FeatureStore::corrupt`]). Parts written before checksums have no `crc32` and are
+//! read as they are. The key covers the model's sha256, the node, the pooling, every
 //! preprocessing setting, the ONNX Runtime version, the provider and the precision, so
 //! features of different settings never share an entry. Labels are never stored: the
 //! same image has the same features in every dataset, and is computed once.
@@ -59,6 +62,8 @@ pub struct FeatureStore {
     /// content hash (hex) → (part, row in part)
     index: HashMap<String, (usize, usize)>,
     parts: usize,
+    /// Parts that failed their checksum (or could not be parsed) when opened, and why.
+    corrupt: Vec<(PathBuf, String)>,
 }
 
 fn part_name(i: usize) -> String {
@@ -75,6 +80,7 @@ impl FeatureStore {
             width: None,
             index: HashMap::new(),
             parts: 0,
+            corrupt: Vec::new(),
         };
         if let Ok(meta) = tl_core::io::read_json::<StoreMeta>(&store.dir.join("meta.json")) {
             if meta.key != store.key {
@@ -85,9 +91,19 @@ impl FeatureStore {
             }
             store.width = Some(meta.width);
         }
-        // Shards are published by rename, so every part file present is complete.
+        // Shards are published by rename, so every part file present is complete; one
+        // whose bytes changed since is left out, and its rows count as missing.
         while store.dir.join(part_name(store.parts)).is_file() {
-            let (hashes, features) = read_part(&store.dir.join(part_name(store.parts)))?;
+            let path = store.dir.join(part_name(store.parts));
+            let (hashes, features) = match read_part(&path) {
+                Ok(part) => part,
+                Err(Error::Corrupt { path, reason }) => {
+                    store.corrupt.push((path, reason));
+                    store.parts += 1;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             store.width.get_or_insert(features.ncols());
             for (r, h) in hashes.into_iter().enumerate() {
                 store.index.entry(h).or_insert((store.parts, r));
@@ -95,6 +111,12 @@ impl FeatureStore {
             store.parts += 1;
         }
         Ok(store)
+    }
+
+    /// Parts that failed verification when the store was opened, and why: their rows are
+    /// not served (an extraction computes them again into a new part).
+    pub fn corrupt(&self) -> &[(PathBuf, String)] {
+        &self.corrupt
     }
 
     /// The store's directory.
@@ -223,8 +245,20 @@ fn encode_part(hashes: &[String], features: &Array2<f32>) -> Result<Vec<u8>> {
                 .map_err(st)?,
         ),
     ];
-    // No free-form metadata: a HashMap would make the header order, and so the bytes, vary.
-    safetensors::serialize(views, None).map_err(st)
+    // One metadata entry only: with several, the HashMap's order (and so the bytes) would vary.
+    let metadata = HashMap::from([(CHECKSUM_KEY.to_string(), checksum(&feats, &raw_hashes))]);
+    safetensors::serialize(views, Some(metadata)).map_err(st)
+}
+
+/// The metadata key of a part's checksum.
+const CHECKSUM_KEY: &str = "crc32";
+
+/// The CRC-32 (IEEE) of a part's features then hashes data, as 8 hex digits.
+fn checksum(features: &[u8], hashes: &[u8]) -> String {
+    let mut h = crc32fast::Hasher::new();
+    h.update(features);
+    h.update(hashes);
+    format!("{:08x}", h.finalize())
 }
 
 fn st(e: safetensors::SafeTensorError) -> Error {
@@ -256,22 +290,39 @@ fn features_tensor(t: &safetensors::SafeTensors<'_>) -> std::result::Result<Arra
     Array2::from_shape_vec((*n, *d), values).map_err(|e| e.to_string())
 }
 
+/// A part's hashes and features, verified against its checksum: any failure to parse or
+/// verify is [`Error::Corrupt`] (an I/O error stays one).
 fn read_part(path: &Path) -> Result<(Vec<String>, Array2<f32>)> {
-    with_tensors(path, |t| {
-        let features = features_tensor(t)?;
-        let h = t.tensor("hashes").map_err(|e| e.to_string())?;
-        let n = features.nrows();
-        if h.shape() != [n, 32] {
-            return Err(format!(
-                "hashes has shape {:?}, expected [{n}, 32]",
-                h.shape()
-            ));
+    let bytes = std::fs::read(path).map_err(|e| tl_core::Error::io("cannot read", path, e))?;
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let t = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let h = t.tensor("hashes").map_err(|e| corrupt(e.to_string()))?;
+    if let Some(expected) = header.metadata().as_ref().and_then(|m| m.get(CHECKSUM_KEY)) {
+        let f = t.tensor("features").map_err(|e| corrupt(e.to_string()))?;
+        let found = checksum(f.data(), h.data());
+        if &found != expected {
+            return Err(corrupt(format!(
+                "its data has CRC-32 {found}, written as {expected}"
+            )));
         }
-        Ok((
-            h.data().chunks_exact(32).map(hex::encode).collect(),
-            features,
-        ))
-    })
+    }
+    let features = features_tensor(&t).map_err(corrupt)?;
+    let n = features.nrows();
+    if h.shape() != [n, 32] {
+        return Err(corrupt(format!(
+            "hashes has shape {:?}, expected [{n}, 32]",
+            h.shape()
+        )));
+    }
+    Ok((
+        h.data().chunks_exact(32).map(hex::encode).collect(),
+        features,
+    ))
 }
 
 /// Reads a file written by [`write_matrix`].
@@ -342,6 +393,78 @@ mod tests {
                 .is_empty()
         );
         assert_ne!(key("a").id(), key("b").id());
+    }
+
+    #[test]
+    fn a_flipped_byte_is_detected_and_its_rows_are_not_served() {
+        let home = tempfile::tempdir().unwrap();
+        let mut s = FeatureStore::open(home.path(), key("a")).unwrap();
+        let x = Array2::from_shape_fn((40, 8), |(i, j)| (i * 8 + j) as f32 * 0.25);
+        let hashes: Vec<String> = (0..40).map(|i| h(i as u8)).collect();
+        s.append(&hashes[..20], &x.slice(ndarray::s![..20, ..]).to_owned())
+            .unwrap();
+        s.append(&hashes[20..], &x.slice(ndarray::s![20.., ..]).to_owned())
+            .unwrap();
+        let part0 = s.dir().join(part_name(0));
+        let mut bytes = std::fs::read(&part0).unwrap();
+        // One bit in the middle of the features data (the header is at the start).
+        let mid = bytes.len() - 20 * 32 - 20 * 8 * 4 / 2;
+        bytes[mid] ^= 0x10;
+        std::fs::write(&part0, &bytes).unwrap();
+        // Reading a part that changed is an error naming it...
+        let err = s.gather(&hashes[..1]).unwrap_err().to_string();
+        assert!(
+            err.contains("part-00000") && err.contains("CRC-32"),
+            "{err}"
+        );
+        // ... and reopened, the store leaves its rows out, so they are computed again.
+        let s = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert_eq!(s.len(), 20);
+        assert!(!s.contains(&hashes[0]) && s.contains(&hashes[20]));
+        assert_eq!(s.corrupt().len(), 1);
+        assert_eq!(s.corrupt()[0].0, part0);
+        assert_eq!(
+            s.gather(&hashes[20..]).unwrap(),
+            x.slice(ndarray::s![20.., ..])
+        );
+        // A new append takes the next free part, never the corrupt one's name.
+        let mut s = s;
+        s.append(&hashes[..20], &x.slice(ndarray::s![..20, ..]).to_owned())
+            .unwrap();
+        assert!(s.dir().join(part_name(2)).is_file());
+        let s = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert_eq!(s.len(), 40);
+        assert_eq!(s.gather(&hashes).unwrap(), x);
+    }
+
+    #[test]
+    fn a_part_written_before_checksums_still_reads() {
+        let home = tempfile::tempdir().unwrap();
+        let s = FeatureStore::open(home.path(), key("a")).unwrap();
+        std::fs::create_dir_all(s.dir()).unwrap();
+        // The layout of before: the same tensors, no metadata.
+        let feats: Vec<u8> = [1f32, 2., 3.]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let raw = hex::decode(h(7)).unwrap();
+        let views = vec![
+            (
+                "features",
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1, 3], &feats)
+                    .unwrap(),
+            ),
+            (
+                "hashes",
+                safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![1, 32], &raw)
+                    .unwrap(),
+            ),
+        ];
+        let bytes = safetensors::serialize(views, None).unwrap();
+        std::fs::write(s.dir().join(part_name(0)), bytes).unwrap();
+        let s = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert!(s.corrupt().is_empty());
+        assert_eq!(s.gather(&[h(7)]).unwrap().row(0).to_vec(), vec![1., 2., 3.]);
     }
 
     #[test]

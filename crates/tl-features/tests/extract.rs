@@ -155,3 +155,41 @@ fn bad_rows_fail_or_are_skipped_and_listed() {
     assert_eq!(rep.skipped[0].id, "broken");
     assert_eq!(rep.computed, 40);
 }
+
+#[test]
+fn a_corrupted_part_is_computed_again_not_served() {
+    let mut s = session();
+    let rows = rows();
+    let home = tempfile::tempdir().unwrap();
+    let (_, stores) = extract(&mut s, "m", &contract(), &rows, home.path(), &opts()).unwrap();
+    let hashes: Vec<String> = rows.iter().map(|r| r.content.hash().unwrap()).collect();
+    let before = stores[0].gather(&hashes).unwrap();
+    // Flip one byte in the middle of the first part of the first node's store.
+    let part = stores[0].dir().join("part-00000.safetensors");
+    let mut bytes = std::fs::read(&part).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&part, &bytes).unwrap();
+    // The next run says so, computes that part's 8 rows again, and serves the right values.
+    let notes = Arc::new(Notes::default());
+    let mut o = opts();
+    o.progress = notes.clone();
+    let (rep, stores) = extract(&mut s, "m", &contract(), &rows, home.path(), &o).unwrap();
+    assert_eq!((rep.computed, rep.cached), (8, 32));
+    let said = notes.0.lock().unwrap().join("\n");
+    assert!(
+        said.contains("part-00000.safetensors") && said.contains("computed again"),
+        "{said}"
+    );
+    assert_eq!(stores[0].gather(&hashes).unwrap(), before);
+}
+
+/// Records the notes an extraction reports.
+#[derive(Default)]
+struct Notes(std::sync::Mutex<Vec<String>>);
+
+impl tl_core::progress::Progress for Notes {
+    fn note(&self, text: &str) {
+        self.0.lock().unwrap().push(text.to_string());
+    }
+}
