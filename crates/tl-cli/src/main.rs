@@ -8,6 +8,7 @@
 #![allow(rustdoc::invalid_html_tags)]
 
 mod adapt;
+mod cache;
 mod classify;
 mod data;
 mod doctor;
@@ -238,6 +239,9 @@ enum Command {
     /// List, fetch, describe and split labelled datasets.
     #[command(subcommand)]
     Data(data::DataCmd),
+    /// List, verify and clean the feature store (cached features by content).
+    #[command(subcommand)]
+    Cache(cache::CacheCmd),
     /// Classify images with an ImageNet model (or any classifier with an input contract).
     #[command(
         after_help = "Examples:\n  tl classify --model efficientnet-lite0 photo.jpg other.png\n  \
@@ -284,6 +288,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Models(cmd) => models::run(cmd, &cli.global),
         Command::Data(cmd) => data::run(cmd, &cli.global),
+        Command::Cache(cmd) => cache::run(cmd, &cli.global),
         Command::Classify(args) => classify::run(args, &cli.global),
         Command::Doctor => doctor::run(&cli.global),
         Command::GpuCheck(a) => gpucheck::run(a, &cli.global),

@@ -566,3 +566,55 @@ fn half_precision_features_are_close_and_cached_apart() {
     assert!(min_cos >= F16_MIN_COSINE, "{min_cos}");
     assert_ne!(f32_features, f16_features, "f16 changes the numbers");
 }
+
+#[test]
+fn cache_verify_finds_a_flipped_byte_and_gc_removes_the_part() {
+    let home = private_home(&["runtimes", "models", "assets", "datasets"]);
+    let h = home.path().to_str().unwrap();
+    let env = [("TL_HOME", h)];
+    let out = tl_env(
+        &[
+            "extract",
+            "--data",
+            "sklearn-digits",
+            "--image-size",
+            "32",
+            "--limit",
+            "40",
+        ],
+        &env,
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ls = tl_env(&["--json", "cache", "ls"], &env, &[]);
+    assert!(ls.status.success(), "{}", stderr(&ls));
+    let v: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    let stores = v["stores"].as_array().unwrap();
+    assert_eq!(stores.len(), 1, "{v}");
+    assert_eq!(stores[0]["rows"], 40);
+    let dir = Path::new(stores[0]["dir"].as_str().unwrap()).to_path_buf();
+    assert!(tl_env(&["cache", "verify"], &env, &[]).status.success());
+    // One byte flipped in the middle of the stored features.
+    let part = dir.join("part-00000.safetensors");
+    let mut bytes = std::fs::read(&part).unwrap();
+    let mid = bytes.len() - 40 * 32 - 100;
+    bytes[mid] ^= 0x08;
+    std::fs::write(&part, bytes).unwrap();
+    let verify = tl_env(&["cache", "verify"], &env, &[]);
+    assert!(!verify.status.success());
+    let said = String::from_utf8_lossy(&verify.stdout);
+    assert!(
+        said.contains("corrupt") && said.contains("part-00000"),
+        "{said}"
+    );
+    assert!(
+        stderr(&verify).contains("1 corrupt parts"),
+        "{}",
+        stderr(&verify)
+    );
+    let gc = tl_env(&["cache", "gc"], &env, &[]);
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    assert!(!part.exists());
+    // The store had one part: it is gone, and verification has nothing left to fail.
+    assert!(tl_env(&["cache", "verify"], &env, &[]).status.success());
+}

@@ -325,6 +325,191 @@ fn read_part(path: &Path) -> Result<(Vec<String>, Array2<f32>)> {
     ))
 }
 
+/// One store under `TL_HOME/features/`, as `tl cache ls` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoreSummary {
+    /// The directory name (the key's id).
+    pub id: String,
+    pub dir: PathBuf,
+    /// From `meta.json`, when it reads.
+    pub key: Option<StoreKey>,
+    pub width: Option<usize>,
+    pub rows: Option<usize>,
+    /// Part files present.
+    pub parts: usize,
+    /// Bytes of every file in the directory.
+    pub bytes: u64,
+}
+
+/// What verifying one part found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "state", content = "reason")]
+pub enum PartState {
+    /// Its data matches the checksum written with it.
+    Verified,
+    /// Written before checksums: read as it is.
+    NoChecksum,
+    /// Fails its checksum or no longer parses.
+    Corrupt(String),
+}
+
+/// One part's verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartCheck {
+    pub path: PathBuf,
+    pub state: PartState,
+}
+
+/// What [`gc`] removed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Corrupt parts, temporary files of interrupted writes, emptied stores.
+    pub removed: Vec<PathBuf>,
+    /// Parts renamed to close the gaps removed parts left.
+    pub renumbered: usize,
+    pub freed_bytes: u64,
+}
+
+/// The store directories under `home/features/`, sorted by id.
+fn store_dirs(home: &Path) -> Result<Vec<PathBuf>> {
+    let root = home.join("features");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        return Ok(Vec::new());
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The part files of a store directory, in part order.
+fn part_files(dir: &Path) -> Vec<PathBuf> {
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("part-") && n.ends_with(".safetensors"))
+        })
+        .collect();
+    parts.sort();
+    parts
+}
+
+/// Every store under `home/features/`: key, width, rows, parts and size.
+pub fn list(home: &Path) -> Result<Vec<StoreSummary>> {
+    Ok(store_dirs(home)?
+        .into_iter()
+        .map(|dir| {
+            let meta = tl_core::io::read_json::<StoreMeta>(&dir.join("meta.json")).ok();
+            StoreSummary {
+                id: dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                parts: part_files(&dir).len(),
+                bytes: tl_core::home::dir_size(&dir),
+                width: meta.as_ref().map(|m| m.width),
+                rows: meta.as_ref().map(|m| m.rows),
+                key: meta.map(|m| m.key),
+                dir,
+            }
+        })
+        .collect())
+}
+
+/// Reads every part of the store `id` (every store when none) and checks it against its
+/// checksum. An unknown `id` is an error naming it.
+pub fn verify(home: &Path, id: Option<&str>) -> Result<Vec<PartCheck>> {
+    let dirs: Vec<PathBuf> = match id {
+        Some(id) => {
+            let dir = home.join("features").join(id);
+            if !dir.is_dir() {
+                return Err(Error::Store(format!(
+                    "no store `{id}` under `{}`",
+                    home.join("features").display()
+                )));
+            }
+            vec![dir]
+        }
+        None => store_dirs(home)?,
+    };
+    let mut out = Vec::new();
+    for path in dirs.iter().flat_map(|d| part_files(d)) {
+        let state = match read_part(&path) {
+            Ok(_) if has_checksum(&path)? => PartState::Verified,
+            Ok(_) => PartState::NoChecksum,
+            Err(Error::Corrupt { reason, .. }) => PartState::Corrupt(reason),
+            Err(e) => return Err(e),
+        };
+        out.push(PartCheck { path, state });
+    }
+    Ok(out)
+}
+
+/// Whether a part (that parsed) carries a checksum.
+fn has_checksum(path: &Path) -> Result<bool> {
+    let bytes = std::fs::read(path).map_err(|e| tl_core::Error::io("cannot read", path, e))?;
+    Ok(safetensors::SafeTensors::read_metadata(&bytes)
+        .ok()
+        .and_then(|(_, h)| h.metadata().as_ref().map(|m| m.contains_key(CHECKSUM_KEY)))
+        .unwrap_or(false))
+}
+
+/// Removes what no longer verifies (corrupt parts, then stores left without parts) and the
+/// temporary files of interrupted writes, renumbering the parts that remain so that they
+/// stay contiguous. Each store is changed under its append lock; run it when no
+/// extraction is writing. Stores are never removed for being unused: a feature store is
+/// referenced by content, not by name.
+pub fn gc(home: &Path) -> Result<GcReport> {
+    let mut report = GcReport::default();
+    for dir in store_dirs(home)? {
+        let lock = tl_core::io::FileLock::acquire(&dir.join("append.lock"))?;
+        let remove = |p: PathBuf, report: &mut GcReport| -> Result<()> {
+            report.freed_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+            std::fs::remove_file(&p).map_err(|e| tl_core::Error::io("cannot remove", &p, e))?;
+            report.removed.push(p);
+            Ok(())
+        };
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                remove(entry.path(), &mut report)?;
+            }
+        }
+        let mut kept = Vec::new();
+        for part in part_files(&dir) {
+            match read_part(&part) {
+                Err(Error::Corrupt { .. }) => remove(part, &mut report)?,
+                Err(e) => return Err(e),
+                Ok(_) => kept.push(part),
+            }
+        }
+        for (i, part) in kept.iter().enumerate() {
+            let want = dir.join(part_name(i));
+            if *part != want {
+                std::fs::rename(part, &want)
+                    .map_err(|e| tl_core::Error::io("cannot rename", part, e))?;
+                report.renumbered += 1;
+            }
+        }
+        if kept.is_empty() {
+            report.freed_bytes += tl_core::home::dir_size(&dir);
+            drop(lock);
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| tl_core::Error::io("cannot remove", &dir, e))?;
+            report.removed.push(dir);
+        }
+    }
+    Ok(report)
+}
+
 /// Reads a file written by [`write_matrix`].
 pub fn read_matrix(path: &Path) -> Result<Array2<f32>> {
     with_tensors(path, features_tensor)
@@ -438,6 +623,70 @@ mod tests {
     }
 
     #[test]
+    fn verify_names_corrupt_parts_and_gc_removes_them_keeping_the_rest() {
+        let home = tempfile::tempdir().unwrap();
+        let mut s = FeatureStore::open(home.path(), key("a")).unwrap();
+        let x = Array2::from_shape_fn((30, 4), |(i, j)| (i * 4 + j) as f32);
+        let hashes: Vec<String> = (0..30).map(|i| h(i as u8)).collect();
+        for c in 0..3 {
+            let rows = c * 10..(c + 1) * 10;
+            s.append(
+                &hashes[rows.clone()],
+                &x.slice(ndarray::s![rows, ..]).to_owned(),
+            )
+            .unwrap();
+        }
+        let dir = s.dir().to_path_buf();
+        std::fs::write(dir.join(".part-00003.safetensors.1.0.tmp"), b"half").unwrap();
+        let part1 = dir.join(part_name(1));
+        let mut bytes = std::fs::read(&part1).unwrap();
+        let at = bytes.len() - 10 * 32 - 8;
+        bytes[at] ^= 0x40;
+        std::fs::write(&part1, bytes).unwrap();
+
+        let listed = list(home.path()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].parts, listed[0].rows, listed[0].width),
+            (3, Some(30), Some(4))
+        );
+        let checks = verify(home.path(), Some(&listed[0].id)).unwrap();
+        let states: Vec<&PartState> = checks.iter().map(|c| &c.state).collect();
+        assert!(matches!(
+            states[..],
+            [
+                PartState::Verified,
+                PartState::Corrupt(_),
+                PartState::Verified
+            ]
+        ));
+        assert!(
+            verify(home.path(), Some("nope"))
+                .unwrap_err()
+                .to_string()
+                .contains("nope")
+        );
+
+        let report = gc(home.path()).unwrap();
+        assert_eq!(report.removed.len(), 2, "{report:?}");
+        assert_eq!(report.renumbered, 1);
+        assert!(
+            verify(home.path(), None)
+                .unwrap()
+                .iter()
+                .all(|c| c.state == PartState::Verified)
+        );
+        // The rows of the parts kept are all still served; part 1's are missing.
+        let s = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert_eq!(s.len(), 20);
+        assert_eq!(
+            s.gather(&hashes[20..]).unwrap(),
+            x.slice(ndarray::s![20.., ..])
+        );
+        assert!(!s.contains(&hashes[10]));
+    }
+
+    #[test]
     fn a_part_written_before_checksums_still_reads() {
         let home = tempfile::tempdir().unwrap();
         let s = FeatureStore::open(home.path(), key("a")).unwrap();
@@ -464,6 +713,10 @@ mod tests {
         std::fs::write(s.dir().join(part_name(0)), bytes).unwrap();
         let s = FeatureStore::open(home.path(), key("a")).unwrap();
         assert!(s.corrupt().is_empty());
+        assert_eq!(
+            verify(home.path(), None).unwrap()[0].state,
+            PartState::NoChecksum
+        );
         assert_eq!(s.gather(&[h(7)]).unwrap().row(0).to_vec(), vec![1., 2., 3.]);
     }
 
