@@ -260,6 +260,28 @@ fn missing_runtime_library_names_the_fetch_command() {
             && e.contains("tl models fetch ID"),
         "{e}"
     );
+    // A library named by ORT_DYLIB_PATH is used as it is: nothing to fetch, even offline.
+    let lib = tl_runtime::locate_library(&home, "onnxruntime").unwrap();
+    let nsfw = tl_core::home::model_dir(&home, "resnet50-nsfw").join("model.onnx");
+    let nsfw_contract =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/contracts/resnet50-nsfw.toml");
+    let out = tl_env(
+        &[
+            "classify",
+            "--model",
+            nsfw.to_str().unwrap(),
+            "--contract",
+            nsfw_contract.to_str().unwrap(),
+            photo("coffee.png").to_str().unwrap(),
+        ],
+        &[
+            ("TL_HOME", empty_home.path().to_str().unwrap()),
+            ("ORT_DYLIB_PATH", lib.to_str().unwrap()),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!empty_home.path().join("runtimes").exists());
     assert!(!e.contains("panicked"), "{e}");
 
     let out = tl_env(

@@ -147,15 +147,22 @@ impl Env {
         Ok(tl_hub::resolve_model(spec, contract, &self.home)?)
     }
 
-    /// ONNX Runtime for this run's device; the CPU library is fetched on first use (the
-    /// CUDA build, 2.3 GB, only by `tl models fetch onnxruntime-cuda` or `tl gpu-check`).
+    /// ONNX Runtime for this run's device; the CPU library is fetched on first use when
+    /// it cannot be found (`ORT_DYLIB_PATH`, `TL_HOME`, beside the executable). The CUDA
+    /// build, 2.3 GB, is fetched only by `tl models fetch onnxruntime-cuda` or `tl gpu-check`.
     pub fn runtime(&self) -> Result<&'static tl_runtime::Runtime> {
-        if !matches!(self.compute.device, Device::Cuda { .. }) {
+        if self.needs_cpu_runtime() {
             self.provide(&[tl_runtime::CPU_RUNTIME_ID])?;
         }
         Ok(tl_runtime::Runtime::init(
             &tl_runtime::RuntimeOptions::device(self.compute.device).with_home(self.home.clone()),
         )?)
+    }
+
+    /// Whether this run's device needs the CPU library and none can be found.
+    pub(crate) fn needs_cpu_runtime(&self) -> bool {
+        !matches!(self.compute.device, Device::Cuda { .. })
+            && tl_runtime::locate_library(&self.home, tl_runtime::CPU_RUNTIME_ID).is_err()
     }
 
     /// The same surroundings reporting to another observer.

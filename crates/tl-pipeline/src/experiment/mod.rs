@@ -659,9 +659,7 @@ fn provide(cells: &[Cell], env: &Env) -> Result<()> {
             }
         }
     }
-    if specs.iter().any(|s| RawInput::of_model(s).is_none())
-        && !matches!(env.compute.device, tl_core::Device::Cuda { .. })
-    {
+    if specs.iter().any(|s| RawInput::of_model(s).is_none()) && env.needs_cpu_runtime() {
         specs.push(tl_runtime::CPU_RUNTIME_ID.into());
     }
     specs.sort();
