@@ -744,6 +744,12 @@ fn write_artifact(
     out: &Path,
 ) -> Result<Option<PathBuf>> {
     let predictor = adapted.target_predictor(&c.head, &p.task);
+    // A manifest of an earlier run here describes the weights about to be replaced, and
+    // the export checks the weights against it: it goes, and this run's is written after.
+    let stale = out.join(files::MANIFEST);
+    if stale.is_file() {
+        std::fs::remove_file(&stale).map_err(|e| tl_core::Error::io("cannot remove", &stale, e))?;
+    }
     tl_nn::checkpoint::save_tensors(&out.join(files::WEIGHTS), &predictor.params)?;
     p.split.save(&out.join(files::SPLIT))?;
     write_target_predictions(

@@ -164,6 +164,28 @@ fn short(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 
+/// Checks `weights` against the sha256 the artifact's `manifest.json` recorded when it
+/// was written (artifacts without a manifest, from before manifests, are not checked).
+fn check_weights(dir: &Path, weights: &Path) -> Result<()> {
+    let manifest = dir.join(files::MANIFEST);
+    if !manifest.is_file() {
+        return Ok(());
+    }
+    let expected = tl_core::io::read_json::<Manifest>(&manifest)?.weights_sha256;
+    let found = tl_core::hash::sha256_file(weights)?;
+    if found != expected {
+        return Err(Error::file(
+            weights,
+            format!(
+                "changed since training (sha256 {}, manifest.json recorded {})",
+                short(&found),
+                short(&expected)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes the artifact in `dir` as one ONNX file at `dest`: the backbone, the head(s)
 /// and a softmax, describing itself in its metadata.
 pub fn export_artifact(dir: &Path, dest: &Path) -> Result<PathBuf> {
@@ -196,7 +218,9 @@ pub fn export_artifact(dir: &Path, dest: &Path) -> Result<PathBuf> {
     }
     let mut contract = meta.contract.clone();
     let text = tokenizer_beside(&meta.model_file, &mut contract, dest)?;
-    let params = checkpoint::load_tensors(&dir.join(files::WEIGHTS))?;
+    let weights = dir.join(files::WEIGHTS);
+    check_weights(dir, &weights)?;
+    let params = checkpoint::load_tensors(&weights)?;
     let props = export_metadata(&meta, &contract, source_model)?;
     let model = tl_head::export::export(
         &backbone,

@@ -95,3 +95,28 @@ fn a_changed_backbone_is_refused_with_both_hashes() {
     assert!(err.to_string().contains("changed since training"), "{err}");
     assert!(err.to_string().contains("trained on abc"), "{err}");
 }
+
+#[test]
+fn weights_that_changed_since_the_manifest_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    let weights = dir.join(files::WEIGHTS);
+    let mut manifest = tl_pipeline::artifact::Manifest::new(&[]);
+    manifest.weights_sha256 = tl_core::hash::sha256_file(&weights).unwrap();
+    tl_core::io::write_json(&dir.join(files::MANIFEST), &manifest).unwrap();
+    // As recorded: exports.
+    export_artifact(&dir, &tmp.path().join("ok.onnx")).unwrap();
+    // One byte flipped in the tensors' data (the header is at the start).
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, bytes).unwrap();
+    let err = export_artifact(&dir, &tmp.path().join("bad.onnx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("weights.safetensors") && err.contains("manifest.json recorded"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("bad.onnx").exists());
+}
