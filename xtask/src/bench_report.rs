@@ -48,14 +48,21 @@ fn experiment_paths(name: &str) -> (String, PathBuf) {
 }
 
 /// Runs `experiments/<name>.toml` with the release `tl run` (resumable: finished cells are
-/// kept) and reads every cell's typed output back through the library.
-pub(crate) fn experiment_outputs(name: &str) -> Result<Vec<CellOutput>> {
+/// kept); returns the file and its output directory.
+fn run_experiment(name: &str) -> Result<(String, PathBuf)> {
     let (file, out) = experiment_paths(name);
     crate::run(
         Command::new("target/release/tl")
             .args(["run", &file, "--out"])
             .arg(&out),
     )?;
+    Ok((file, out))
+}
+
+/// Runs `experiments/<name>.toml` ([`run_experiment`]) and reads every cell's typed output
+/// back through the library.
+pub(crate) fn experiment_outputs(name: &str) -> Result<Vec<CellOutput>> {
+    let (file, out) = run_experiment(name)?;
     let run = ExperimentRun {
         file: file.into(),
         out: Some(out),
@@ -156,12 +163,7 @@ fn splice(doc: &str, name: &str, content: &str) -> String {
 /// Runs `experiments/<name>.toml` (resumable) and returns its comparison report as a
 /// subsection: headings demoted by two levels, the command above it.
 fn experiment_report(name: &str) -> Result<String> {
-    let (file, out) = experiment_paths(name);
-    crate::run(
-        Command::new("target/release/tl")
-            .args(["run", &file, "--out"])
-            .arg(&out),
-    )?;
+    let (file, out) = run_experiment(name)?;
     let md = std::fs::read_to_string(out.join("report.md"))?;
     let mut section = format!(
         "\n### `{file}`\n\nCommand: `tl run {file} --out {}` (resumable).\n\n",
