@@ -80,7 +80,7 @@ pub(crate) fn adapt_runs<'a>(
     k: Option<usize>,
 ) -> Vec<&'a AdaptMetrics> {
     outs.iter()
-        .filter(|c| c.study == study && c.arm == arm && c.target_labels == k)
+        .filter(|c| c.id.study == study && c.id.arm == arm && c.id.target_labels == k)
         .filter_map(|c| match &c.output {
             RunOutput::Adapt(m) => Some(&**m),
             _ => None,
@@ -96,7 +96,9 @@ pub(crate) fn train_runs<'a>(
     budget: Option<usize>,
 ) -> Vec<&'a Metrics> {
     outs.iter()
-        .filter(|c| c.study == study && arm.is_none_or(|a| c.arm == a) && c.budget == budget)
+        .filter(|c| {
+            c.id.study == study && arm.is_none_or(|a| c.id.arm == a) && c.id.budget == budget
+        })
         .filter_map(|c| match &c.output {
             RunOutput::Train(m) => Some(&**m),
             _ => None,
@@ -107,7 +109,7 @@ pub(crate) fn train_runs<'a>(
 /// The rank runs of `study`, in seed order.
 pub(crate) fn rank_runs<'a>(outs: &'a [CellOutput], study: &str) -> Vec<&'a Ranking> {
     outs.iter()
-        .filter(|c| c.study == study)
+        .filter(|c| c.id.study == study)
         .filter_map(|c| match &c.output {
             RunOutput::Rank(r) => Some(&**r),
             _ => None,

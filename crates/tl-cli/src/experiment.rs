@@ -161,7 +161,7 @@ mod tests {
     /// The command (without budget, target labels and seed) of a cell, as its
     /// experiment file's comments and docs/benchmarks.md give it.
     fn command(file: &str, c: &PlannedCell) -> Vec<String> {
-        let m = &c.arm;
+        let m = &c.id.arm;
         let rank = |data: &str, models: &str| {
             let budget = if data == "mnist-5k" {
                 "--budget 50"
@@ -178,7 +178,7 @@ mod tests {
             };
             format!("train --data {data} --image-size 112 {arm}")
         };
-        let line = match (file, c.study.as_str()) {
+        let line = match (file, c.id.study.as_str()) {
             (_, "digits") => format!("adapt {DIGITS} --method {m}"),
             ("semi", "sentiment") => format!("adapt {REVIEWS} --method {m}"),
             (_, "sentiment") => format!("adapt {REVIEWS} --segments none --method {m}"),
@@ -189,7 +189,7 @@ mod tests {
             (_, "mnist-5k-layers") => rank("mnist-5k", LAYERS),
             (_, "sklearn-digits-models") => rank("sklearn-digits", MODELS),
             (_, "mnist-5k-models") => rank("mnist-5k", MODELS),
-            (_, "mnist-5k" | "sklearn-digits") => image_arm(&c.study),
+            (_, "mnist-5k" | "sklearn-digits") => image_arm(&c.id.study),
             (_, "multitask") if m == "sentiment + subjectivity" => {
                 format!("{REVIEWS_MLP} --task sentiment --task subjectivity")
             }
@@ -232,14 +232,14 @@ mod tests {
                 let mut args = command(file, c);
                 if args[0] == "train" {
                     args.extend(["--out".into(), "unused".into()]);
-                    if let Some(k) = c.budget {
+                    if let Some(k) = c.id.budget {
                         args.extend(["--budget".into(), k.to_string()]);
                     }
                 }
-                if let Some(k) = c.target_labels.filter(|&k| k > 0) {
+                if let Some(k) = c.id.target_labels.filter(|&k| k > 0) {
                     args.extend(["--target-labels".into(), k.to_string()]);
                 }
-                args.extend(["--seed".into(), c.seed.to_string()]);
+                args.extend(["--seed".into(), c.id.seed.to_string()]);
                 assert_eq!(
                     c.config,
                     cli_config(&args),

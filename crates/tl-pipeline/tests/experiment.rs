@@ -68,7 +68,7 @@ fn sweeps_and_rankings_run_and_read_back_typed() {
     let cells = outputs(&job).unwrap();
     assert_eq!(cells.len(), 4);
     for c in &cells {
-        match (&c.output, c.target_labels) {
+        match (&c.output, c.id.target_labels) {
             (RunOutput::Adapt(m), Some(k)) => {
                 let classes = m.target_scores.as_ref().unwrap().classes.len();
                 assert_eq!(classes, 10);

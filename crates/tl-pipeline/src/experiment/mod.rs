@@ -8,7 +8,6 @@ use std::{
     path::{Path, PathBuf},
     time::Instant,
 };
-use tl_core::Named;
 
 use serde::{Deserialize, Serialize};
 use tl_eval::mean_ci;
@@ -184,18 +183,26 @@ fn slug(s: &str) -> String {
     o.trim_matches('-').to_string()
 }
 
+/// Where a cell sits in its experiment: one value for the runner's cells, `cell.json`,
+/// the plan and the outputs read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellId {
+    pub study: String,
+    pub arm: String,
+    /// Labels per class (none: all).
+    pub budget: Option<usize>,
+    /// Labelled target rows per class of a semi-supervised sweep (none: not swept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_labels: Option<usize>,
+    pub seed: u64,
+}
+
 /// What `cell.json` records: the config a cell ran with and what it measured.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct CellRecord {
     schema_version: u32,
-    study: String,
-    arm: String,
-    /// Labels per class (none: all).
-    budget: Option<usize>,
-    /// Labelled target rows per class of a semi-supervised sweep (none: not swept).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    target_labels: Option<usize>,
-    seed: u64,
+    #[serde(flatten)]
+    id: CellId,
     config: serde_json::Value,
     result: CellResult,
     seconds: f64,
@@ -260,11 +267,7 @@ impl CellResult {
 }
 
 struct Cell {
-    study: String,
-    arm: String,
-    budget: Option<usize>,
-    target_labels: Option<usize>,
-    seed: u64,
+    id: CellId,
     dir: PathBuf,
     job: Job,
 }
@@ -291,34 +294,31 @@ fn budget_dir(b: Option<usize>) -> String {
 
 /// Where a cell runs: `OUT/<study>/<arm slug>/<budget>/[target-<k>/]seed-<s>/` (an
 /// adaptation method's name is its own slug; `target-<k>` only in semi-supervised sweeps).
-fn cell_path(
-    out: &Path,
-    study: &str,
-    arm: &str,
-    budget: Option<usize>,
-    target_labels: Option<usize>,
-    seed: u64,
-) -> PathBuf {
-    let mut p = out.join(study).join(slug(arm)).join(budget_dir(budget));
-    if let Some(k) = target_labels {
+fn cell_path(out: &Path, id: &CellId) -> PathBuf {
+    let mut p = out
+        .join(&id.study)
+        .join(slug(&id.arm))
+        .join(budget_dir(id.budget));
+    if let Some(k) = id.target_labels {
         p.push(format!("target-{k}"));
     }
-    p.join(format!("seed-{seed}"))
+    p.join(format!("seed-{}", id.seed))
 }
 
 impl Cell {
     /// `[i/n] study / arm / budget / [target k /] seed s`, the cell's progress line.
     fn tag(&self, i: usize, n: usize) -> String {
-        let target = self
+        let id = &self.id;
+        let target = id
             .target_labels
             .map_or(String::new(), |k| format!(" / {k} target labels"));
         format!(
             "[{}/{n}] {} / {} / {}{target} / seed {}",
             i + 1,
-            self.study,
-            self.arm,
-            budget_dir(self.budget),
-            self.seed
+            id.study,
+            id.arm,
+            budget_dir(id.budget),
+            id.seed
         )
     }
 
@@ -345,13 +345,16 @@ fn cells(e: &Experiment, out: &Path, only: &[String]) -> Vec<Cell> {
                 seed,
                 ..s.config.clone()
             };
-            v.push(Cell {
+            let id = CellId {
                 study: s.name.clone(),
                 arm: RANK_ARM.into(),
                 budget: c.budget,
                 target_labels: None,
                 seed,
-                dir: cell_path(out, &s.name, RANK_ARM, c.budget, None, seed),
+            };
+            v.push(Cell {
+                dir: cell_path(out, &id),
+                id,
                 job: Job::Rank(Box::new(c)),
             });
         }
@@ -380,13 +383,16 @@ fn train_cells(s: &crate::config::TrainStudy, seeds: &[u64], out: &Path) -> Vec<
                 c.split.budget = b;
                 c.split.seed = seed;
                 c.train.seed = seed;
-                v.push(Cell {
+                let id = CellId {
                     study: s.name.clone(),
                     arm: a.label.clone(),
                     budget: b,
                     target_labels: None,
                     seed,
-                    dir: cell_path(out, &s.name, &a.label, b, None, seed),
+                };
+                v.push(Cell {
+                    dir: cell_path(out, &id),
+                    id,
                     job: Job::Train(Box::new(c)),
                 });
             }
@@ -420,13 +426,16 @@ fn adapt_cells(s: &crate::config::AdaptStudy, seeds: &[u64], out: &Path) -> Vec<
                     }
                     c.split_seed = seed;
                     c.train.seed = seed;
-                    v.push(Cell {
+                    let id = CellId {
                         study: s.name.clone(),
                         arm: m.to_string(),
                         budget: b,
                         target_labels: t,
                         seed,
-                        dir: cell_path(out, &s.name, m.name(), b, t, seed),
+                    };
+                    v.push(Cell {
+                        dir: cell_path(out, &id),
+                        id,
                         job: Job::Adapt(Box::new(c)),
                     });
                 }
@@ -521,13 +530,8 @@ pub struct ExperimentRun {
 pub struct PlannedCell {
     /// `[i/n] study / arm / budget / seed s`.
     pub tag: String,
-    pub study: String,
-    pub arm: String,
-    /// Labels per class (none: all).
-    pub budget: Option<usize>,
-    /// Labelled target rows per class of a semi-supervised sweep.
-    pub target_labels: Option<usize>,
-    pub seed: u64,
+    #[serde(flatten)]
+    pub id: CellId,
     pub dir: PathBuf,
     /// Whether an earlier run finished this cell with the same config.
     pub done: bool,
@@ -573,11 +577,7 @@ pub fn plan(r: &ExperimentRun) -> Result<Plan> {
             let config = cell.job.config_json()?;
             Ok(PlannedCell {
                 tag: cell.tag(i, all.len()),
-                study: cell.study.clone(),
-                arm: cell.arm.clone(),
-                budget: cell.budget,
-                target_labels: cell.target_labels,
-                seed: cell.seed,
+                id: cell.id.clone(),
                 dir: cell.dir.clone(),
                 done: cell.finished(&config).is_some(),
                 config,
@@ -615,11 +615,7 @@ pub fn run(exp: &ExperimentRun, env: &Env) -> Result<Outcome> {
         ran += 1;
         let r = CellRecord {
             schema_version: OUTCOME_SCHEMA_VERSION,
-            study: cell.study.clone(),
-            arm: cell.arm.clone(),
-            budget: cell.budget,
-            target_labels: cell.target_labels,
-            seed: cell.seed,
+            id: cell.id.clone(),
             config,
             result,
             seconds: t.elapsed().as_secs_f64(),
@@ -693,11 +689,7 @@ fn run_cell(cell: &Cell, env: &Env) -> Result<CellResult> {
 /// A finished cell and the typed output its run wrote: what benchmark reports read.
 #[derive(Debug)]
 pub struct CellOutput {
-    pub study: String,
-    pub arm: String,
-    pub budget: Option<usize>,
-    pub target_labels: Option<usize>,
-    pub seed: u64,
+    pub id: CellId,
     pub dir: PathBuf,
     pub output: RunOutput,
 }
@@ -740,11 +732,7 @@ pub fn outputs(r: &ExperimentRun) -> Result<Vec<CellOutput>> {
                 Job::Rank(_) => RunOutput::Rank(tl_core::io::read_json(&read(RANKING_FILE))?),
             };
             Ok(CellOutput {
-                study: cell.study,
-                arm: cell.arm,
-                budget: cell.budget,
-                target_labels: cell.target_labels,
-                seed: cell.seed,
+                id: cell.id,
                 dir: cell.dir,
                 output,
             })
@@ -773,8 +761,14 @@ pub struct SummaryRow {
 
 fn summary_rows(records: &[CellRecord]) -> Vec<SummaryRow> {
     type Key = (String, String, Option<usize>, Option<usize>);
-    let key =
-        |r: &CellRecord| -> Key { (r.study.clone(), r.arm.clone(), r.budget, r.target_labels) };
+    let key = |r: &CellRecord| -> Key {
+        (
+            r.id.study.clone(),
+            r.id.arm.clone(),
+            r.id.budget,
+            r.id.target_labels,
+        )
+    };
     // Keep the order cells were listed in; rankings have no scores to summarise.
     let mut keys: Vec<Key> = Vec::new();
     for r in records.iter().filter(|r| r.result.scores().is_some()) {

@@ -65,9 +65,9 @@ pub(super) fn write_outputs(
         "threads": rayon::current_num_threads(),
         "planned": planned,
         "cells": records.iter().map(|r| serde_json::json!({
-            "study": r.study, "arm": r.arm, "budget": r.budget, "target_labels": r.target_labels,
-            "seed": r.seed, "seconds": r.seconds,
-            "dir": cell_path(out, &r.study, &r.arm, r.budget, r.target_labels, r.seed),
+            "study": r.id.study, "arm": r.id.arm, "budget": r.id.budget,
+            "target_labels": r.id.target_labels, "seed": r.id.seed, "seconds": r.seconds,
+            "dir": cell_path(out, &r.id),
         })).collect::<Vec<_>>(),
         "summary": rows,
     });
@@ -180,7 +180,7 @@ fn convergence_curves(s: &crate::config::TrainStudy, records: &[CellRecord]) -> 
         .filter_map(|a| {
             let curves: Vec<&Vec<f64>> = records
                 .iter()
-                .filter(|r| r.study == s.name && r.arm == a.label && r.budget == top)
+                .filter(|r| r.id.study == s.name && r.id.arm == a.label && r.id.budget == top)
                 .filter_map(|r| r.result.scores())
                 .map(|s| &s.val_curve)
                 .filter(|c| !c.is_empty())
@@ -220,8 +220,8 @@ fn convergence_curves(s: &crate::config::TrainStudy, records: &[CellRecord]) -> 
 fn mean_shift(records: &[CellRecord], study: &str, r: &SummaryRow) -> (f64, f64) {
     let v: Vec<(f64, f64)> = records
         .iter()
-        .filter(|c| c.study == study && c.arm == r.arm && budget_dir(c.budget) == r.budget)
-        .filter(|c| c.target_labels == r.target_labels)
+        .filter(|c| c.id.study == study && c.id.arm == r.arm && budget_dir(c.id.budget) == r.budget)
+        .filter(|c| c.id.target_labels == r.target_labels)
         .filter_map(|c| c.result.scores()?.shift)
         .collect();
     let n = v.len().max(1) as f64;
@@ -313,7 +313,7 @@ fn adapt_section(
 fn rank_section(s: &crate::config::RankStudy, records: &[CellRecord]) -> Option<Section> {
     let runs: Vec<&super::RankResult> = records
         .iter()
-        .filter(|r| r.study == s.name)
+        .filter(|r| r.id.study == s.name)
         .filter_map(|r| match &r.result {
             super::CellResult::Ranking(k) => Some(k),
             super::CellResult::Scores(_) => None,
