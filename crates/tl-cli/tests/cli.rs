@@ -101,6 +101,61 @@ fn both_imagenet_models_see_the_cat_and_the_espresso() {
     }
 }
 
+/// Largest difference from torchvision's probabilities on a PNG (the same pixels after
+/// resize and crop, ONNX Runtime against PyTorch; measured 6e-7).
+const TORCHVISION_PNG_PROB: f64 = 1e-4;
+/// The same on the JPEG, whose decoders differ by up to 2 levels (measured 0.0039).
+const TORCHVISION_JPEG_PROB: f64 = 0.01;
+
+/// `tl classify` with MobileNetV2 gives torchvision's own top 5 and probabilities
+/// (`tests/golden/torchvision_mobilenet_v2.json`: the same weights through
+/// `MobileNet_V2_Weights.IMAGENET1K_V1.transforms()`, decoding included). With a floored
+/// centre crop, rocket.jpg's top-1 probability was 0.3034 in tl against torchvision's 0.3542,
+/// and its third and fourth classes were swapped.
+#[test]
+fn mobilenet_v2_gives_torchvisions_probabilities_on_the_sample_photos() {
+    let golden: serde_json::Value = tl_core::io::read_json(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/golden/torchvision_mobilenet_v2.json"),
+    )
+    .unwrap();
+    for (name, want) in golden["photos"].as_object().unwrap() {
+        let out = tl(&[
+            "classify",
+            "--json",
+            "--model",
+            "mobilenet-v2",
+            "--top",
+            "5",
+            photo(name).to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let top = v["results"][0]["top"].as_array().unwrap();
+        let classes: Vec<u64> = top.iter().map(|t| t["class"].as_u64().unwrap()).collect();
+        let want_classes: Vec<u64> = want["top5"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        assert_eq!(classes, want_classes, "{name}: top 5");
+        let tolerance = if name.ends_with(".jpg") {
+            TORCHVISION_JPEG_PROB
+        } else {
+            TORCHVISION_PNG_PROB
+        };
+        for (t, p) in top.iter().zip(want["probabilities"].as_array().unwrap()) {
+            let (ours, theirs) = (t["probability"].as_f64().unwrap(), p.as_f64().unwrap());
+            assert!(
+                (ours - theirs).abs() <= tolerance,
+                "{name}: class {} has probability {ours} in tl, {theirs} in torchvision",
+                t["class"]
+            );
+        }
+    }
+}
+
 #[test]
 fn probabilities_are_a_distribution_and_text_output_is_readable() {
     let out = tl(&[

@@ -326,6 +326,7 @@ fn open_stores(
                     node: node.clone(),
                     pooling: pooling.to_string(),
                     preprocessing: preprocessing.clone(),
+                    preprocessing_version: crate::store::PREPROCESSING_VERSION,
                     onnxruntime_version: rt.version().to_string(),
                     provider: session.provider().to_string(),
                     precision: session.precision().to_string(),

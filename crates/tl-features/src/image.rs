@@ -299,9 +299,10 @@ pub fn resize_region<const C: usize>(
 
 /// The resized size and crop box `(resize_w, resize_h, left, top)` a contract gives an image.
 ///
-/// Integer arithmetic throughout, as torchvision's `Resize`/`CenterCrop` and timm do it:
-/// the shorter side becomes `floor(size / crop_fraction)`, the longer side
-/// `floor(long * that / short)`, and the crop starts at `floor((side - size) / 2)`.
+/// torchvision's `Resize(floor(size / crop_fraction))` then `CenterCrop(size)`, the
+/// evaluation transform of the MobileNetV2 weights and of timm: the shorter side becomes
+/// `floor(size / crop_fraction)`, the longer side `floor(long * that / short)` (truncated,
+/// as `int()` truncates), and the crop starts at [`centre_offset`]`(side - size)`.
 pub fn plan(contract: &ImageContract, width: u32, height: u32) -> (u32, u32, u32, u32) {
     let size = contract.size;
     // The epsilon keeps an exact quotient such as 224 / 0.875 = 256 from flooring to 255.
@@ -310,7 +311,7 @@ pub fn plan(contract: &ImageContract, width: u32, height: u32) -> (u32, u32, u32
         ResizePolicy::Stretch => (size, size, 0, 0),
         ResizePolicy::StretchCenterCrop { crop_fraction } => {
             let r = target(crop_fraction).max(size as u64) as u32;
-            (r, r, (r - size) / 2, (r - size) / 2)
+            (r, r, centre_offset(r - size), centre_offset(r - size))
         }
         ResizePolicy::ShorterSideCenterCrop { crop_fraction } => {
             let t = target(crop_fraction);
@@ -321,8 +322,21 @@ pub fn plan(contract: &ImageContract, width: u32, height: u32) -> (u32, u32, u32
                 (w * t / h, t)
             };
             let (rw, rh) = (rw.max(size as u64) as u32, rh.max(size as u64) as u32);
-            (rw, rh, (rw - size) / 2, (rh - size) / 2)
+            (rw, rh, centre_offset(rw - size), centre_offset(rh - size))
         }
+    }
+}
+
+/// Where a centred crop starts when the image is `excess` pixels longer than the crop:
+/// `round(excess / 2)` with Python's `round`, half to even, as torchvision's `CenterCrop`
+/// computes it. It differs from `floor(excess / 2)` exactly when `excess ≡ 3 (mod 4)`
+/// (159 → 80, not 79).
+pub fn centre_offset(excess: u32) -> u32 {
+    let half = excess / 2;
+    if excess % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
     }
 }
 

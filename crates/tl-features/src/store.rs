@@ -7,8 +7,9 @@
 //! every read: a part that fails it is not served (its rows are computed again; see
 //! [`FeatureStore::corrupt`]). Parts written before checksums have no `crc32` and are
 //! read as they are. The key covers the model's sha256, the node, the pooling, every
-//! preprocessing setting, the ONNX Runtime version, the provider and the precision, so
-//! features of different settings never share an entry. Labels are never stored: the
+//! preprocessing setting and the version of the code that applies them
+//! ([`PREPROCESSING_VERSION`]), the ONNX Runtime version, the provider and the precision,
+//! so features of different settings never share an entry. Labels are never stored: the
 //! same image has the same features in every dataset, and is computed once.
 
 use std::{
@@ -21,6 +22,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// The version of the preprocessing code (decoding, resizing, cropping, tokenizing): raised
+/// whenever a change makes the same input and settings give other tensors, so that features
+/// computed before are never served after. 1: the centre crop floored `(side - size) / 2`;
+/// 2: it rounds half to even, as torchvision's `CenterCrop`.
+pub const PREPROCESSING_VERSION: u32 = 2;
+
 /// Everything a cache key covers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreKey {
@@ -29,6 +36,10 @@ pub struct StoreKey {
     pub pooling: String,
     /// The preprocessing, as the model's input contract with the size actually used.
     pub preprocessing: serde_json::Value,
+    /// [`PREPROCESSING_VERSION`] when the features were computed (0 in stores written
+    /// before the field existed).
+    #[serde(default)]
+    pub preprocessing_version: u32,
     pub onnxruntime_version: String,
     pub provider: String,
     pub precision: String,
@@ -363,7 +374,7 @@ pub struct PartCheck {
 /// What [`gc`] removed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GcReport {
-    /// Corrupt parts, temporary files of interrupted writes, emptied stores.
+    /// Corrupt parts, temporary files of interrupted writes, emptied and stale stores.
     pub removed: Vec<PathBuf>,
     /// Parts renamed to close the gaps removed parts left.
     pub renumbered: usize,
@@ -462,15 +473,26 @@ fn has_checksum(path: &Path) -> Result<bool> {
         .unwrap_or(false))
 }
 
-/// Removes what no longer verifies (corrupt parts, then stores left without parts) and the
-/// temporary files of interrupted writes, renumbering the parts that remain so that they
-/// stay contiguous. Each store is changed under its append lock; run it when no
+/// Removes what no longer verifies (corrupt parts, then stores left without parts), stores
+/// computed by an older [`PREPROCESSING_VERSION`] (never served again) and the temporary
+/// files of interrupted writes, renumbering the parts that remain so that they stay
+/// contiguous. Each store is changed under its append lock; run it when no
 /// extraction is writing. Stores are never removed for being unused: a feature store is
 /// referenced by content, not by name.
 pub fn gc(home: &Path) -> Result<GcReport> {
     let mut report = GcReport::default();
     for dir in store_dirs(home)? {
         let lock = tl_core::io::FileLock::acquire(&dir.join("append.lock"))?;
+        let stale = tl_core::io::read_json::<StoreMeta>(&dir.join("meta.json"))
+            .is_ok_and(|m| m.key.preprocessing_version < PREPROCESSING_VERSION);
+        if stale {
+            report.freed_bytes += tl_core::home::dir_size(&dir);
+            drop(lock);
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| tl_core::Error::io("cannot remove", &dir, e))?;
+            report.removed.push(dir);
+            continue;
+        }
         let remove = |p: PathBuf, report: &mut GcReport| -> Result<()> {
             report.freed_bytes += std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
             std::fs::remove_file(&p).map_err(|e| tl_core::Error::io("cannot remove", &p, e))?;
@@ -538,6 +560,7 @@ mod tests {
             node: node.into(),
             pooling: "mean".into(),
             preprocessing: serde_json::json!({"size": 224}),
+            preprocessing_version: PREPROCESSING_VERSION,
             onnxruntime_version: "1.31.1".into(),
             provider: "cpu".into(),
             precision: "f32".into(),
@@ -684,6 +707,51 @@ mod tests {
             x.slice(ndarray::s![20.., ..])
         );
         assert!(!s.contains(&hashes[10]));
+    }
+
+    /// Features computed by older preprocessing code live under another key: they are never
+    /// served to a current extraction, and gc removes them.
+    #[test]
+    fn features_of_an_older_preprocessing_are_not_served_and_gc_removes_them() {
+        let home = tempfile::tempdir().unwrap();
+        let old_key = StoreKey {
+            preprocessing_version: PREPROCESSING_VERSION - 1,
+            ..key("a")
+        };
+        assert_ne!(old_key.id(), key("a").id());
+        let mut old = FeatureStore::open(home.path(), old_key).unwrap();
+        let x = Array2::from_shape_fn((2, 3), |(i, j)| (i + j) as f32);
+        old.append(&[h(1), h(2)], &x).unwrap();
+        let mut current = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert!(!current.contains(&h(1)));
+        current
+            .append(&[h(1)], &x.slice(ndarray::s![..1, ..]).to_owned())
+            .unwrap();
+
+        // A meta.json of before the field reads as version 0.
+        let mut meta: serde_json::Value =
+            tl_core::io::read_json(&old.dir().join("meta.json")).unwrap();
+        meta["key"]
+            .as_object_mut()
+            .unwrap()
+            .remove("preprocessing_version");
+        std::fs::write(old.dir().join("meta.json"), meta.to_string()).unwrap();
+        let listed = list(home.path()).unwrap();
+        assert_eq!(listed.len(), 2);
+        assert!(
+            listed
+                .iter()
+                .any(|s| s.key.as_ref().unwrap().preprocessing_version == 0)
+        );
+
+        let report = gc(home.path()).unwrap();
+        assert_eq!(report.removed, vec![old.dir().to_path_buf()]);
+        assert!(!old.dir().exists());
+        let current = FeatureStore::open(home.path(), key("a")).unwrap();
+        assert_eq!(
+            current.gather(&[h(1)]).unwrap(),
+            x.slice(ndarray::s![..1, ..])
+        );
     }
 
     #[test]

@@ -1,19 +1,23 @@
-//! tl's resize against Pillow's own output (goldens made by `tests/reference/pillow_resize.py`,
-//! Pillow 13.0.0) on 20 inputs: scikit-image's sample photos at 224, 160, 112 (and 96) px
-//! and tiny grayscale inputs upscaled to 224.
+//! tl's resize and centre crop against torchvision's evaluation transform (`Resize` then
+//! `CenterCrop` on PIL images; goldens made by `tests/reference/torchvision_transform.py`,
+//! torchvision 0.29.2, Pillow 13.0.0): scikit-image's sample photos at 224, 160, 112 (and
+//! 96) px, tiny grayscale inputs upscaled to 224, and the resized sizes and crop offsets
+//! torchvision takes for 90 image sizes.
 
 use std::path::{Path, PathBuf};
 
 use tl_core::ImageContract;
-use tl_features::image::{Rgb8, load_rgb, resize_and_crop, resize_bilinear};
+use tl_features::image::{Rgb8, load_rgb, plan, resize_and_crop, resize_bilinear};
 
 /// Largest allowed difference from Pillow, in 8-bit levels (the issue allows 1.5/255).
 const MAX_LEVELS: u8 = 1;
 
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/golden")
+}
+
 fn golden(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/golden/pillow")
-        .join(name)
+    golden_dir().join("pillow").join(name)
 }
 
 fn photos() -> PathBuf {
@@ -80,6 +84,50 @@ fn photos_match_pillow() {
         }
     }
     eprintln!("largest difference from Pillow over 17 photo crops: {worst}/255");
+}
+
+/// Every resized size and crop offset torchvision takes, on sizes where `side - size` takes
+/// each residue mod 4 (a floored offset is one pixel short at 3), in both orientations,
+/// downscaled and upscaled, at five crop sizes.
+#[test]
+fn resize_sizes_and_crop_offsets_equal_torchvisions() {
+    let golden: serde_json::Value =
+        tl_core::io::read_json(&golden_dir().join("torchvision_plans.json")).unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 90);
+    let mut residues = std::collections::BTreeSet::new();
+    for case in cases {
+        let n = |k: &str| case[k].as_u64().unwrap() as u32;
+        let resized = &case["resized"];
+        let want = (
+            resized[0].as_u64().unwrap() as u32,
+            resized[1].as_u64().unwrap() as u32,
+            n("left"),
+            n("top"),
+        );
+        let (w, h, size) = (n("width"), n("height"), n("size"));
+        assert_eq!(
+            plan(&contract(size), w, h),
+            want,
+            "{w}x{h} at {size}: (resized width, height, left, top)"
+        );
+        residues.insert((want.0.max(want.1) - size) % 4);
+    }
+    assert_eq!(residues.len(), 4, "the goldens cover every residue mod 4");
+}
+
+/// The JPEG decoded by tl (the image crate) rather than Pillow, then resized and cropped:
+/// torchvision's whole transform from the file, decoding included.
+#[test]
+fn the_jpeg_from_its_file_is_within_a_few_levels_of_torchvision() {
+    let img = load_rgb(&photos().join("rocket.jpg")).unwrap();
+    for size in [224, 160, 112, 96] {
+        let ours = resize_and_crop(&contract(size), &img);
+        let theirs = load_rgb(&golden(&format!("rocket-{size}.png"))).unwrap();
+        let d = max_diff(&ours, &theirs);
+        eprintln!("rocket.jpg at {size}, decoding included: max difference {d}/255");
+        assert!(d <= JPEG_DECODE_LEVELS, "rocket.jpg at {size}: {d} levels");
+    }
 }
 
 #[test]
