@@ -186,8 +186,10 @@ fn dann_resumes_to_the_same_bits_discriminator_included() {
     let whole = go(None, None);
     let dir = tempfile::tempdir().unwrap();
     go(Some(dir.path()), Some(2));
-    let saved = tl_nn::checkpoint::load_tensors(&dir.path().join("checkpoint/weights.safetensors"))
-        .unwrap();
+    let weights = tl_head::train::checkpoint_weights(dir.path())
+        .unwrap()
+        .expect("a checkpoint after epoch 2");
+    let saved = tl_nn::checkpoint::load_tensors(&weights).unwrap();
     assert!(
         saved.keys().any(|k| k.starts_with("aux.")),
         "the discriminator is checkpointed: {:?}",

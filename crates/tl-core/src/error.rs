@@ -31,6 +31,9 @@ pub enum Error {
     /// A contract or configuration is internally inconsistent.
     #[error("invalid {what}: {reason}")]
     Invalid { what: &'static str, reason: String },
+    /// Another process holds the lock on a directory this one would write.
+    #[error("`{}` is in use by another run (it holds `{}`): wait for it to finish, or write elsewhere", dir.display(), lock.display())]
+    Busy { dir: PathBuf, lock: PathBuf },
     /// The home directory could not be determined.
     #[error("cannot locate the tl cache: set TL_HOME (or XDG_CACHE_HOME or HOME)")]
     NoHome,

@@ -55,6 +55,9 @@ pub fn atomic_write_with(
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("cannot write", dest, e));
     }
+    if let Some(name) = dest.file_name() {
+        crate::fault::point(&format!("write:{}", name.to_string_lossy()));
+    }
     persist(&tmp, dest)
 }
 
@@ -121,6 +124,31 @@ impl FileLock {
         })
     }
 
+    /// Takes the lock at `path` if no other process holds it; [`Error::Busy`] (naming
+    /// `dir`, what the lock guards) if one does.
+    pub fn try_acquire(path: &Path, dir: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            create_dir_all(parent)?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("cannot open lock file", path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self {
+                file,
+                path: path.to_path_buf(),
+            }),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::Busy {
+                dir: dir.to_path_buf(),
+                lock: path.to_path_buf(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", path, e)),
+        }
+    }
+
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -176,6 +204,24 @@ mod tests {
         assert!(other.try_lock().is_err());
         drop(lock);
         assert!(other.try_lock().is_ok());
+    }
+
+    #[test]
+    fn try_acquire_fails_busy_naming_the_directory_then_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.lock");
+        let held = FileLock::try_acquire(&path, dir.path()).unwrap();
+        let err = FileLock::try_acquire(&path, dir.path()).unwrap_err();
+        assert!(matches!(err, Error::Busy { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&format!(
+                "`{}` is in use by another run",
+                dir.path().display()
+            )),
+            "{err}"
+        );
+        drop(held);
+        FileLock::try_acquire(&path, dir.path()).unwrap();
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`home`]: where `TL_HOME` is;
 //! - [`metadata`]: the keys of the metadata that ONNX files written by `tl` carry;
 //! - [`progress`]: how libraries report long steps without printing;
+//! - [`fault`]: named pause points at which fault tests kill a process;
 //! - [`num`]: log-sum-exp, softmax, log-softmax and arg-max, the one copy of each.
 //!
 //! ```
@@ -26,6 +27,7 @@
 pub mod contract;
 pub mod device;
 pub mod error;
+pub mod fault;
 pub mod hash;
 pub mod home;
 pub mod io;

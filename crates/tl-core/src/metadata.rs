@@ -25,6 +25,9 @@ pub const ARCHITECTURE: &str = "tl.architecture";
 pub const BATCHNORM: &str = "tl.batchnorm";
 /// What an AdaBN-adapted backbone was adapted on (JSON).
 pub const ADABN: &str = "tl.adabn";
+/// The file's own sha256: of the model's protobuf encoding without this entry. Written
+/// last by the export; a file whose bytes changed since fails to load.
+pub const SELF_SHA256: &str = "tl.sha256";
 /// The prefix every `tl` key starts with.
 pub const PREFIX: &str = "tl.";
 

@@ -45,6 +45,12 @@ pub enum Error {
         /// `another model, data or head` or `other training settings`.
         differs: &'static str,
     },
+    /// A checkpoint file that is missing or changed since the checkpoint was published.
+    #[error("invalid checkpoint: `{}`: {reason} (the checkpoint cannot be trusted: delete its directory to train from the start)", path.display())]
+    CheckpointCorrupt {
+        path: std::path::PathBuf,
+        reason: String,
+    },
     /// Layers that cannot be imported for fine-tuning between two values.
     #[error("invalid fine-tuning: {reason}")]
     FineTuning { reason: String },

@@ -408,7 +408,9 @@ pub fn export(backbone: &OnnxModel, spec: &ExportSpec<'_>) -> Result<OnnxModel> 
             .map(|(key, value)| StringStringEntryProto { key, value }),
     );
     proto.producer_name = "tl".into();
-    Ok(OnnxModel::from_proto(proto)?)
+    let mut model = OnnxModel::from_proto(proto)?;
+    model.seal();
+    Ok(model)
 }
 
 /// Drops nodes, initializers and annotations that no output depends on.

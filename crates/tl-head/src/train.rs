@@ -6,7 +6,10 @@
 //! epoch's rows and `dropout/<epoch>` draws its dropout masks. Nothing else is random, so
 //! a run resumed after epoch `e` takes exactly the steps an uninterrupted run takes.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use ndarray::Axis;
 use rand::seq::SliceRandom;
@@ -23,7 +26,7 @@ use crate::{
 };
 
 /// Schema version of `optimizer.json`.
-pub const STATE_SCHEMA_VERSION: u32 = 1;
+pub const STATE_SCHEMA_VERSION: u32 = 2;
 
 /// Gradual unfreezing: parameters under `prefix` stay frozen before `epoch` (0-based).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,6 +272,19 @@ struct TrainState {
     best: Option<(usize, f64, f64)>,
     bad_epochs: usize,
     history: Vec<EpochLog>,
+    /// The checkpoint's tensor files (`weights`, `optimizer`, `best`): each named by the
+    /// epoch that wrote it, with its sha256. Files of an epoch whose `optimizer.json` was
+    /// never published are not listed, and are removed.
+    #[serde(default)]
+    files: BTreeMap<String, CheckpointFile>,
+}
+
+/// One tensor file of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CheckpointFile {
+    /// Its name in `checkpoint/`.
+    name: String,
+    sha256: String,
 }
 
 /// Logits, loss and accuracy per task of `net` on `data`, in evaluation mode.
@@ -596,6 +612,102 @@ pub fn checkpoint_dir(dir: &Path) -> PathBuf {
     dir.join("checkpoint")
 }
 
+/// The network weights of the last checkpoint a run in `dir` published, if any.
+pub fn checkpoint_weights(dir: &Path) -> Result<Option<PathBuf>> {
+    let ck = checkpoint_dir(dir);
+    let json = ck.join(STATE_FILE);
+    if !json.is_file() {
+        return Ok(None);
+    }
+    let state: TrainState = tl_core::io::read_json(&json)?;
+    Ok(Some(verified(&ck, &state, "weights")?))
+}
+
+/// `checkpoint/optimizer.json`: the state, published last.
+const STATE_FILE: &str = "optimizer.json";
+
+/// The checkpoint file `role` of `state`, after checking it against its recorded sha256.
+fn verified(ck: &Path, state: &TrainState, role: &str) -> Result<PathBuf> {
+    let state_file = ck.join(STATE_FILE);
+    let file = state
+        .files
+        .get(role)
+        .ok_or_else(|| Error::CheckpointCorrupt {
+            path: state_file.clone(),
+            reason: format!("it lists no `{role}` file"),
+        })?;
+    // A name is a file inside the checkpoint, never a path out of it.
+    if file.name.contains(['/', '\\']) || file.name.starts_with('.') {
+        return Err(Error::CheckpointCorrupt {
+            path: state_file,
+            reason: format!("`{}` is not a checkpoint file name", file.name),
+        });
+    }
+    let path = ck.join(&file.name);
+    let found = tl_core::hash::sha256_file(&path)?;
+    if found != file.sha256 {
+        return Err(Error::CheckpointCorrupt {
+            path,
+            reason: format!(
+                "its sha256 is {}…, {STATE_FILE} recorded {}…",
+                found.get(..12).unwrap_or(&found),
+                file.sha256.get(..12).unwrap_or(&file.sha256)
+            ),
+        });
+    }
+    Ok(path)
+}
+
+/// Publishes the checkpoint of `state.epochs_done`: the tensor files under names of that
+/// epoch, then `optimizer.json` listing them with their sha256 (the one rename that
+/// commits the checkpoint), then the files of earlier epochs go. A process killed at any
+/// point leaves the last published checkpoint whole: resuming from it gives the bits of
+/// an uninterrupted run.
+fn save_checkpoint(
+    ck: &Path,
+    state: &mut TrainState,
+    weights: &BTreeMap<String, Tensor>,
+    slots: &BTreeMap<String, Tensor>,
+    best: Option<&BTreeMap<String, Tensor>>,
+) -> Result<()> {
+    tl_core::io::create_dir_all(ck)?;
+    let epoch = state.epochs_done;
+    let mut files = BTreeMap::new();
+    for (role, tensors) in [
+        ("weights", Some(weights)),
+        ("optimizer", Some(slots)),
+        ("best", best),
+    ] {
+        let Some(tensors) = tensors else { continue };
+        let name = format!("{role}-{epoch:04}.safetensors");
+        let path = ck.join(&name);
+        checkpoint::save_tensors(&path, tensors)?;
+        let sha256 = tl_core::hash::sha256_file(&path)?;
+        files.insert(role.to_string(), CheckpointFile { name, sha256 });
+    }
+    state.files = files;
+    tl_core::io::write_json(&ck.join(STATE_FILE), &*state)?;
+    remove_unlisted(ck, state)
+}
+
+/// Removes the tensor files `state` does not list (earlier epochs', an unpublished epoch's,
+/// the fixed names of the first checkpoint format) and stray temporary files.
+fn remove_unlisted(ck: &Path, state: &TrainState) -> Result<()> {
+    let listed: std::collections::HashSet<&str> =
+        state.files.values().map(|f| f.name.as_str()).collect();
+    for entry in std::fs::read_dir(ck).map_err(|e| tl_core::Error::io("cannot list", ck, e))? {
+        let entry = entry.map_err(|e| tl_core::Error::io("cannot list", ck, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours =
+            name.ends_with(".safetensors") || (name.starts_with('.') && name.ends_with(".tmp"));
+        if ours && !listed.contains(name.as_str()) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| tl_core::Error::io("cannot remove", entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
 /// What an epoch callback asks of the trainer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -768,18 +880,21 @@ fn run(
         best: None,
         bad_epochs: 0,
         history: Vec::new(),
+        files: Default::default(),
     };
     let ck = dir.map(checkpoint_dir);
     let mut resumed = None;
     if let Some(ck) = &ck {
-        let json = ck.join("optimizer.json");
+        let json = ck.join(STATE_FILE);
         if json.exists() {
             let saved: TrainState = tl_core::io::read_json(&json)?;
             if saved.fingerprint != fingerprint
                 || saved.config != *cfg
                 || saved.schema_version != STATE_SCHEMA_VERSION
             {
-                let what = if saved.fingerprint != fingerprint {
+                let what = if saved.schema_version != STATE_SCHEMA_VERSION {
+                    "another checkpoint format (an older tl)"
+                } else if saved.fingerprint != fingerprint {
                     "another model, data or head"
                 } else {
                     "other training settings"
@@ -792,8 +907,8 @@ fn run(
             }
             {
                 let mut joint = Joint::of(&mut *net, &mut *objective);
-                checkpoint::load_params(&mut joint, &ck.join("weights.safetensors"))?;
-                opt_state.slots = checkpoint::load_tensors(&ck.join("optimizer.safetensors"))?;
+                checkpoint::load_params(&mut joint, &verified(ck, &saved, "weights")?)?;
+                opt_state.slots = checkpoint::load_tensors(&verified(ck, &saved, "optimizer")?)?;
                 opt_state.steps = saved.param_steps.clone();
                 resumed = Some(saved.epochs_done);
                 state = saved;
@@ -801,7 +916,7 @@ fn run(
         }
     }
     let mut best_weights = match (&ck, state.best) {
-        (Some(ck), Some(_)) => Some(checkpoint::load_tensors(&ck.join("best.safetensors"))?),
+        (Some(ck), Some(_)) => Some(checkpoint::load_tensors(&verified(ck, &state, "best")?)?),
         _ => None,
     };
     let mut stopped_early = cfg.patience.is_some_and(|p| state.bad_epochs >= p);
@@ -882,17 +997,13 @@ fn run(
         state.epochs_done += 1;
         state.param_steps = opt_state.steps.clone();
         if let Some(ck) = &ck {
-            tl_core::io::create_dir_all(ck)?;
-            checkpoint::save_params(
-                &Joint::of(&mut *net, &mut *objective),
-                &ck.join("weights.safetensors"),
+            save_checkpoint(
+                ck,
+                &mut state,
+                &checkpoint::named_params(&Joint::of(&mut *net, &mut *objective)),
+                &opt_state.slots,
+                best_weights.as_ref(),
             )?;
-            checkpoint::save_tensors(&ck.join("optimizer.safetensors"), &opt_state.slots)?;
-            if let Some(b) = &best_weights {
-                checkpoint::save_tensors(&ck.join("best.safetensors"), b)?;
-            }
-            // Written last: its presence means the files above belong to `epochs_done`.
-            tl_core::io::write_json(&ck.join("optimizer.json"), &state)?;
         }
     }
     if let Some(b) = best_weights.as_ref().filter(|_| cfg.keep == Keep::Best) {

@@ -162,6 +162,28 @@ fn a_resumed_run_gives_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();
     let (_, first) = go(Some(dir.path()), Some(2));
     assert_eq!(first.epochs_run, 2);
+    let ck = tl_head::train::checkpoint_dir(dir.path());
+    let mut names: Vec<String> = std::fs::read_dir(&ck)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "best-0002.safetensors",
+            "optimizer-0002.safetensors",
+            "optimizer.json",
+            "weights-0002.safetensors"
+        ],
+        "only the published epoch's files remain"
+    );
+    // What a process killed while writing epoch 3's checkpoint leaves: that epoch's tensor
+    // files, unpublished (optimizer.json still lists epoch 2's). They are not read.
+    for f in ["weights-0003.safetensors", "best-0003.safetensors"] {
+        std::fs::copy(ck.join("weights-0002.safetensors"), ck.join(f)).unwrap();
+    }
+    std::fs::write(ck.join(".optimizer.json.1.0.tmp"), b"{\"half").unwrap();
     // A fresh process would rebuild the network from the seed, then find the checkpoint.
     let (resumed, r) = go(Some(dir.path()), None);
     assert_eq!(r.resumed_from_epoch, Some(2));
@@ -188,6 +210,39 @@ fn a_resumed_run_gives_the_same_bits() {
     .to_string();
     assert!(
         err.contains("holds a checkpoint of a run with another model, data or head"),
+        "{err}"
+    );
+    // A checkpoint file changed since it was published is refused by name, not loaded.
+    let dir = tempfile::tempdir().unwrap();
+    go(Some(dir.path()), Some(2));
+    let weights = tl_head::train::checkpoint_weights(dir.path())
+        .unwrap()
+        .unwrap();
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, bytes).unwrap();
+    let mut net = HeadNet::build(&mlp(), 64, &tasks, 5).unwrap();
+    let err = train(
+        &mut net,
+        &tasks,
+        &Labelled {
+            x: &xtr,
+            labels: &ytr,
+        },
+        Some(&Labelled {
+            x: &xva,
+            labels: &yva,
+        }),
+        &c,
+        Some((dir.path(), "digits 0..600")),
+        &mut |_| {},
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("weights-0002.safetensors") && err.contains("optimizer.json recorded"),
         "{err}"
     );
 }

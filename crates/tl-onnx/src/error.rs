@@ -18,6 +18,13 @@ pub enum Error {
     /// The protobuf decoded but does not describe a usable model.
     #[error("`{}` is not a usable ONNX model: {reason}", path.display())]
     Malformed { path: PathBuf, reason: String },
+    /// A model `tl` exported whose bytes changed after it was written.
+    #[error("`{}` changed since tl wrote it (its sha256 is {}…, its metadata `tl.sha256` records {}…): export it again from its run directory", path.display(), short(found), short(recorded))]
+    Changed {
+        path: PathBuf,
+        found: String,
+        recorded: String,
+    },
     /// A value name that the graph does not contain.
     #[error("the model has no value named `{name}`{hint}")]
     UnknownValue { name: String, hint: String },
@@ -57,6 +64,11 @@ pub enum Error {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+}
+
+/// The first 12 characters of a hash for a message (all of a shorter or non-hex one).
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
 }
 
 /// `Result` with [`Error`] as the default error type.

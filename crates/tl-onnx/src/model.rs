@@ -8,6 +8,8 @@ use std::{
 use prost::Message;
 use serde::Serialize;
 
+use tl_core::metadata;
+
 use crate::{
     Error, Result,
     proto::{
@@ -20,6 +22,13 @@ use crate::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct OnnxModel {
     proto: ModelProto,
+}
+
+/// Drops the seal of a model about to become another one.
+fn unseal(proto: &mut ModelProto) {
+    proto
+        .metadata_props
+        .retain(|e| e.key != metadata::SELF_SHA256);
 }
 
 /// What kind of value a graph value is.
@@ -50,14 +59,18 @@ pub struct ValueInfo {
 }
 
 impl OnnxModel {
-    /// Wraps a protobuf message after checking it (see [`OnnxModel::check`]).
-    pub fn from_proto(proto: ModelProto) -> Result<Self> {
+    /// Wraps a protobuf message after checking it (see [`OnnxModel::check`]). A model
+    /// built from a message is a new model: any seal it carried is dropped
+    /// ([`OnnxModel::seal`] adds one).
+    pub fn from_proto(mut proto: ModelProto) -> Result<Self> {
+        unseal(&mut proto);
         let model = Self { proto };
         model.check(Path::new("<memory>"))?;
         Ok(model)
     }
 
-    /// Decodes and checks a model from bytes; `origin` names the source in errors.
+    /// Decodes and checks a model from bytes; `origin` names the source in errors. A
+    /// sealed model (one `tl` exported) must still have the sha256 its seal records.
     pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
         let proto = ModelProto::decode(bytes).map_err(|source| Error::Decode {
             path: origin.to_path_buf(),
@@ -65,7 +78,38 @@ impl OnnxModel {
         })?;
         let model = Self { proto };
         model.check(origin)?;
+        model.verify_seal(origin)?;
         Ok(model)
+    }
+
+    /// The sha256 of the model's encoding without its seal.
+    pub fn content_sha256(&self) -> String {
+        let mut proto = self.proto.clone();
+        unseal(&mut proto);
+        tl_core::hash::sha256_bytes(&proto.encode_to_vec())
+    }
+
+    /// Records the model's own sha256 in its metadata ([`metadata::SELF_SHA256`]), so that
+    /// loading it detects any change to the file's bytes after it was written.
+    pub fn seal(&mut self) {
+        let sha = self.content_sha256();
+        self.set_metadata(metadata::SELF_SHA256, &sha);
+    }
+
+    /// Checks a sealed model against the sha256 its seal records; an unsealed one passes.
+    pub fn verify_seal(&self, origin: &Path) -> Result<()> {
+        let Some(recorded) = self.metadata().remove(metadata::SELF_SHA256) else {
+            return Ok(());
+        };
+        let found = self.content_sha256();
+        if found != recorded {
+            return Err(Error::Changed {
+                path: origin.to_path_buf(),
+                found,
+                recorded,
+            });
+        }
+        Ok(())
     }
 
     /// Reads and checks an ONNX file.
@@ -270,6 +314,7 @@ impl OnnxModel {
             }
         }
         graph.output.extend(extra);
+        unseal(&mut proto);
         Ok(Self { proto })
     }
 
@@ -467,6 +512,77 @@ mod tests {
         assert_eq!(t.output_names(), ["y", "h"]);
         let err = m.with_outputs(&["hh"]).unwrap_err().to_string();
         assert!(err.contains("`hh`") && err.contains("`h`"), "{err}");
+    }
+
+    /// A sealed model loads as written; a copy with one bit flipped anywhere fails to
+    /// decode, to check or its seal (naming the file), or has lost its seal (a flipped
+    /// field tag; readers of exported models require one).
+    #[test]
+    fn a_sealed_model_detects_every_changed_bit() {
+        let mut m = tiny();
+        m.set_metadata("tl.tasks", "[]");
+        m.seal();
+        let bytes = m.to_bytes();
+        assert_eq!(
+            OnnxModel::from_bytes(&bytes, Path::new("m.onnx")).unwrap(),
+            m
+        );
+        let mut changed = 0;
+        for at in 0..bytes.len() {
+            for bit in [0x01, 0x10, 0x80] {
+                let mut b = bytes.clone();
+                b[at] ^= bit;
+                match OnnxModel::from_bytes(&b, Path::new("m.onnx")) {
+                    Ok(back) => assert!(
+                        !back.metadata().contains_key(metadata::SELF_SHA256),
+                        "a flip of bit {bit:#x} at byte {at} loaded sealed"
+                    ),
+                    Err(Error::Changed { path, .. }) => {
+                        assert_eq!(path, Path::new("m.onnx"));
+                        changed += 1;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        // Most flips of weights and metadata values still decode: the seal catches them.
+        assert!(
+            changed > bytes.len() / 2,
+            "{changed} of {}",
+            bytes.len() * 3
+        );
+        let err = OnnxModel::from_bytes(
+            &{
+                let mut b = bytes.clone();
+                let at = b
+                    .windows(4)
+                    .position(|w| w == 2.0f32.to_le_bytes())
+                    .unwrap();
+                b[at + 3] ^= 0x01;
+                b
+            },
+            Path::new("m.onnx"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`m.onnx` changed since tl wrote it"), "{err}");
+    }
+
+    /// Models derived from a sealed one (a new message, tapped outputs) are new models: no
+    /// stale seal, so that saving and loading them works; an unsealed model loads unchecked.
+    #[test]
+    fn derived_models_carry_no_seal() {
+        let mut m = tiny();
+        m.seal();
+        assert!(m.metadata().contains_key(metadata::SELF_SHA256));
+        let tapped = m.with_outputs(&["h"]).unwrap();
+        assert!(!tapped.metadata().contains_key(metadata::SELF_SHA256));
+        OnnxModel::from_bytes(&tapped.to_bytes(), Path::new("t.onnx")).unwrap();
+        let rebuilt = OnnxModel::from_proto(m.clone().into_proto()).unwrap();
+        assert!(!rebuilt.metadata().contains_key(metadata::SELF_SHA256));
+        let mut edited = tiny();
+        edited.set_metadata("tl.tasks", "[1]");
+        OnnxModel::from_bytes(&edited.to_bytes(), Path::new("e.onnx")).unwrap();
     }
 
     #[test]

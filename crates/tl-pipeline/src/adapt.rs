@@ -542,6 +542,10 @@ pub fn adapt(
 ) -> Result<AdaptOutcome> {
     c.check()?;
     let started = Instant::now();
+    let _run = match out {
+        Some(out) => Some(crate::artifact::lock_run(out)?),
+        None => None,
+    };
     let p = prepare(c, contract, env, c.val, None)?;
     let extract_seconds = started.elapsed().as_secs_f64();
     let rows = describe(c, &p, env);

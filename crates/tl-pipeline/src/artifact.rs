@@ -37,6 +37,8 @@ pub mod files {
     pub const HEAD: &str = "head.json";
     pub const METRICS: &str = "metrics.json";
     pub const MANIFEST: &str = "manifest.json";
+    /// Held by the run writing the directory (see [`super::lock_run`]).
+    pub const LOCK: &str = ".lock";
     pub const WEIGHTS: &str = "weights.safetensors";
     pub const SPLIT: &str = "split.json";
     pub const MODEL: &str = "model.onnx";
@@ -157,6 +159,15 @@ impl HeadMeta {
         }
         serde_json::from_value(v).map_err(|e| Error::file(path, e.to_string()))
     }
+}
+
+/// Holds `out/.lock` for the run writing into `out`, so that two runs into one directory
+/// never interleave their files: the second fails at once, naming the directory.
+pub fn lock_run(out: &Path) -> Result<tl_core::io::FileLock> {
+    Ok(tl_core::io::FileLock::try_acquire(
+        &out.join(files::LOCK),
+        out,
+    )?)
 }
 
 /// The first `n` characters of a hash, for messages (the whole hash if shorter).

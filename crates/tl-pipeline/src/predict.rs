@@ -81,6 +81,17 @@ impl Predictor {
                 format!("was not exported by tl (no `{}` metadata)", metadata::TASKS),
             )
         })?;
+        // Loading verified the seal; one lost (a flipped field tag, or an export from before
+        // tl sealed its exports) is refused rather than trusted.
+        if !meta.contains_key(metadata::SELF_SHA256) {
+            return Err(Error::file(
+                &path,
+                format!(
+                    "carries no `{}` to verify it by (changed since export, or exported by an older tl): export it again from its run directory",
+                    metadata::SELF_SHA256
+                ),
+            ));
+        }
         let tasks: Vec<TaskSpec> = serde_json::from_str(tasks_json)
             .map_err(|e| Error::file(&path, format!("metadata `{}`: {e}", metadata::TASKS)))?;
         let contract = match &resolved.contract {

@@ -54,6 +54,7 @@ pub fn train(
     cfg.check()?;
     let started = Instant::now();
     tl_core::io::create_dir_all(out)?;
+    let _run = crate::artifact::lock_run(out)?;
     let ds = env.dataset(&cfg.data)?;
     let tasks = tasks_of(&ds, &cfg.tasks)?;
     let split = split_for(&cfg.split, &ds, &tasks)?;

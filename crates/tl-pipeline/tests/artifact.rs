@@ -48,9 +48,17 @@ fn an_artifact_from_before_the_library_loads_and_exports_the_same_bytes() {
     assert_eq!(metrics.schema_version, 2);
     assert!(metrics.evaluation[0].evaluation.accuracy.value > 0.1);
     let exported = export_artifact(&dir, &dir.join(files::MODEL)).unwrap();
+    // The fixture's hash is of the export before exports were sealed: the same bytes
+    // without the `tl.sha256` entry.
+    let mut proto = tl_onnx::OnnxModel::load(&exported).unwrap().into_proto();
+    let sealed = proto.metadata_props.len();
+    proto
+        .metadata_props
+        .retain(|e| e.key != tl_core::metadata::SELF_SHA256);
+    assert_eq!(proto.metadata_props.len(), sealed - 1);
     let expected = std::fs::read_to_string(Path::new(FIXTURE).join("model.onnx.sha256")).unwrap();
     assert_eq!(
-        tl_core::hash::sha256_file(&exported).unwrap(),
+        tl_core::hash::sha256_bytes(&prost::Message::encode_to_vec(&proto)),
         expected.trim(),
         "the export of an old artifact changed"
     );
@@ -119,4 +127,46 @@ fn weights_that_changed_since_the_manifest_are_refused() {
         "{err}"
     );
     assert!(!tmp.path().join("bad.onnx").exists());
+}
+
+/// An exported file carries its own sha256 (`tl.sha256`): the predictor opens it as
+/// written, and refuses a copy with one weight byte flipped, or with the seal removed,
+/// naming the file.
+#[test]
+fn an_exported_model_that_changed_is_refused_by_the_predictor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixture_copy(tmp.path());
+    let exported = export_artifact(&dir, &tmp.path().join("ok.onnx")).unwrap();
+    let env = tl_pipeline::Env::new(tl_core::home::tl_home().unwrap())
+        .with_fetching(tl_pipeline::Fetching::Offline);
+    tl_pipeline::predict::Predictor::open(&exported, &env).unwrap();
+
+    let bytes = std::fs::read(&exported).unwrap();
+    let mut flipped = bytes.clone();
+    // Past the first fifth, inside the backbone's weights.
+    let at = bytes.len() / 5;
+    flipped[at] ^= 0x01;
+    let bad = tmp.path().join("flipped.onnx");
+    std::fs::write(&bad, &flipped).unwrap();
+    let err = tl_pipeline::predict::Predictor::open(&bad, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("flipped.onnx") && err.contains("changed since tl wrote it"),
+        "{err}"
+    );
+
+    let mut model = tl_onnx::OnnxModel::load(&exported).unwrap().into_proto();
+    model
+        .metadata_props
+        .retain(|e| e.key != tl_core::metadata::SELF_SHA256);
+    let unsealed = tmp.path().join("unsealed.onnx");
+    std::fs::write(&unsealed, prost::Message::encode_to_vec(&model)).unwrap();
+    let err = tl_pipeline::predict::Predictor::open(&unsealed, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("unsealed.onnx") && err.contains("tl.sha256"),
+        "{err}"
+    );
 }
