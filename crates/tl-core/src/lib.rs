@@ -1,6 +1,7 @@
 //! `tl-core`: the shared vocabulary of `tl`.
 //!
 //! Every other crate builds on these pieces and on nothing heavier:
+//! - [`alloc`]: a counting allocator, for tests that bound what a piece of work allocates;
 //! - [`io`]: atomic writes (temp file + rename) and advisory lock files, so that
 //!   interrupted runs and parallel tests never see half a file;
 //! - [`hash`]: sha256 of files and bytes, the content hashes used by caches and manifests;
@@ -24,6 +25,7 @@
 //! assert_eq!(a, b);
 //! ```
 
+pub mod alloc;
 pub mod contract;
 pub mod device;
 pub mod error;

@@ -178,18 +178,19 @@ pub fn idx(images: &Path, labels: &Path, n_classes: usize) -> Result<Vec<Row>> {
             format!("{nl} labels for {n} images in `{}`", images.display()),
         ));
     }
-    let px = (h * w) as usize;
-    if img.len() != 16 + n * px {
+    // In u128: header fields up to 2^32 - 1 cannot overflow it.
+    let expected = 16 + n as u128 * h as u128 * w as u128;
+    if img.len() as u128 != expected {
         return Err(Error::format(
             images,
             None,
             format!(
-                "{} bytes, expected {} for {n} images of {h}×{w} (truncated?)",
+                "{} bytes, expected {expected} for {n} images of {h}×{w} (truncated?)",
                 img.len(),
-                16 + n * px
             ),
         ));
     }
+    let px = h as usize * w as usize;
     if lab.len() != 8 + n {
         return Err(Error::format(
             labels,

@@ -265,9 +265,9 @@ impl Split {
                 "`{}` was made for dataset `{}` ({}), not `{}` ({})",
                 path.display(),
                 s.dataset,
-                &s.dataset_sha256[..s.dataset_sha256.len().min(12)],
+                s.dataset_sha256.get(..12).unwrap_or(&s.dataset_sha256),
                 ds.name,
-                &ds.sha256[..ds.sha256.len().min(12)]
+                ds.sha256.get(..12).unwrap_or(&ds.sha256)
             )));
         }
         Ok(s)

@@ -296,7 +296,7 @@ impl<'a> Unpickler<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.pos + n > self.data.len() {
+        if n > self.data.len() - self.pos {
             return Err(self.err("unexpected end of file (truncated checkpoint?)"));
         }
         let s = &self.data[self.pos..self.pos + n];
@@ -713,32 +713,43 @@ fn kind_of(v: &Value) -> &'static str {
 
 /// Copies a strided tensor out of its storage bytes.
 fn materialise(name: &str, t: &TensorRef, storage: &[u8], path: &Path) -> Result<Tensor> {
+    let bad = |reason: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: format!("tensor `{name}`: {reason}"),
+    };
     let es = t.storage.dtype.size();
-    let numel: usize = t.size.iter().product();
     if t.size.len() != t.stride.len() {
-        return Err(Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("tensor `{name}`: size and stride have different ranks"),
-        });
+        return Err(bad("size and stride have different ranks".into()));
+    }
+    let numel = t
+        .size
+        .iter()
+        .try_fold(1usize, |n, &s| n.checked_mul(s))
+        .ok_or_else(|| bad(format!("size {:?} overflows", t.size)))?;
+    let held = storage.len() / es;
+    // torch.save writes each tensor's storage whole: a tensor with more elements than its
+    // storage is a view repeating elements (stride 0), which state dicts never hold, or a
+    // damaged size; refusing it bounds what is allocated by the file's size.
+    if numel > held {
+        return Err(bad(format!(
+            "{numel} elements in a storage holding {held} (truncated checkpoint, or a repeating view)"
+        )));
     }
     let max_index = if numel == 0 {
-        0
+        Some(0)
     } else {
-        t.offset
-            + t.size
-                .iter()
-                .zip(&t.stride)
-                .map(|(s, st)| (s - 1) * st)
-                .sum::<usize>()
+        t.size
+            .iter()
+            .zip(&t.stride)
+            .try_fold(t.offset, |acc, (s, st)| {
+                acc.checked_add((s - 1).checked_mul(*st)?)
+            })
     };
-    if numel > 0 && (max_index + 1) * es > storage.len() {
-        return Err(Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!(
-                "tensor `{name}` reaches element {max_index} of a storage holding {} (truncated checkpoint?)",
-                storage.len() / es
-            ),
-        });
+    let max_index = max_index.ok_or_else(|| bad("its strides overflow".into()))?;
+    if numel > 0 && max_index >= held {
+        return Err(bad(format!(
+            "reaches element {max_index} of a storage holding {held} (truncated checkpoint?)"
+        )));
     }
     let mut values = Vec::new();
     let mut ints = Vec::new();
@@ -815,7 +826,10 @@ fn read_legacy(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             .get(key.as_str())
             .ok_or_else(|| u.err(format!("storage `{key}` is listed but used by no tensor")))?
             .size();
-        let block = u.take(numel * es)?;
+        let len = numel
+            .checked_mul(es)
+            .ok_or_else(|| u.err(format!("storage `{key}` claims {numel} elements")))?;
+        let block = u.take(len)?;
         blocks.insert(key.clone(), block);
     }
     let mut tensors = Vec::with_capacity(refs.len());
@@ -837,6 +851,9 @@ fn read_legacy(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// How many times its archive's size a zip entry may expand to when read.
+const MAX_EXPANSION: u64 = 16;
+
 fn read_zip(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     let zerr = |e: zip::result::ZipError| Error::Checkpoint {
         path: path.to_path_buf(),
@@ -852,13 +869,27 @@ fn read_zip(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
             reason: "zip archive without a data.pkl (not a torch.save file)".into(),
         })?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
+    // torch.save stores its entries uncompressed; a compressed one may expand, up to
+    // MAX_EXPANSION times the archive, no more (a damaged or hostile size field).
+    let limit = (bytes.len() as u64).saturating_mul(MAX_EXPANSION);
     let mut read_entry = |name: &str| -> Result<Vec<u8>> {
-        let mut f = archive.by_name(name).map_err(zerr)?;
-        let mut buf = Vec::with_capacity(f.size() as usize);
-        f.read_to_end(&mut buf).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            reason: format!("cannot read `{name}` from the archive: {e}"),
-        })?;
+        let f = archive.by_name(name).map_err(zerr)?;
+        if f.size() > limit {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "entry `{name}` claims {} bytes, more than {MAX_EXPANSION} times the archive",
+                    f.size()
+                ),
+            });
+        }
+        let mut buf = Vec::with_capacity(f.size().min(bytes.len() as u64) as usize);
+        f.take(limit)
+            .read_to_end(&mut buf)
+            .map_err(|e| Error::Checkpoint {
+                path: path.to_path_buf(),
+                reason: format!("cannot read `{name}` from the archive: {e}"),
+            })?;
         Ok(buf)
     };
     let pkl = read_entry(&pkl_name)?;

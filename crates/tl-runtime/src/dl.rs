@@ -1,5 +1,6 @@
-//! The only unsafe code of `tl`: loading the NVIDIA libraries before ONNX Runtime's CUDA
-//! provider needs them, and asking the NVIDIA driver which GPUs it has.
+//! Unsafe code (one of two modules with any; the other is `tl_core::alloc`, the counting
+//! allocator): loading the NVIDIA libraries before ONNX Runtime's CUDA provider needs
+//! them, and asking the NVIDIA driver which GPUs it has.
 #![allow(unsafe_code)]
 
 use std::{ffi::c_int, path::Path};
