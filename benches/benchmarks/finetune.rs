@@ -20,6 +20,8 @@ fn bench(c: &mut Criterion) {
     let path = super::fetched("models", "mobilenet-v2", "model-bn.onnx");
     let model = OnnxModel::load(&path).unwrap();
     let mut net = import_graph(&model, "input", "features").unwrap().layers;
+    // As `tl train --finetune` and the PyTorch baseline: no gradient for the pixels.
+    net.set_input_grad(false);
     let rt = Runtime::init(&RuntimeOptions::default()).unwrap();
     let mut session =
         Session::from_file(rt, &path, &SessionOptions::default().threads(Some(2))).unwrap();

@@ -64,6 +64,9 @@ pub struct Conv2d {
     pub stride: [usize; 2],
     pub padding: Padding,
     pub group: usize,
+    /// Whether backward computes the input's gradient (off for a network's first layer,
+    /// whose input is the data: see [`Module::set_input_grad`]); off, it returns zeros.
+    input_grad: bool,
     input: Option<Tensor>,
 }
 
@@ -178,6 +181,7 @@ impl Conv2d {
             stride,
             padding,
             group,
+            input_grad: true,
             input: None,
         })
     }
@@ -316,100 +320,192 @@ fn col2im(col: &[f32], channels: usize, g: &Geom, dx: &mut [f32]) {
     }
 }
 
-/// The zero-padded size `(hp, wp)` that holds every input position a depthwise kernel
-/// reads, with the input at offset `(pt, pl)`.
-fn padded(g: &Geom) -> (usize, usize) {
-    (
-        ((g.oh - 1) * g.sh + g.kh).max(g.pt + g.h),
-        ((g.ow - 1) * g.sw + g.kw).max(g.pl + g.w),
-    )
+/// One input row of a depthwise plane as a strided kernel reads it: with stride 1 the row
+/// itself; with stride 2 its even and odd positions split into two contiguous rows, so that
+/// `row[ox·2 + off]` is `split[off mod 2][ox + off div 2]` and every inner loop runs over
+/// contiguous memory.
+struct Rows<'a> {
+    stride: usize,
+    even: &'a [f32],
+    odd: &'a [f32],
 }
 
-/// Copies the plane `x` into the zero-padded scratch `pad`.
-fn pad_plane(x: &[f32], g: &Geom, pad: &mut Vec<f32>) {
-    let (hp, wp) = padded(g);
-    pad.clear();
-    pad.resize(hp * wp, 0.0);
-    for (r, row) in x.chunks_exact(g.w).enumerate() {
-        let at = (r + g.pt) * wp + g.pl;
-        pad[at..at + g.w].copy_from_slice(row);
+impl Rows<'_> {
+    /// The contiguous run of `len` values `row[(from + i)·stride + off]`, `i < len`.
+    fn run(&self, from: usize, off: isize, len: usize) -> &[f32] {
+        if self.stride == 1 {
+            let at = (from as isize + off) as usize;
+            return &self.even[at..at + len];
+        }
+        let (half, odd) = (off.div_euclid(2), off.rem_euclid(2) == 1);
+        let at = (from as isize + half) as usize;
+        let src = if odd { self.odd } else { self.even };
+        &src[at..at + len]
     }
 }
 
-/// One depthwise plane: `y = b + Σ k[ky, kx] · x[shifted]`, over the padded input.
-fn dw_forward(x: &[f32], k: &[f32], b: f32, g: &Geom, y: &mut [f32], pad: &mut Vec<f32>) {
-    pad_plane(x, g, pad);
-    let (_, wp) = padded(g);
-    for (oy, yr) in y.chunks_exact_mut(g.ow).enumerate() {
-        yr.fill(b);
-        for ky in 0..g.kh {
-            let row = &pad[(oy * g.sh + ky) * wp..][..wp];
+/// Splits `row` into even and odd positions (stride 2), into `buf`.
+fn split_row<'a>(row: &'a [f32], stride: usize, buf: &'a mut Vec<f32>) -> Rows<'a> {
+    if stride == 1 {
+        return Rows {
+            stride,
+            even: row,
+            odd: &[],
+        };
+    }
+    debug_assert_eq!(stride, 2);
+    buf.clear();
+    buf.extend(row.iter().step_by(2));
+    let n_even = buf.len();
+    buf.extend(row.iter().skip(1).step_by(2));
+    let (even, odd) = buf.split_at(n_even);
+    Rows { stride, even, odd }
+}
+
+/// The output positions `lo..hi` each kernel row (`y`) and column (`x`) reaches inside the
+/// input, computed once per layer call rather than per plane.
+struct Taps {
+    x: Vec<(usize, usize)>,
+    y: Vec<(usize, usize)>,
+}
+
+impl Taps {
+    fn of(g: &Geom) -> Self {
+        Self {
+            x: (0..g.kw)
+                .map(|kx| valid_range(kx, g.pl, g.sw, g.w, g.ow))
+                .collect(),
+            y: (0..g.kh)
+                .map(|ky| valid_range(ky, g.pt, g.sh, g.h, g.oh))
+                .collect(),
+        }
+    }
+}
+
+/// Planes of `size` values per parallel task: at least 4096 values, so that small planes
+/// (7×7 at the end of a MobileNet) do not drown in scheduling.
+fn planes_per_task(size: usize) -> usize {
+    4096usize.div_ceil(size.max(1)).max(1)
+}
+
+/// One depthwise plane: `y = b + Σ k[ky, kx] · x[oy·sh + ky − pt, ox·sw + kx − pl]` over
+/// the positions inside the input (no padded copy). Strides 1 and 2 run over contiguous
+/// rows; others use the general loop.
+#[multiversion::multiversion(targets = "simd")]
+#[allow(clippy::too_many_arguments)]
+fn dw_forward(x: &[f32], k: &[f32], b: f32, g: &Geom, t: &Taps, y: &mut [f32], buf: &mut Vec<f32>) {
+    y.fill(b);
+    for ky in 0..g.kh {
+        let (ylo, yhi) = t.y[ky];
+        for oy in ylo..yhi {
+            let iy = oy * g.sh + ky - g.pt;
+            let row = &x[iy * g.w..(iy + 1) * g.w];
+            let yr = &mut y[oy * g.ow..(oy + 1) * g.ow];
+            if g.sw > 2 {
+                for kx in 0..g.kw {
+                    let (xlo, xhi) = t.x[kx];
+                    let wv = k[ky * g.kw + kx];
+                    for (ox, d) in yr.iter_mut().enumerate().take(xhi).skip(xlo) {
+                        *d += wv * row[ox * g.sw + kx - g.pl];
+                    }
+                }
+                continue;
+            }
+            let rows = split_row(row, g.sw, buf);
             for kx in 0..g.kw {
+                let (xlo, xhi) = t.x[kx];
                 let wv = k[ky * g.kw + kx];
-                if g.sw == 1 {
-                    for (d, &s) in yr.iter_mut().zip(&row[kx..kx + g.ow]) {
-                        *d += wv * s;
-                    }
-                } else {
-                    for (ox, d) in yr.iter_mut().enumerate() {
-                        *d += wv * row[ox * g.sw + kx];
-                    }
+                let src = rows.run(xlo, kx as isize - g.pl as isize, xhi - xlo);
+                for (d, &s) in yr[xlo..xhi].iter_mut().zip(src) {
+                    *d += wv * s;
                 }
             }
         }
     }
 }
 
-/// One depthwise plane's backward: adds into `dx`, the kernel gradient `dk` and `db`.
+/// One depthwise plane's backward: `dx` (written, not added), and the plane's kernel and
+/// bias gradients (written into `dk`, `db`).
+#[multiversion::multiversion(targets = "simd")]
 #[allow(clippy::too_many_arguments)]
 fn dw_backward(
     x: &[f32],
     k: &[f32],
     dy: &[f32],
     g: &Geom,
+    t: &Taps,
     dx: &mut [f32],
     dk: &mut [f32],
     db: &mut f32,
-    (pad, dpad): (&mut Vec<f32>, &mut Vec<f32>),
+    (buf, dbuf): (&mut Vec<f32>, &mut Vec<f32>),
 ) {
-    *db += dy.iter().map(|&v| v as f64).sum::<f64>() as f32;
-    pad_plane(x, g, pad);
-    let (hp, wp) = padded(g);
-    dpad.clear();
-    dpad.resize(hp * wp, 0.0);
-    for (oy, gy) in dy.chunks_exact(g.ow).enumerate() {
-        for ky in 0..g.kh {
-            let at = (oy * g.sh + ky) * wp;
-            let row = &pad[at..at + wp];
-            let drow = &mut dpad[at..at + wp];
-            for kx in 0..g.kw {
-                let wv = k[ky * g.kw + kx];
-                let mut acc = 0.0f32;
-                if g.sw == 1 {
-                    for ((d, &s), &gv) in drow[kx..kx + g.ow]
-                        .iter_mut()
-                        .zip(&row[kx..kx + g.ow])
-                        .zip(gy)
-                    {
-                        *d += wv * gv;
-                        acc += gv * s;
-                    }
-                } else {
-                    for (ox, &gv) in gy.iter().enumerate() {
-                        let ix = ox * g.sw + kx;
+    *db = crate::kernels::sum_by(dy, |v| v) as f32;
+    dx.fill(0.0);
+    // Per kernel tap, lanes of f32 partial sums over the plane (a plane's products are few
+    // enough per lane for f32), added in f64 at the end.
+    let mut acc = vec![[0.0f32; crate::kernels::LANES]; g.kh * g.kw];
+    for ky in 0..g.kh {
+        let (ylo, yhi) = t.y[ky];
+        for oy in ylo..yhi {
+            let iy = oy * g.sh + ky - g.pt;
+            let row = &x[iy * g.w..(iy + 1) * g.w];
+            let gy = &dy[oy * g.ow..(oy + 1) * g.ow];
+            if g.sw > 2 {
+                let drow = &mut dx[iy * g.w..(iy + 1) * g.w];
+                for kx in 0..g.kw {
+                    let (xlo, xhi) = t.x[kx];
+                    let wv = k[ky * g.kw + kx];
+                    for (ox, &gv) in gy.iter().enumerate().take(xhi).skip(xlo) {
+                        let ix = ox * g.sw + kx - g.pl;
                         drow[ix] += wv * gv;
-                        acc += gv * row[ix];
+                        acc[ky * g.kw + kx][ox % crate::kernels::LANES] += gv * row[ix];
                     }
                 }
-                dk[ky * g.kw + kx] += acc;
+                continue;
+            }
+            let rows = split_row(row, g.sw, buf);
+            let drow = &mut dx[iy * g.w..(iy + 1) * g.w];
+            if g.sw == 1 {
+                for kx in 0..g.kw {
+                    let (xlo, xhi) = t.x[kx];
+                    let at = xlo + kx - g.pl;
+                    let wv = k[ky * g.kw + kx];
+                    let (gs, src) = (&gy[xlo..xhi], &row[at..at + xhi - xlo]);
+                    crate::kernels::lane_dot(&mut acc[ky * g.kw + kx], gs, src);
+                    for (d, &gv) in drow[at..at + xhi - xlo].iter_mut().zip(gs) {
+                        *d += wv * gv;
+                    }
+                }
+                continue;
+            }
+            // Stride 2: the row's input gradient split as the row is, then merged back.
+            dbuf.clear();
+            dbuf.resize(g.w, 0.0);
+            let n_even = g.w.div_ceil(2);
+            for kx in 0..g.kw {
+                let (xlo, xhi) = t.x[kx];
+                let len = xhi - xlo;
+                let off = kx as isize - g.pl as isize;
+                let wv = k[ky * g.kw + kx];
+                let src = rows.run(xlo, off, len);
+                crate::kernels::lane_dot(&mut acc[ky * g.kw + kx], &gy[xlo..xhi], src);
+                let odd = off.rem_euclid(2) == 1;
+                let at = (xlo as isize + off.div_euclid(2)) as usize + if odd { n_even } else { 0 };
+                for (d, &gv) in dbuf[at..at + len].iter_mut().zip(&gy[xlo..xhi]) {
+                    *d += wv * gv;
+                }
+            }
+            let (even, odd) = dbuf.split_at(n_even);
+            for (d, &v) in drow.iter_mut().step_by(2).zip(even) {
+                *d += v;
+            }
+            for (d, &v) in drow.iter_mut().skip(1).step_by(2).zip(odd) {
+                *d += v;
             }
         }
     }
-    for (r, out) in dx.chunks_exact_mut(g.w).enumerate() {
-        let at = (r + g.pt) * wp + g.pl;
-        for (o, &d) in out.iter_mut().zip(&dpad[at..at + g.w]) {
-            *o += d;
-        }
+    for (d, lanes) in dk.iter_mut().zip(acc) {
+        *d = lanes.iter().map(|&v| v as f64).sum::<f64>() as f32;
     }
 }
 
@@ -419,20 +515,6 @@ impl Conv2d {
         let w = self.weight.value.as_slice().expect("standard layout");
         let b = self.bias.value.as_slice().expect("standard layout");
         let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
-        if g.depthwise() {
-            let kk = g.kh * g.kw;
-            for ch in 0..g.o {
-                dw_forward(
-                    &x[ch * hw..(ch + 1) * hw],
-                    &w[ch * kk..(ch + 1) * kk],
-                    b[ch],
-                    g,
-                    &mut y[ch * ohw..(ch + 1) * ohw],
-                    col,
-                );
-            }
-            return;
-        }
         let (cg, og, k) = (g.cg(), g.og(), g.k());
         for gi in 0..g.g {
             let xg = &x[gi * cg * hw..(gi + 1) * cg * hw];
@@ -465,26 +547,10 @@ impl Conv2d {
         dx: &mut [f32],
         dw: &mut [f32],
         db: &mut [f32],
-        (col, dcol): (&mut Vec<f32>, &mut Vec<f32>),
+        (col, _): (&mut Vec<f32>, &mut Vec<f32>),
     ) {
         let w = self.weight.value.as_slice().expect("standard layout");
         let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
-        if g.depthwise() {
-            let kk = g.kh * g.kw;
-            for ch in 0..g.o {
-                dw_backward(
-                    &x[ch * hw..(ch + 1) * hw],
-                    &w[ch * kk..(ch + 1) * kk],
-                    &dy[ch * ohw..(ch + 1) * ohw],
-                    g,
-                    &mut dx[ch * hw..(ch + 1) * hw],
-                    &mut dw[ch * kk..(ch + 1) * kk],
-                    &mut db[ch],
-                    (&mut *col, &mut *dcol),
-                );
-            }
-            return;
-        }
         let (cg, og, k) = (g.cg(), g.og(), g.k());
         for gi in 0..g.g {
             let dyg = &dy[gi * og * ohw..(gi + 1) * og * ohw];
@@ -502,18 +568,120 @@ impl Conv2d {
             if g.pointwise() {
                 let xv = ArrayView2::from_shape((k, ohw), xg).expect("sizes");
                 ndarray::linalg::general_mat_mul(1.0, &dyg, &xv.t(), 1.0, &mut dwg);
-                let mut dxv = ArrayViewMut2::from_shape((k, ohw), dxg).expect("sizes");
-                ndarray::linalg::general_mat_mul(1.0, &wg.t(), &dyg, 1.0, &mut dxv);
+                if self.input_grad {
+                    let mut dxv = ArrayViewMut2::from_shape((k, ohw), dxg).expect("sizes");
+                    ndarray::linalg::general_mat_mul(1.0, &wg.t(), &dyg, 1.0, &mut dxv);
+                }
             } else {
                 col.resize(k * ohw, 0.0);
                 im2col(xg, cg, g, col);
                 let cv = ArrayView2::from_shape((k, ohw), &col[..]).expect("sizes");
                 ndarray::linalg::general_mat_mul(1.0, &dyg, &cv.t(), 1.0, &mut dwg);
-                let mut dcol = ArrayViewMut2::from_shape((k, ohw), &mut col[..]).expect("sizes");
-                ndarray::linalg::general_mat_mul(1.0, &wg.t(), &dyg, 0.0, &mut dcol);
-                col2im(col, cg, g, dxg);
+                if self.input_grad {
+                    let mut dcol =
+                        ArrayViewMut2::from_shape((k, ohw), &mut col[..]).expect("sizes");
+                    ndarray::linalg::general_mat_mul(1.0, &wg.t(), &dyg, 0.0, &mut dcol);
+                    col2im(col, cg, g, dxg);
+                }
             }
         }
+    }
+}
+
+impl Conv2d {
+    /// A depthwise convolution's forward pass, in parallel over every (sample, channel)
+    /// plane, so that even batch 1 uses every thread.
+    fn forward_depthwise(&self, xs: &[f32], g: &Geom, n: usize) -> Vec<f32> {
+        let w = self.weight.value.as_slice().expect("standard layout");
+        let b = self.bias.value.as_slice().expect("standard layout");
+        let (hw, ohw, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+        let mut y = vec![0.0f32; n * g.o * ohw];
+        let taps = Taps::of(g);
+        let per_task = planes_per_task(ohw);
+        y.par_chunks_mut((ohw * per_task).max(1))
+            .enumerate()
+            .for_each_init(Vec::new, |buf, (t, ys)| {
+                for (j, yp) in ys.chunks_mut(ohw.max(1)).enumerate() {
+                    let p = t * per_task + j;
+                    let ch = p % g.o;
+                    dw_forward(
+                        &xs[p * hw..(p + 1) * hw],
+                        &w[ch * kk..(ch + 1) * kk],
+                        b[ch],
+                        g,
+                        &taps,
+                        yp,
+                        buf,
+                    );
+                }
+            });
+        y
+    }
+
+    /// A depthwise convolution's backward pass, in parallel over planes: each plane's
+    /// kernel and bias gradients, then summed per channel over the samples in order.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_depthwise(
+        weight: &Tensor,
+        weight_grad: &mut Tensor,
+        bias_grad: &mut Tensor,
+        xs: &[f32],
+        dys: &[f32],
+        g: &Geom,
+        n: usize,
+    ) -> Vec<f32> {
+        let (hw, ohw, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
+        let mut dx = vec![0.0f32; n * g.o * hw];
+        let mut dk = vec![0.0f32; n * g.o * kk];
+        let mut db = vec![0.0f32; n * g.o];
+        {
+            let w = weight.as_slice().expect("standard layout");
+            let taps = Taps::of(g);
+            let per_task = planes_per_task(hw);
+            dx.par_chunks_mut((hw * per_task).max(1))
+                .zip(dk.par_chunks_mut(kk * per_task))
+                .zip(db.par_chunks_mut(per_task))
+                .enumerate()
+                .for_each_init(
+                    || (Vec::new(), Vec::new()),
+                    |(buf, dbuf), (t, ((dxs, dks), dbs))| {
+                        let planes = dxs
+                            .chunks_mut(hw.max(1))
+                            .zip(dks.chunks_mut(kk))
+                            .zip(dbs.iter_mut());
+                        for (j, ((dxp, dkp), dbp)) in planes.enumerate() {
+                            let p = t * per_task + j;
+                            let ch = p % g.o;
+                            dw_backward(
+                                &xs[p * hw..(p + 1) * hw],
+                                &w[ch * kk..(ch + 1) * kk],
+                                &dys[p * ohw..(p + 1) * ohw],
+                                g,
+                                &taps,
+                                dxp,
+                                dkp,
+                                dbp,
+                                (&mut *buf, &mut *dbuf),
+                            );
+                        }
+                    },
+                );
+        }
+        let wg = weight_grad.as_slice_mut().expect("standard layout");
+        let bg = bias_grad.as_slice_mut().expect("standard layout");
+        for i in 0..n {
+            for ch in 0..g.o {
+                let p = i * g.o + ch;
+                for (a, &v) in wg[ch * kk..(ch + 1) * kk]
+                    .iter_mut()
+                    .zip(&dk[p * kk..(p + 1) * kk])
+                {
+                    *a += v;
+                }
+                bg[ch] += db[p];
+            }
+        }
+        dx
     }
 }
 
@@ -524,10 +692,15 @@ impl Module for Conv2d {
         let xs = x.as_slice().expect("standard layout");
         let n = x.shape()[0];
         let (per_in, per_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
-        let mut y = vec![0.0f32; n * per_out];
-        y.par_chunks_mut(per_out.max(1))
-            .zip(xs.par_chunks(per_in.max(1)))
-            .for_each_init(Vec::new, |col, (yi, xi)| self.forward_one(xi, &g, yi, col));
+        let y = if g.depthwise() {
+            self.forward_depthwise(xs, &g, n)
+        } else {
+            let mut y = vec![0.0f32; n * per_out];
+            y.par_chunks_mut(per_out.max(1))
+                .zip(xs.par_chunks(per_in.max(1)))
+                .for_each_init(Vec::new, |col, (yi, xi)| self.forward_one(xi, &g, yi, col));
+            y
+        };
         if ctx.train {
             self.input = Some(x.into_owned());
         }
@@ -557,6 +730,18 @@ impl Module for Conv2d {
             dy.as_slice().expect("standard layout"),
         );
         let (per_in, per_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
+        if g.depthwise() {
+            let dx = Self::backward_depthwise(
+                &self.weight.value,
+                &mut self.weight.grad,
+                &mut self.bias.grad,
+                xs,
+                dys,
+                &g,
+                n,
+            );
+            return Ok(Tensor::from_shape_vec(x.shape().to_vec(), dx).expect("sizes"));
+        }
         let (wlen, o) = (self.weight.value.len(), g.o);
         let mut dx = vec![0.0f32; n * per_in];
         // Per chunk of samples: (dW, db); summed in chunk order below.
@@ -598,6 +783,11 @@ impl Module for Conv2d {
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Param)) {
         f(&join(prefix, "weight"), &mut self.weight);
         f(&join(prefix, "bias"), &mut self.bias);
+    }
+
+    fn set_input_grad(&mut self, on: bool) -> bool {
+        self.input_grad = on;
+        true
     }
 
     fn describe(&self) -> String {

@@ -41,6 +41,9 @@ pub struct Graph {
     /// The first `frozen` nodes are frozen.
     frozen: usize,
     input_shape: Option<Vec<usize>>,
+    /// Which nodes are activations fused into the layer before them (made at the first
+    /// pass after the graph last changed; see [`Graph::fuse`]).
+    fused: Option<Vec<bool>>,
 }
 
 impl Graph {
@@ -78,6 +81,7 @@ impl Graph {
         layer: Box<dyn Module>,
     ) -> Result<usize> {
         self.check_inputs(name, &[input])?;
+        self.unfuse();
         self.nodes.push(Node {
             name: name.to_string(),
             inputs: vec![input],
@@ -89,6 +93,7 @@ impl Graph {
     /// Appends the sum of values `a` and `b`; returns the value it makes.
     pub fn push_add(&mut self, name: &str, a: usize, b: usize) -> Result<usize> {
         self.check_inputs(name, &[a, b])?;
+        self.unfuse();
         self.nodes.push(Node {
             name: name.to_string(),
             inputs: vec![a, b],
@@ -135,10 +140,70 @@ impl Graph {
 
     /// Freezes the first `count` nodes.
     pub fn freeze_first(&mut self, count: usize) {
+        self.unfuse();
         self.frozen = count.min(self.nodes.len());
         for node in &mut self.nodes[..self.frozen] {
             if let Op::Layer(l) = &mut node.op {
                 l.visit_mut("", &mut |_, p| p.kind = ParamKind::Buffer);
+            }
+        }
+    }
+
+    /// Fuses each activation node into the layer before it where that layer can take it
+    /// ([`Module::fuse_activation`]: BatchNorm), the activation reads only that layer's
+    /// value, nothing else reads it, and both are on one side of the frozen prefix. The
+    /// nodes, their names and parameters stay as they are; a fused activation node passes
+    /// its input's value on (moved, not copied), and the layer before computes it.
+    pub fn fuse(&mut self) {
+        if self.fused.is_some() {
+            return;
+        }
+        let mut readers = vec![0usize; self.nodes.len() + 1];
+        for n in &self.nodes {
+            for &v in &n.inputs {
+                readers[v] += 1;
+            }
+        }
+        let mut fused = vec![false; self.nodes.len()];
+        for j in 1..self.nodes.len() {
+            let i = j - 1;
+            let act = match &self.nodes[j].op {
+                Op::Layer(l) => l.as_activation(),
+                Op::Add => None,
+            };
+            let (Some(act), true) = (act, self.nodes[j].inputs == [i + 1]) else {
+                continue;
+            };
+            if readers[i + 1] != 1 || (i < self.frozen) != (j < self.frozen) || fused[i] {
+                continue;
+            }
+            if let Op::Layer(l) = &mut self.nodes[i].op {
+                fused[j] = l.fuse_activation(Some(act));
+            }
+        }
+        self.fused = Some(fused);
+    }
+
+    /// Undoes [`Graph::fuse`].
+    fn unfuse(&mut self) {
+        let Some(fused) = self.fused.take() else {
+            return;
+        };
+        for (j, &f) in fused.iter().enumerate() {
+            if let (true, Op::Layer(l)) = (f, &mut self.nodes[j - 1].op) {
+                l.fuse_activation(None);
+            }
+        }
+    }
+
+    /// Whether backward computes the gradient of the graph's input (on by default). Off,
+    /// the layers that read the input skip it where they can (their part of the input
+    /// gradient backward returns is then zeros): for a backbone fine-tuned on images, whose
+    /// pixels need no gradient.
+    pub fn set_input_grad(&mut self, on: bool) {
+        for n in &mut self.nodes {
+            if let (Op::Layer(l), true) = (&mut n.op, n.inputs.contains(&Graph::INPUT)) {
+                l.set_input_grad(on);
             }
         }
     }
@@ -167,12 +232,19 @@ impl Module for Graph {
         if self.nodes.is_empty() {
             return Ok(x.clone());
         }
+        self.fuse();
+        let fused = self.fused.clone().expect("fused above");
         let last = self.last_use();
         let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
         values[0] = Some(x.clone());
         let mut frozen_ctx = Ctx::eval();
         let out = self.nodes.len();
         for (i, node) in self.nodes.iter_mut().enumerate() {
+            if fused[i] {
+                // Computed by the layer before: the value moves on.
+                values[i + 1] = values[i].take();
+                continue;
+            }
             let c = if i < self.frozen {
                 &mut frozen_ctx
             } else {
@@ -213,10 +285,16 @@ impl Module for Graph {
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
         grads[self.nodes.len()] = Some(grad_out.clone());
+        let fused = self.fused.clone().unwrap_or_default();
         for i in (self.frozen..self.nodes.len()).rev() {
             let Some(g) = grads[i + 1].take() else {
                 continue;
             };
+            if fused.get(i) == Some(&true) {
+                // The layer before differentiates through the activation.
+                grads[i] = Some(g);
+                continue;
+            }
             let node = &mut self.nodes[i];
             match &mut node.op {
                 Op::Layer(l) => {

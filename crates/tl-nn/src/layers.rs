@@ -193,31 +193,51 @@ impl Act {
 impl Module for Activation {
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let act = self.act;
+        let x = x.as_standard_layout();
+        let y = crate::kernels::map(x.as_slice().expect("standard layout"), |v| act.apply(v));
+        let y = Tensor::from_shape_vec(x.shape(), y).expect("sizes");
         if ctx.train {
-            self.input = Some(x.clone());
+            // ReLU's and ReLU6's derivatives are read off the output as well as the input.
+            self.input = Some(match act {
+                Act::Relu | Act::Relu6 => y.clone(),
+                Act::Gelu => x.into_owned(),
+            });
         }
-        Ok(ndarray::Zip::from(x).par_map_collect(|&v| act.apply(v)))
+        Ok(y)
     }
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
-        let x = cached(&self.input, "activation")?;
-        if x.shape() != grad_out.shape() {
+        let kept = cached(&self.input, "activation")?;
+        if kept.shape() != grad_out.shape() {
             return Err(Error::shape(
                 "activation output gradient",
-                format!("{:?}", x.shape()),
+                format!("{:?}", kept.shape()),
                 grad_out.shape(),
             ));
         }
         let act = self.act;
-        let mut g = grad_out.clone();
-        ndarray::Zip::from(&mut g)
-            .and(x)
-            .par_for_each(|g, &x| *g *= act.derivative(x));
-        Ok(g)
+        let g = grad_out.as_standard_layout();
+        let (gs, ks) = (
+            g.as_slice().expect("standard layout"),
+            kept.as_slice().expect("standard layout"),
+        );
+        let dx = match act {
+            // y > 0 exactly where x > 0; 0 < y < 6 exactly where 0 < x < 6.
+            Act::Relu => crate::kernels::zip_map(gs, ks, |g, y| if y > 0.0 { g } else { 0.0 }),
+            Act::Relu6 => {
+                crate::kernels::zip_map(gs, ks, |g, y| if y > 0.0 && y < 6.0 { g } else { 0.0 })
+            }
+            Act::Gelu => crate::kernels::zip_map(gs, ks, |g, x| g * act.derivative(x)),
+        };
+        Ok(Tensor::from_shape_vec(kept.shape(), dx).expect("sizes"))
     }
 
     fn visit(&self, _: &str, _: &mut dyn FnMut(&str, &Param)) {}
     fn visit_mut(&mut self, _: &str, _: &mut dyn FnMut(&str, &mut Param)) {}
+
+    fn as_activation(&self) -> Option<Act> {
+        Some(self.act)
+    }
 
     fn describe(&self) -> String {
         format!("{:?}", self.act).to_lowercase()
@@ -292,6 +312,9 @@ pub struct BatchNorm {
     pub momentum: f32,
     /// Keep the running statistics fixed in training too (a frozen BatchNorm).
     pub use_running_stats: bool,
+    /// An activation applied to the output in the same pass (set by
+    /// [`crate::Graph`] when an activation layer follows; see [`Module::fuse_activation`]).
+    act: Option<Act>,
     cache: Option<BnCache>,
 }
 
@@ -327,6 +350,7 @@ impl BatchNorm {
             eps,
             momentum,
             use_running_stats: false,
+            act: None,
             cache: None,
         })
     }
@@ -375,6 +399,233 @@ fn per_channel<T: Send>(
         .collect()
 }
 
+/// An activation as a type, so that loops over values are compiled once per activation
+/// with the function inlined: `apply` and `through(g, z)`, the gradient `g` at the output
+/// carried back to the input `z`.
+trait Pointwise: Copy + Send + Sync {
+    fn apply(self, v: f32) -> f32;
+    fn through(self, g: f32, z: f32) -> f32;
+}
+
+#[derive(Clone, Copy)]
+struct Identity;
+#[derive(Clone, Copy)]
+struct ReluFn;
+#[derive(Clone, Copy)]
+struct Relu6Fn;
+#[derive(Clone, Copy)]
+struct GeluFn;
+
+impl Pointwise for Identity {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        v
+    }
+    #[inline(always)]
+    fn through(self, g: f32, _: f32) -> f32 {
+        g
+    }
+}
+
+impl Pointwise for ReluFn {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        v.max(0.0)
+    }
+    #[inline(always)]
+    fn through(self, g: f32, z: f32) -> f32 {
+        if z > 0.0 { g } else { 0.0 }
+    }
+}
+
+impl Pointwise for Relu6Fn {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        v.clamp(0.0, 6.0)
+    }
+    #[inline(always)]
+    fn through(self, g: f32, z: f32) -> f32 {
+        if z > 0.0 && z < 6.0 { g } else { 0.0 }
+    }
+}
+
+impl Pointwise for GeluFn {
+    #[inline(always)]
+    fn apply(self, v: f32) -> f32 {
+        Act::Gelu.apply(v)
+    }
+    #[inline(always)]
+    fn through(self, g: f32, z: f32) -> f32 {
+        g * Act::Gelu.derivative(z)
+    }
+}
+
+/// BatchNorm's normalisation pass: `y = act(x̂·γ + β)` with `x̂ = (x − mean)·inv_std`,
+/// keeping `x̂` when asked, in parallel over samples.
+struct Normalise<'a> {
+    mean: &'a [f32],
+    inv_std: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    /// Values per channel plane.
+    sp: usize,
+}
+
+impl Normalise<'_> {
+    fn run(&self, xs: &[f32], y: &mut [f32], hat: Option<&mut [f32]>, act: impl Pointwise) {
+        normalise(self, xs, y, hat, act);
+    }
+}
+
+/// One channel plane of [`Normalise::run`]: `y = act((x − m)·is·γ + β)`, keeping `x̂`
+/// when given; compiled for each instruction set (rayon's closures are not, so the loop
+/// lives here).
+#[multiversion::multiversion(targets = "simd")]
+#[allow(clippy::too_many_arguments)]
+fn normalise_plane(
+    (m, is, gg, bb): (f32, f32, f32, f32),
+    yr: &mut [f32],
+    xr: &[f32],
+    hr: Option<&mut [f32]>,
+    act: impl Pointwise,
+) {
+    match hr {
+        Some(h) => {
+            for ((yv, hv), &xv) in yr.iter_mut().zip(h).zip(xr) {
+                *hv = (xv - m) * is;
+                *yv = act.apply(*hv * gg + bb);
+            }
+        }
+        None => {
+            for (yv, &xv) in yr.iter_mut().zip(xr) {
+                *yv = act.apply((xv - m) * is * gg + bb);
+            }
+        }
+    }
+}
+
+fn normalise(
+    this: &Normalise<'_>,
+    xs: &[f32],
+    y: &mut [f32],
+    hat: Option<&mut [f32]>,
+    act: impl Pointwise,
+) {
+    let (c, sp) = (this.mean.len(), this.sp);
+    let per = (c * sp).max(1);
+    let k = |ch: usize| {
+        (
+            this.mean[ch],
+            this.inv_std[ch],
+            this.gamma[ch],
+            this.beta[ch],
+        )
+    };
+    match hat {
+        Some(hat) => y
+            .par_chunks_mut(per)
+            .zip(xs.par_chunks(per))
+            .zip(hat.par_chunks_mut(per))
+            .for_each(|((yi, xi), hi)| {
+                for (ch, ((yr, xr), hr)) in yi
+                    .chunks_mut(sp.max(1))
+                    .zip(xi.chunks(sp.max(1)))
+                    .zip(hi.chunks_mut(sp.max(1)))
+                    .enumerate()
+                {
+                    normalise_plane(k(ch), yr, xr, Some(hr), act);
+                }
+            }),
+        None => y
+            .par_chunks_mut(per)
+            .zip(xs.par_chunks(per))
+            .for_each(|(yi, xi)| {
+                for (ch, (yr, xr)) in yi
+                    .chunks_mut(sp.max(1))
+                    .zip(xi.chunks(sp.max(1)))
+                    .enumerate()
+                {
+                    normalise_plane(k(ch), yr, xr, None, act);
+                }
+            }),
+    }
+}
+
+/// BatchNorm's backward pass through a fused activation whose derivative `through(g, z)`
+/// gives the gradient at the normalised output `z`.
+struct BnBackward<'a> {
+    gs: &'a [f32],
+    xh: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    /// `γ · inv_std` per channel.
+    k: &'a [f32],
+    dims: (usize, usize, usize),
+    count: f32,
+    batch_stats: bool,
+}
+
+impl BnBackward<'_> {
+    /// `dx` and, per channel, `(Σ g, Σ g·x̂)` (the shift's and the scale's gradients).
+    fn run(&self, act: impl Pointwise) -> (Vec<f32>, Vec<(f32, f32)>) {
+        bn_backward(self, act)
+    }
+}
+
+/// `(Σ t, Σ t·x̂)` over one plane, `t` the gradient through the activation at
+/// `z = x̂·γ + β`; compiled for each instruction set.
+#[multiversion::multiversion(targets = "simd")]
+fn bn_plane_sums(g: &[f32], h: &[f32], (gg, bb): (f32, f32), act: impl Pointwise) -> (f64, f64) {
+    crate::kernels::sum_and_dot(g, h, |gv, hv| act.through(gv, hv * gg + bb))
+}
+
+/// One plane of BatchNorm's input gradient, `k·(t − mean t − x̂·mean(t·x̂))`; compiled for
+/// each instruction set.
+#[multiversion::multiversion(targets = "simd")]
+fn bn_plane_dx(
+    d: &mut [f32],
+    g: &[f32],
+    h: &[f32],
+    (kk, gg, bb, mb, mg): (f32, f32, f32, f32, f32),
+    act: impl Pointwise,
+) {
+    for ((d, &g), &h) in d.iter_mut().zip(g).zip(h) {
+        *d = kk * (act.through(g, h * gg + bb) - mb - h * mg);
+    }
+}
+
+fn bn_backward(this: &BnBackward<'_>, act: impl Pointwise) -> (Vec<f32>, Vec<(f32, f32)>) {
+    let (_, c, sp) = this.dims;
+    let sums = per_channel(this.gs, this.dims, |ch, planes| {
+        let (mut db, mut dg) = (0.0f64, 0.0f64);
+        for (i, p) in planes.enumerate() {
+            let h = &this.xh[(i * c + ch) * sp..(i * c + ch + 1) * sp];
+            let (a, b) = bn_plane_sums(p, h, (this.gamma[ch], this.beta[ch]), act);
+            db += a;
+            dg += b;
+        }
+        (db as f32, dg as f32)
+    });
+    let per = (c * sp).max(1);
+    let mut dx = vec![0.0f32; this.gs.len()];
+    dx.par_chunks_mut(per)
+        .zip(this.gs.par_chunks(per))
+        .zip(this.xh.par_chunks(per))
+        .for_each(|((di, gi), hi)| {
+            for (ch, &(sb, sg)) in sums.iter().enumerate() {
+                let r = ch * sp..(ch + 1) * sp;
+                let (mb, mg) = if this.batch_stats {
+                    (sb / this.count, sg / this.count)
+                } else {
+                    (0.0, 0.0)
+                };
+                let k = (this.k[ch], this.gamma[ch], this.beta[ch], mb, mg);
+                bn_plane_dx(&mut di[r.clone()], &gi[r.clone()], &hi[r], k, act);
+            }
+        });
+    (dx, sums)
+}
+
 impl Module for BatchNorm {
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let c = self.channels();
@@ -392,22 +643,21 @@ impl Module for BatchNorm {
                     x.shape(),
                 ));
             }
-            // Two passes in f64 per channel.
+            // Two passes per channel, in lanes of f32 added in f64 (`kernels::sum_by`).
             let stats = per_channel(xs, dims, |_, planes| {
                 let planes: Vec<&[f32]> = planes.collect();
                 let m = planes
                     .iter()
-                    .flat_map(|p| p.iter())
-                    .map(|&a| a as f64)
+                    .map(|p| crate::kernels::sum_by(p, |a| a))
                     .sum::<f64>()
                     / count;
+                let mf = m as f32;
                 let q = planes
                     .iter()
-                    .flat_map(|p| p.iter())
-                    .map(|&a| (a as f64 - m).powi(2))
+                    .map(|p| crate::kernels::sum_by(p, |a| (a - mf) * (a - mf)))
                     .sum::<f64>()
                     / count;
-                (m as f32, q as f32)
+                (mf, q as f32)
             });
             let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
             let unbias = (count / (count - 1.0)) as f32;
@@ -430,45 +680,27 @@ impl Module for BatchNorm {
             self.weight.value.as_slice().expect("contiguous"),
             self.bias.value.as_slice().expect("contiguous"),
         );
-        let per = c * sp;
         let mut y = vec![0.0f32; xs.len()];
         let mut xhat = if ctx.train {
             vec![0.0f32; xs.len()]
         } else {
             Vec::new()
         };
-        let keep = ctx.train;
-        let sample = |yi: &mut [f32], xi: &[f32], mut hi: Option<&mut [f32]>| {
-            for ch in 0..c {
-                let (m, is, gg, bb) = (mean[ch], inv_std[ch], g[ch], b[ch]);
-                let r = ch * sp..(ch + 1) * sp;
-                let (yr, xr) = (&mut yi[r.clone()], &xi[r.clone()]);
-                match hi.as_deref_mut() {
-                    Some(h) => {
-                        for ((yv, hv), &xv) in yr.iter_mut().zip(&mut h[r]).zip(xr) {
-                            *hv = (xv - m) * is;
-                            *yv = *hv * gg + bb;
-                        }
-                    }
-                    None => {
-                        for (yv, &xv) in yr.iter_mut().zip(xr) {
-                            *yv = (xv - m) * is * gg + bb;
-                        }
-                    }
-                }
-            }
+        let norm = Normalise {
+            mean: &mean,
+            inv_std: &inv_std,
+            gamma: g,
+            beta: b,
+            sp,
         };
-        let chunk = per.max(1);
-        if keep {
-            y.par_chunks_mut(chunk)
-                .zip(xs.par_chunks(chunk))
-                .zip(xhat.par_chunks_mut(chunk))
-                .for_each(|((yi, xi), hi)| sample(yi, xi, Some(hi)));
-        } else {
-            y.par_chunks_mut(chunk)
-                .zip(xs.par_chunks(chunk))
-                .for_each(|(yi, xi)| sample(yi, xi, None));
+        let hat = ctx.train.then_some(&mut xhat[..]);
+        match self.act {
+            None => norm.run(xs, &mut y, hat, Identity),
+            Some(Act::Relu) => norm.run(xs, &mut y, hat, ReluFn),
+            Some(Act::Relu6) => norm.run(xs, &mut y, hat, Relu6Fn),
+            Some(Act::Gelu) => norm.run(xs, &mut y, hat, GeluFn),
         }
+        let keep = ctx.train;
         self.cache = keep.then(|| BnCache {
             xhat: Tensor::from_shape_vec(x.shape().to_vec(), xhat).expect("sizes"),
             inv_std: Array1::from_vec(inv_std),
@@ -492,47 +724,40 @@ impl Module for BatchNorm {
         let gs = g.as_slice().expect("standard layout");
         let xh = cache.xhat.as_slice().expect("standard layout");
         let count = (dims.0 * sp) as f32;
-        // Σ g and Σ g·x̂ per channel, in f64.
-        let sums = per_channel(gs, dims, |ch, planes| {
-            let (mut db, mut dg) = (0.0f64, 0.0f64);
-            for (i, p) in planes.enumerate() {
-                let h = &xh[(i * c + ch) * sp..(i * c + ch + 1) * sp];
-                for (&a, &b) in p.iter().zip(h) {
-                    db += a as f64;
-                    dg += a as f64 * b as f64;
-                }
-            }
-            (db as f32, dg as f32)
-        });
+        let (gamma, beta) = (
+            self.weight.value.as_slice().expect("contiguous"),
+            self.bias.value.as_slice().expect("contiguous"),
+        );
+        let k: Vec<f32> = (0..c)
+            .map(|ch| self.weight.value[[ch]] * cache.inv_std[ch])
+            .collect();
+        let pass = BnBackward {
+            gs,
+            xh,
+            gamma,
+            beta,
+            k: &k,
+            dims,
+            count,
+            batch_stats: !self.use_running_stats,
+        };
+        // The gradient at the normalised output `z = x̂·γ + β`, through the fused activation.
+        let (dx, sums) = match self.act {
+            None => pass.run(Identity),
+            Some(Act::Relu) => pass.run(ReluFn),
+            Some(Act::Relu6) => pass.run(Relu6Fn),
+            Some(Act::Gelu) => pass.run(GeluFn),
+        };
         for (ch, &(db, dg)) in sums.iter().enumerate() {
             self.bias.grad[[ch]] += db;
             self.weight.grad[[ch]] += dg;
         }
-        let batch_stats = !self.use_running_stats;
-        let k: Vec<f32> = (0..c)
-            .map(|ch| self.weight.value[[ch]] * cache.inv_std[ch])
-            .collect();
-        let per = c * sp;
-        let mut dx = vec![0.0f32; gs.len()];
-        dx.par_chunks_mut(per.max(1))
-            .zip(gs.par_chunks(per.max(1)))
-            .zip(xh.par_chunks(per.max(1)))
-            .for_each(|((di, gi), hi)| {
-                for ch in 0..c {
-                    let r = ch * sp..(ch + 1) * sp;
-                    let kk = k[ch];
-                    let (mb, mg) = if batch_stats {
-                        (sums[ch].0 / count, sums[ch].1 / count)
-                    } else {
-                        (0.0, 0.0)
-                    };
-                    for ((d, &gg), &xx) in di[r.clone()].iter_mut().zip(&gi[r.clone()]).zip(&hi[r])
-                    {
-                        *d = kk * (gg - mb - xx * mg);
-                    }
-                }
-            });
         Ok(Tensor::from_shape_vec(grad_out.shape().to_vec(), dx).expect("sizes"))
+    }
+
+    fn fuse_activation(&mut self, act: Option<Act>) -> bool {
+        self.act = act;
+        true
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {

@@ -40,6 +40,7 @@ pub mod conv;
 mod error;
 pub mod gradcheck;
 pub mod graph;
+pub mod kernels;
 pub mod layers;
 pub mod loss;
 pub mod module;

@@ -91,6 +91,29 @@ pub trait Module: Send + Sync + std::fmt::Debug {
 
     /// A short description for summaries (`linear 1280→10`).
     fn describe(&self) -> String;
+
+    /// Applies `act` to this layer's output in its own pass, forward and backward, if the
+    /// layer can (`None` undoes it); returns whether it did. [`crate::Graph`] fuses an
+    /// activation into the layer before it this way, saving a pass over the values and a
+    /// copy of them. Layers that cannot keep the default.
+    fn fuse_activation(&mut self, act: Option<crate::Act>) -> bool {
+        let _ = act;
+        false
+    }
+
+    /// Whether backward computes the gradient of the input (on by default); returns
+    /// whether the layer can skip it. Off for a network's first layer when its input is
+    /// data that needs no gradient (images): backward then returns zeros, and saves the
+    /// work. Layers that cannot skip it keep the default.
+    fn set_input_grad(&mut self, on: bool) -> bool {
+        let _ = on;
+        false
+    }
+
+    /// The activation this layer is, if it is only one.
+    fn as_activation(&self) -> Option<crate::Act> {
+        None
+    }
 }
 
 /// `prefix.name`, or `name` at the top.

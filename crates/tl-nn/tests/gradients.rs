@@ -551,3 +551,222 @@ fn the_check_catches_a_wrong_gradient() {
     let r = check_module(&mut WrongScale, &x, &w, H, 10, &train_ctx).unwrap();
     assert!(r.max_error > 10.0 * GRAD_TOL, "{r:?}");
 }
+
+/// conv → BatchNorm → `act` as a graph (the activation fused into the BatchNorm) and as
+/// separate layers in a chain: the same outputs, input gradients and parameter gradients,
+/// bit for bit, in training (batch statistics) and evaluation.
+#[test]
+fn a_fused_batch_norm_and_activation_equal_the_separate_layers() {
+    for act in [Act::Relu, Act::Relu6, Act::Gelu] {
+        let build_conv = || {
+            let mut rng = seeded_rng(4, "fused");
+            Conv2d::init(3, 5, [3, 3], [1, 1], Padding::Explicit([1; 4]), 1, &mut rng).unwrap()
+        };
+        // Scale 4 and shift 2: ReLU6 sees values on both sides of 0 and of 6.
+        let bn = || {
+            BatchNorm::from_stats(
+                Array1::from_elem(5, 4.0),
+                Array1::from_elem(5, 2.0),
+                Array1::zeros(5),
+                Array1::ones(5),
+                1e-5,
+                0.1,
+            )
+            .unwrap()
+        };
+        let mut g = Graph::new();
+        let v = g
+            .push_layer("conv", Graph::INPUT, Box::new(build_conv()))
+            .unwrap();
+        let v = g.push_layer("bn", v, Box::new(bn())).unwrap();
+        g.push_layer("act", v, Box::new(Activation::new(act)))
+            .unwrap();
+        let mut chain = Sequential::new()
+            .push_named("conv", build_conv())
+            .push_named("bn", bn())
+            .push_named("act", Activation::new(act));
+        let x = random(&[4, 3, 5, 5], 21, "x");
+        for train in [true, false] {
+            let ctx = || if train { train_ctx() } else { Ctx::eval() };
+            let yg = g.forward(&x, &mut ctx()).unwrap();
+            let yc = chain.forward(&x, &mut ctx()).unwrap();
+            assert_eq!(yg, yc, "{act:?}, train {train}: outputs");
+            if !train {
+                continue;
+            }
+            if act == Act::Relu6 {
+                assert!(yg.iter().any(|&v| v == 6.0) && yg.iter().any(|&v| v == 0.0));
+            }
+            let w = random(yg.shape(), 22, "w");
+            assert_eq!(
+                g.backward(&w).unwrap(),
+                chain.backward(&w).unwrap(),
+                "{act:?}: dx"
+            );
+            let grads = |m: &dyn Module| {
+                let mut out = Vec::new();
+                m.visit("", &mut |n, p| out.push((n.to_string(), p.grad.clone())));
+                out
+            };
+            assert_eq!(grads(&g), grads(&chain), "{act:?}: parameter gradients");
+        }
+    }
+    // And the fused pass's gradient against finite differences (shifted by 3, the
+    // normalised values stay between ReLU6's kinks at 0 and 6).
+    let mut g = Graph::new();
+    let bn = BatchNorm::from_stats(
+        Array1::ones(3),
+        Array1::from_elem(3, 3.0),
+        Array1::zeros(3),
+        Array1::ones(3),
+        1e-5,
+        0.1,
+    )
+    .unwrap();
+    let v = g.push_layer("bn", Graph::INPUT, Box::new(bn)).unwrap();
+    g.push_layer("act", v, Box::new(Activation::new(Act::Relu6)))
+        .unwrap();
+    check_with(
+        "fused batchnorm + relu6",
+        &mut g,
+        &random(&[6, 3, 2, 2], 5, "x"),
+        1e-3,
+    );
+}
+
+/// Depthwise convolutions against naive loops, forward and backward (input, kernel and
+/// bias gradients, accumulated in f64), on every width from 1 to 20 (every remainder after
+/// the 16-value lanes and the stride-2 split), strides 1 and 2, explicit and SAME_UPPER
+/// padding, batch 1 and 3.
+#[test]
+fn depthwise_kernels_equal_naive_loops_on_every_remainder() {
+    for (stride, padding) in [
+        (1, Padding::Explicit([1; 4])),
+        (2, Padding::Explicit([1; 4])),
+        (2, Padding::Explicit([0; 4])),
+        (2, Padding::SameUpper),
+        (1, Padding::SameUpper),
+    ] {
+        for w in 1..=20 {
+            for (n, h) in [(1, 3), (3, 5)] {
+                let what = format!("stride {stride}, {padding:?}, batch {n}, {h}x{w}");
+                let mut rng = seeded_rng(w as u64, "dw");
+                let mut c =
+                    Conv2d::init(4, 4, [3, 3], [stride, stride], padding, 4, &mut rng).unwrap();
+                let x = random(&[n, 4, h, w], w as u64, "x");
+                let Ok(y) = c.forward(&x, &mut train_ctx()) else {
+                    continue;
+                };
+                let expect = naive_conv(&c, &x);
+                let d = (&y - &expect).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                assert!(d < CONV_TOL, "{what}: forward differs by {d}");
+                let dy = random(y.shape(), 9, "dy");
+                let dx = c.backward(&dy).unwrap();
+                let (ndx, ndk, ndb) = naive_depthwise_backward(&c, &x, &dy);
+                let close = |a: &[f32], b: &[f64]| {
+                    a.iter().zip(b).all(|(&a, &b)| (a as f64 - b).abs() < 1e-4)
+                };
+                assert!(
+                    close(dx.as_slice().unwrap(), &ndx),
+                    "{what}: input gradient"
+                );
+                assert!(
+                    close(c.weight.grad.as_slice().unwrap(), &ndk),
+                    "{what}: kernel gradient"
+                );
+                assert!(
+                    close(c.bias.grad.as_slice().unwrap(), &ndb),
+                    "{what}: bias gradient"
+                );
+            }
+        }
+    }
+}
+
+/// The input, kernel and bias gradients of a depthwise convolution by definition, in f64.
+fn naive_depthwise_backward(c: &Conv2d, x: &Tensor, dy: &Tensor) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (n, ch, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (oh, ow) = (dy.shape()[2], dy.shape()[3]);
+    let ([kh, kw], [sh, sw]) = (c.kernel(), c.stride);
+    let (pt, pl) = match c.padding {
+        Padding::Explicit([t, l, _, _]) => (t, l),
+        Padding::SameUpper => (
+            ((oh - 1) * sh + kh).saturating_sub(h) / 2,
+            ((ow - 1) * sw + kw).saturating_sub(w) / 2,
+        ),
+    };
+    let mut dx = vec![0.0f64; x.len()];
+    let mut dk = vec![0.0f64; ch * kh * kw];
+    let mut db = vec![0.0f64; ch];
+    for b in 0..n {
+        for cc in 0..ch {
+            for y in 0..oh {
+                for xx in 0..ow {
+                    let g = dy[[b, cc, y, xx]] as f64;
+                    db[cc] += g;
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let iy = (y * sh + ky) as isize - pt as isize;
+                            let ix = (xx * sw + kx) as isize - pl as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                let (iy, ix) = (iy as usize, ix as usize);
+                                dk[(cc * kh + ky) * kw + kx] += g * x[[b, cc, iy, ix]] as f64;
+                                dx[((b * ch + cc) * h + iy) * w + ix] +=
+                                    g * c.weight.value[[cc, 0, ky, kx]] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (dx, dk, db)
+}
+
+/// Without the input's gradient, a graph's parameter gradients are unchanged, and the
+/// layers reading the input (a 3×3 and a 1×1 convolution here) contribute zeros to it.
+#[test]
+fn skipping_the_input_gradient_leaves_parameter_gradients_unchanged() {
+    let build = || {
+        let mut rng = seeded_rng(6, "skip");
+        let mut g = Graph::new();
+        let v = g
+            .push_layer(
+                "stem",
+                Graph::INPUT,
+                Box::new(
+                    Conv2d::init(3, 4, [3, 3], [2, 2], Padding::SameUpper, 1, &mut rng).unwrap(),
+                ),
+            )
+            .unwrap();
+        let v = g.push_layer("bn", v, Box::new(BatchNorm::new(4))).unwrap();
+        let v = g
+            .push_layer("act", v, Box::new(Activation::new(Act::Relu6)))
+            .unwrap();
+        g.push_layer(
+            "pw",
+            v,
+            Box::new(
+                Conv2d::init(4, 2, [1, 1], [1, 1], Padding::Explicit([0; 4]), 1, &mut rng).unwrap(),
+            ),
+        )
+        .unwrap();
+        g
+    };
+    let x = random(&[3, 3, 6, 5], 30, "x");
+    let run = |input_grad: bool| {
+        let mut g = build();
+        g.set_input_grad(input_grad);
+        let y = g.forward(&x, &mut train_ctx()).unwrap();
+        let dx = g.backward(&random(y.shape(), 31, "w")).unwrap();
+        let mut grads = Vec::new();
+        g.visit("", &mut |n, p| grads.push((n.to_string(), p.grad.clone())));
+        (dx, grads)
+    };
+    let (dx_on, grads_on) = run(true);
+    let (dx_off, grads_off) = run(false);
+    assert_eq!(grads_on, grads_off);
+    assert!(dx_on.iter().any(|&v| v != 0.0));
+    assert!(dx_off.iter().all(|&v| v == 0.0));
+    assert_eq!(dx_off.shape(), x.shape());
+}

@@ -356,6 +356,8 @@ impl Finetuning {
         if let Some(node) = &cfg.freeze_until {
             imp.layers.freeze_through(node)?;
         }
+        // The backbone's input is data (pixels or cached maps): no gradient for it.
+        imp.layers.set_input_grad(false);
         let width = src.width;
         let side = ((width / imp.in_channels) as f64).sqrt().round() as usize;
         if side * side * imp.in_channels != width {
