@@ -333,6 +333,9 @@ struct Rows<'a> {
 impl Rows<'_> {
     /// The contiguous run of `len` values `row[(from + i)·stride + off]`, `i < len`.
     fn run(&self, from: usize, off: isize, len: usize) -> &[f32] {
+        if len == 0 {
+            return &[];
+        }
         if self.stride == 1 {
             let at = (from as isize + off) as usize;
             return &self.even[at..at + len];
@@ -468,6 +471,9 @@ fn dw_backward(
             if g.sw == 1 {
                 for kx in 0..g.kw {
                     let (xlo, xhi) = t.x[kx];
+                    if xhi <= xlo {
+                        continue;
+                    }
                     let at = xlo + kx - g.pl;
                     let wv = k[ky * g.kw + kx];
                     let (gs, src) = (&gy[xlo..xhi], &row[at..at + xhi - xlo]);
@@ -484,6 +490,9 @@ fn dw_backward(
             let n_even = g.w.div_ceil(2);
             for kx in 0..g.kw {
                 let (xlo, xhi) = t.x[kx];
+                if xhi <= xlo {
+                    continue;
+                }
                 let len = xhi - xlo;
                 let off = kx as isize - g.pl as isize;
                 let wv = k[ky * g.kw + kx];

@@ -636,23 +636,35 @@ fn a_fused_batch_norm_and_activation_equal_the_separate_layers() {
 
 /// Depthwise convolutions against naive loops, forward and backward (input, kernel and
 /// bias gradients, accumulated in f64), on every width from 1 to 20 (every remainder after
-/// the 16-value lanes and the stride-2 split), strides 1 and 2, explicit and SAME_UPPER
-/// padding, batch 1 and 3.
+/// the 16-value lanes and the stride-2 split), heights 1 to 5, 3×3 and 5×5 kernels,
+/// strides 1 and 2, symmetric, asymmetric and SAME_UPPER padding, batch 1 and 3.
 #[test]
 fn depthwise_kernels_equal_naive_loops_on_every_remainder() {
-    for (stride, padding) in [
-        (1, Padding::Explicit([1; 4])),
-        (2, Padding::Explicit([1; 4])),
-        (2, Padding::Explicit([0; 4])),
-        (2, Padding::SameUpper),
-        (1, Padding::SameUpper),
+    for (kernel, stride, padding) in [
+        (3, 1, Padding::Explicit([1; 4])),
+        (3, 2, Padding::Explicit([1; 4])),
+        (3, 2, Padding::Explicit([0; 4])),
+        (3, 2, Padding::SameUpper),
+        (3, 1, Padding::SameUpper),
+        (5, 2, Padding::SameUpper),
+        (5, 1, Padding::Explicit([2; 4])),
+        (5, 2, Padding::Explicit([1, 2, 2, 1])),
+        (3, 2, Padding::Explicit([0, 0, 1, 1])),
     ] {
         for w in 1..=20 {
-            for (n, h) in [(1, 3), (3, 5)] {
-                let what = format!("stride {stride}, {padding:?}, batch {n}, {h}x{w}");
+            for (n, h) in [(1, 1), (1, 3), (3, 5)] {
+                let what = format!("{kernel}x{kernel}/{stride}, {padding:?}, batch {n}, {h}x{w}");
                 let mut rng = seeded_rng(w as u64, "dw");
-                let mut c =
-                    Conv2d::init(4, 4, [3, 3], [stride, stride], padding, 4, &mut rng).unwrap();
+                let mut c = Conv2d::init(
+                    4,
+                    4,
+                    [kernel, kernel],
+                    [stride, stride],
+                    padding,
+                    4,
+                    &mut rng,
+                )
+                .unwrap();
                 let x = random(&[n, 4, h, w], w as u64, "x");
                 let Ok(y) = c.forward(&x, &mut train_ctx()) else {
                     continue;
