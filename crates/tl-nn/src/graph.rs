@@ -1,8 +1,10 @@
-//! [`Graph`]: layers wired as a directed acyclic graph, for networks that are not a chain
-//! (the residual `Add` of inverted-residual blocks).
+//! [`Graph`]: layers wired as a directed acyclic graph, for networks that are not a chain:
+//! the residual `Add` of inverted-residual blocks, the channel `Concat` of Inception
+//! blocks, and several tapped outputs (a detector's pyramid levels).
 //!
-//! Value 0 is the graph's input; node `i` produces value `i + 1`; the last node's value is
-//! the output. Nodes are kept in topological order (each reads values made before it).
+//! Value 0 is the graph's input; node `i` produces value `i + 1`; the outputs are the last
+//! node's value, or the values [`Graph::set_outputs`] names ([`Graph::forward_all`] and
+//! [`Graph::backward_all`] run them together). Nodes are kept in topological order (each reads values made before it).
 //! Parameters are named `<node>.<param>`, so a backbone imported from ONNX keeps its node
 //! names.
 //!
@@ -24,6 +26,9 @@ pub enum Op {
     Layer(Box<dyn Module>),
     /// The elementwise sum of two values of the same shape.
     Add,
+    /// The values joined along the channel axis (axis 1); the other axes must agree. The
+    /// channel counts of the last training pass are kept for backward.
+    Concat(Vec<usize>),
 }
 
 /// One node: its name, the values it reads and its op.
@@ -44,6 +49,8 @@ pub struct Graph {
     /// Which nodes are activations fused into the layer before them (made at the first
     /// pass after the graph last changed; see [`Graph::fuse`]).
     fused: Option<Vec<bool>>,
+    /// The values returned, in order; empty: the last node's.
+    outputs: Vec<usize>,
 }
 
 impl Graph {
@@ -100,6 +107,48 @@ impl Graph {
             op: Op::Add,
         });
         Ok(self.nodes.len())
+    }
+
+    /// Appends the concatenation of `inputs` along the channel axis; returns the value it
+    /// makes.
+    pub fn push_concat(&mut self, name: &str, inputs: &[usize]) -> Result<usize> {
+        if inputs.is_empty() {
+            return Err(Error::invalid(
+                "graph",
+                format!("concat node `{name}` has no inputs"),
+            ));
+        }
+        self.check_inputs(name, inputs)?;
+        self.unfuse();
+        self.nodes.push(Node {
+            name: name.to_string(),
+            inputs: inputs.to_vec(),
+            op: Op::Concat(Vec::new()),
+        });
+        Ok(self.nodes.len())
+    }
+
+    /// Makes `values` the graph's outputs, in that order (a value may be any node's, or
+    /// the input); [`Graph::forward_all`] returns them. Empty: the last node's value.
+    pub fn set_outputs(&mut self, values: &[usize]) -> Result<()> {
+        if let Some(&v) = values.iter().find(|&&v| v > self.nodes.len()) {
+            return Err(Error::invalid(
+                "graph outputs",
+                format!("value {v} does not exist ({} values)", self.nodes.len() + 1),
+            ));
+        }
+        self.unfuse();
+        self.outputs = values.to_vec();
+        Ok(())
+    }
+
+    /// The output values: those set, or the last node's.
+    pub fn outputs(&self) -> Vec<usize> {
+        if self.outputs.is_empty() {
+            vec![self.nodes.len()]
+        } else {
+            self.outputs.clone()
+        }
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -164,12 +213,16 @@ impl Graph {
                 readers[v] += 1;
             }
         }
+        // A tapped value is read from outside: never fused away.
+        for v in self.outputs() {
+            readers[v] += 1;
+        }
         let mut fused = vec![false; self.nodes.len()];
         for j in 1..self.nodes.len() {
             let i = j - 1;
             let act = match &self.nodes[j].op {
                 Op::Layer(l) => l.as_activation(),
-                Op::Add => None,
+                Op::Add | Op::Concat(_) => None,
             };
             let (Some(act), true) = (act, self.nodes[j].inputs == [i + 1]) else {
                 continue;
@@ -227,18 +280,27 @@ fn add_into(slot: &mut Option<Tensor>, g: &Tensor) {
     }
 }
 
-impl Module for Graph {
-    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+impl Graph {
+    /// Runs the graph on `x` and returns its outputs (see [`Graph::set_outputs`]) in order.
+    /// Values are dropped as soon as no later node or output needs them.
+    pub fn forward_all(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
+        let outputs = self.outputs();
+        if ctx.train {
+            self.input_shape = Some(x.shape().to_vec());
+        }
         if self.nodes.is_empty() {
-            return Ok(x.clone());
+            return Ok(vec![x.clone(); outputs.len()]);
         }
         self.fuse();
         let fused = self.fused.clone().expect("fused above");
         let last = self.last_use();
+        let mut kept = vec![false; self.nodes.len() + 1];
+        for &v in &outputs {
+            kept[v] = true;
+        }
         let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
         values[0] = Some(x.clone());
         let mut frozen_ctx = Ctx::eval();
-        let out = self.nodes.len();
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if fused[i] {
                 // Computed by the layer before: the value moves on.
@@ -264,27 +326,70 @@ impl Module for Graph {
                     }
                     a + b
                 }
+                Op::Concat(channels) => {
+                    let parts: Vec<_> = node.inputs.iter().map(|&v| get(v).view()).collect();
+                    let first = parts[0].shape().to_vec();
+                    for p in &parts {
+                        let s = p.shape();
+                        let fits = s.len() == first.len()
+                            && s.len() >= 2
+                            && s.iter()
+                                .zip(&first)
+                                .enumerate()
+                                .all(|(a, (x, y))| a == 1 || x == y);
+                        if !fits {
+                            return Err(Error::shape(
+                                format!("inputs of `{}` (Concat)", node.name),
+                                format!("shapes that differ only in axis 1, the first {first:?}"),
+                                s,
+                            ));
+                        }
+                    }
+                    if c.train {
+                        *channels = parts.iter().map(|p| p.shape()[1]).collect();
+                    }
+                    ndarray::concatenate(ndarray::Axis(1), &parts).expect("shapes checked")
+                }
             };
             for &v in &node.inputs {
-                if last[v] == i && v != out {
+                if last[v] == i && !kept[v] {
                     values[v] = None;
                 }
             }
             values[i + 1] = Some(y);
         }
-        if ctx.train {
-            self.input_shape = Some(x.shape().to_vec());
+        // An output named twice gets a copy; the rest move out.
+        let mut out = Vec::with_capacity(outputs.len());
+        for (k, &v) in outputs.iter().enumerate() {
+            let again = outputs[k + 1..].contains(&v);
+            let t = if again {
+                values[v].clone()
+            } else {
+                values[v].take()
+            };
+            out.push(t.expect("outputs are kept"));
         }
-        Ok(values[out].take().expect("the last node's value"))
+        Ok(out)
     }
 
-    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+    /// The backward pass of [`Graph::forward_all`] (in training mode): `grads[k]` is the
+    /// loss's gradient at output `k` (`None`: the loss does not depend on it). Returns the
+    /// gradient at the input.
+    pub fn backward_all(&mut self, grads_out: &[Option<Tensor>]) -> Result<Tensor> {
         let shape = crate::module::cached(&self.input_shape, "graph")?.clone();
-        if self.nodes.is_empty() {
-            return Ok(grad_out.clone());
+        let outputs = self.outputs();
+        if grads_out.len() != outputs.len() {
+            return Err(Error::invalid(
+                "graph output gradients",
+                format!("{} for {} outputs", grads_out.len(), outputs.len()),
+            ));
         }
         let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
-        grads[self.nodes.len()] = Some(grad_out.clone());
+        for (&v, g) in outputs.iter().zip(grads_out) {
+            if let Some(g) = g {
+                add_into(&mut grads[v], g);
+            }
+        }
         let fused = self.fused.clone().unwrap_or_default();
         for i in (self.frozen..self.nodes.len()).rev() {
             let Some(g) = grads[i + 1].take() else {
@@ -305,9 +410,38 @@ impl Module for Graph {
                     add_into(&mut grads[node.inputs[0]], &g);
                     add_into(&mut grads[node.inputs[1]], &g);
                 }
+                Op::Concat(channels) => {
+                    if channels.len() != node.inputs.len() {
+                        return Err(Error::NoForward(format!("concat `{}`", node.name)));
+                    }
+                    let mut at = 0;
+                    for (&v, &c) in node.inputs.iter().zip(channels.iter()) {
+                        let part = g.slice_axis(ndarray::Axis(1), ndarray::Slice::from(at..at + c));
+                        add_into(&mut grads[v], &part.to_owned());
+                        at += c;
+                    }
+                }
             }
         }
         Ok(grads[0].take().unwrap_or_else(|| Tensor::zeros(shape)))
+    }
+}
+
+impl Module for Graph {
+    /// The graph's one output ([`Graph::forward_all`] for several).
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let n = self.outputs().len();
+        if n != 1 {
+            return Err(Error::invalid(
+                "graph",
+                format!("it has {n} outputs: run it with forward_all"),
+            ));
+        }
+        Ok(self.forward_all(x, ctx)?.pop().expect("one output"))
+    }
+
+    fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
+        self.backward_all(&[Some(grad_out.clone())])
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {
@@ -333,6 +467,7 @@ impl Module for Graph {
             let d = match &n.op {
                 Op::Layer(l) => l.describe(),
                 Op::Add => "add".into(),
+                Op::Concat(_) => "concat".into(),
             };
             let kind = d.split([' ', '/']).next().unwrap_or("").to_string();
             if !kinds.contains_key(&kind) {

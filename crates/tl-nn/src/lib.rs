@@ -45,6 +45,7 @@ pub mod layers;
 pub mod loss;
 pub mod module;
 pub mod optim;
+pub mod pool;
 
 pub use conv::{Conv2d, Padding};
 pub use error::{Error, Result, check_finite};
@@ -55,3 +56,4 @@ pub use layers::{
 pub use loss::{CrossEntropy, softmax};
 pub use module::{Ctx, Module, ModuleExt, Param, ParamKind, Sequential, Tensor};
 pub use optim::{LrGroups, OptState, Optimizer, Schedule, step};
+pub use pool::{Pool2d, PoolKind};

@@ -19,6 +19,20 @@ fn random(shape: &[usize], seed: u64, stream: &str) -> Tensor {
     Tensor::from_shape_fn(shape.to_vec(), |_| rng.random_range(-1.0f32..1.0))
 }
 
+/// Distinct values 0.05 apart in a seeded order: a step of ±H never changes which value of
+/// a max-pooling window is largest.
+fn spaced(shape: &[usize], seed: u64) -> Tensor {
+    use rand::seq::SliceRandom;
+    let n: usize = shape.iter().product();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut seeded_rng(seed, "spaced"));
+    Tensor::from_shape_vec(
+        shape.to_vec(),
+        order.iter().map(|&i| i as f32 * 0.05 - 1.0).collect(),
+    )
+    .unwrap()
+}
+
 /// Values at least `gap` away from the kinks at 0 and 6, so ±H never crosses one.
 fn away_from_kinks(shape: &[usize], seed: u64) -> Tensor {
     random(shape, seed, "kinks")
@@ -781,4 +795,213 @@ fn skipping_the_input_gradient_leaves_parameter_gradients_unchanged() {
     assert!(dx_on.iter().any(|&v| v != 0.0));
     assert!(dx_off.iter().all(|&v| v == 0.0));
     assert_eq!(dx_off.shape(), x.shape());
+}
+
+/// ONNX pooling by its definition, in f64: max over the window's positions inside the
+/// input, or their sum divided by the window (padding included) or by those positions.
+fn naive_pool(p: &tl_nn::Pool2d, x: &Tensor) -> Tensor {
+    let (n, c, h, w) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let ([kh, kw], [sh, sw]) = (p.kernel, p.stride);
+    let (pt, pl, oh, ow) = match p.padding {
+        Padding::Explicit([t, l, b, r]) => {
+            (t, l, (h + t + b - kh) / sh + 1, (w + l + r - kw) / sw + 1)
+        }
+        Padding::SameUpper => {
+            let (oh, ow) = (h.div_ceil(sh), w.div_ceil(sw));
+            (
+                ((oh - 1) * sh + kh).saturating_sub(h) / 2,
+                ((ow - 1) * sw + kw).saturating_sub(w) / 2,
+                oh,
+                ow,
+            )
+        }
+    };
+    Tensor::from_shape_fn(vec![n, c, oh, ow], |d| {
+        let (mut best, mut sum, mut count) = (f64::NEG_INFINITY, 0.0f64, 0usize);
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let iy = (d[2] * sh + ky) as isize - pt as isize;
+                let ix = (d[3] * sw + kx) as isize - pl as isize;
+                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                    let v = x[[d[0], d[1], iy as usize, ix as usize]] as f64;
+                    best = best.max(v);
+                    sum += v;
+                    count += 1;
+                }
+            }
+        }
+        match p.kind {
+            tl_nn::PoolKind::Max => best as f32,
+            tl_nn::PoolKind::Average {
+                count_include_pad: true,
+            } => (sum / (kh * kw) as f64) as f32,
+            tl_nn::PoolKind::Average {
+                count_include_pad: false,
+            } => (sum / count as f64) as f32,
+        }
+    })
+}
+
+#[test]
+fn pooling_equals_onnx_by_definition_and_its_gradients_are_exact() {
+    use tl_nn::{Pool2d, PoolKind};
+    let kinds = [
+        PoolKind::Max,
+        PoolKind::Average {
+            count_include_pad: true,
+        },
+        PoolKind::Average {
+            count_include_pad: false,
+        },
+    ];
+    let windows = [
+        ([3, 3], [1, 1], Padding::Explicit([1; 4])),
+        ([3, 3], [2, 2], Padding::Explicit([0; 4])),
+        ([3, 3], [2, 2], Padding::SameUpper),
+        ([2, 2], [2, 2], Padding::Explicit([0; 4])),
+        ([5, 5], [1, 1], Padding::Explicit([2; 4])),
+    ];
+    for kind in kinds {
+        for (kernel, stride, padding) in windows {
+            let what = format!("{kind:?} {kernel:?}/{stride:?} {padding:?}");
+            for (h, w) in [(7, 6), (8, 5), (5, 5)] {
+                let mut p = Pool2d::new(kind, kernel, stride, padding).unwrap();
+                let x = random(&[2, 3, h, w], 40, "x");
+                let y = p.forward(&x, &mut Ctx::eval()).unwrap();
+                let expect = naive_pool(&p, &x);
+                assert_eq!(y.shape(), expect.shape(), "{what}");
+                let d = (&y - &expect).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                assert!(d < CONV_TOL, "{what} on {h}x{w}: max diff {d}");
+            }
+            // Values well apart: max pooling is differentiable at them.
+            let mut p = Pool2d::new(kind, kernel, stride, padding).unwrap();
+            check(&what, &mut p, &spaced(&[2, 2, 7, 6], 41));
+        }
+    }
+    let err = Pool2d::new(PoolKind::Max, [0, 3], [1, 1], Padding::SameUpper).unwrap_err();
+    assert!(err.to_string().contains("kernel"), "{err}");
+}
+
+/// An Inception-like block: two branches (a 1×1 convolution, a 3×3 max pool then a 1×1
+/// convolution) joined by `Concat` along the channels.
+fn concat_block(seed: u64) -> Graph {
+    let mut rng = seeded_rng(seed, "concat");
+    let mut g = Graph::new();
+    let pw = |i, o, rng: &mut _| {
+        Box::new(Conv2d::init(i, o, [1, 1], [1, 1], Padding::Explicit([0; 4]), 1, rng).unwrap())
+    };
+    let a = g.push_layer("a", Graph::INPUT, pw(3, 2, &mut rng)).unwrap();
+    let p = g
+        .push_layer(
+            "pool",
+            Graph::INPUT,
+            Box::new(
+                tl_nn::Pool2d::new(
+                    tl_nn::PoolKind::Max,
+                    [3, 3],
+                    [1, 1],
+                    Padding::Explicit([1; 4]),
+                )
+                .unwrap(),
+            ),
+        )
+        .unwrap();
+    let b = g.push_layer("b", p, pw(3, 4, &mut rng)).unwrap();
+    g.push_concat("cat", &[a, b, Graph::INPUT]).unwrap();
+    g
+}
+
+#[test]
+fn a_concat_of_branches_joins_channels_and_its_gradient_is_exact() {
+    let x = spaced(&[3, 3, 5, 4], 42);
+    let mut g = concat_block(1);
+    let y = g.forward(&x, &mut Ctx::eval()).unwrap();
+    assert_eq!(y.shape(), [3, 2 + 4 + 3, 5, 4]);
+    // The last three channels are the input itself.
+    assert_eq!(y.slice(ndarray::s![.., 6.., .., ..]).into_dyn(), x.view());
+    check("concat block", &mut concat_block(1), &x);
+    // Inputs that differ in more than the channels are refused by name.
+    let mut bad = Graph::new();
+    let mut rng = seeded_rng(2, "bad");
+    let s = bad
+        .push_layer(
+            "down",
+            Graph::INPUT,
+            Box::new(Conv2d::init(3, 3, [3, 3], [2, 2], Padding::SameUpper, 1, &mut rng).unwrap()),
+        )
+        .unwrap();
+    bad.push_concat("join", &[s, Graph::INPUT]).unwrap();
+    let err = bad.forward(&x, &mut Ctx::eval()).unwrap_err().to_string();
+    assert!(err.contains("`join` (Concat)"), "{err}");
+}
+
+/// A graph with two tapped outputs seen as one module: both outputs flattened side by side,
+/// so that the finite-difference check covers `forward_all` and `backward_all` together.
+#[derive(Debug)]
+struct Taps(Graph);
+
+impl Module for Taps {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> tl_nn::Result<Tensor> {
+        let outs = self.0.forward_all(x, ctx)?;
+        let n = x.shape()[0];
+        let flat: Vec<_> = outs
+            .iter()
+            .map(|t| t.to_shape((n, t.len() / n)).unwrap().to_owned())
+            .collect();
+        let views: Vec<_> = flat.iter().map(|t| t.view()).collect();
+        Ok(ndarray::concatenate(ndarray::Axis(1), &views)
+            .unwrap()
+            .into_dyn())
+    }
+
+    fn backward(&mut self, g: &Tensor) -> tl_nn::Result<Tensor> {
+        // Output shapes: [n, 2, 5, 4] (the first convolution) and [n, 9, 5, 4] (the concat).
+        let n = g.shape()[0];
+        let first = 2 * 5 * 4;
+        let a = g
+            .slice(ndarray::s![.., ..first])
+            .to_shape((n, 2, 5, 4))
+            .unwrap()
+            .to_owned();
+        let b = g
+            .slice(ndarray::s![.., first..])
+            .to_shape((n, 9, 5, 4))
+            .unwrap()
+            .to_owned();
+        self.0
+            .backward_all(&[Some(a.into_dyn()), Some(b.into_dyn())])
+    }
+
+    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &tl_nn::Param)) {
+        self.0.visit(p, f)
+    }
+
+    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut tl_nn::Param)) {
+        self.0.visit_mut(p, f)
+    }
+
+    fn describe(&self) -> String {
+        "taps".into()
+    }
+}
+
+#[test]
+fn tapped_outputs_run_together_and_their_gradients_add() {
+    let x = spaced(&[3, 3, 5, 4], 43);
+    let mut g = concat_block(3);
+    let a = 1; // the value of node `a`
+    let cat = g.len();
+    g.set_outputs(&[a, cat]).unwrap();
+    assert_eq!(g.outputs(), [a, cat]);
+    let outs = g.forward_all(&x, &mut Ctx::eval()).unwrap();
+    assert_eq!(outs.len(), 2);
+    assert_eq!(
+        outs[0].view(),
+        outs[1].slice(ndarray::s![.., ..2, .., ..]).into_dyn()
+    );
+    // One output through `forward` is refused: the graph has two.
+    let err = g.forward(&x, &mut Ctx::eval()).unwrap_err().to_string();
+    assert!(err.contains("2 outputs"), "{err}");
+    assert!(g.set_outputs(&[99]).is_err());
+    check("two tapped outputs", &mut Taps(g), &x);
 }
