@@ -8,5 +8,6 @@ criterion::criterion_main!(
     benchmarks::preprocess::benches,
     benchmarks::inference::benches,
     benchmarks::heads::benches,
-    benchmarks::finetune::benches
+    benchmarks::finetune::benches,
+    benchmarks::kernels::benches
 );

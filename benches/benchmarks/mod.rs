@@ -1,6 +1,7 @@
 pub mod finetune;
 pub mod heads;
 pub mod inference;
+pub mod kernels;
 pub mod preprocess;
 
 use std::path::PathBuf;
