@@ -14,7 +14,8 @@ use std::collections::{HashMap, HashSet};
 use ndarray::Array1;
 use serde::{Deserialize, Serialize};
 use tl_nn::{
-    Act, Activation, BatchNorm, Conv2d, GlobalAvgPool, Graph, Linear, Module, Padding, Tensor,
+    Act, Activation, BatchNorm, Conv2d, GlobalAvgPool, Graph, Linear, Module, Padding, Pool2d,
+    PoolKind, Tensor,
 };
 use tl_onnx::{
     OnnxModel,
@@ -47,7 +48,7 @@ pub struct Imported {
     pub width: usize,
 }
 
-const SUPPORTED: &str = "fine-tuning supports Conv (any kernel, stride, pads or SAME_UPPER, groups; no dilation), BatchNormalization, Clip (as ReLU6), Relu, Add, GlobalAveragePool, Flatten after it, and Gemm (transB = 1)";
+const SUPPORTED: &str = "fine-tuning supports Conv (any kernel, stride, pads or SAME_UPPER, groups; no dilation), BatchNormalization, Clip (as ReLU6), Relu, Add, Concat (axis 1), MaxPool and AveragePool (2-D, no dilation, ceil_mode 0), GlobalAveragePool, Flatten after it, and Gemm (transB = 1)";
 
 fn unsupported(node: &NodeProto, reason: impl Into<String>) -> Error {
     Error::Unsupported {
@@ -292,8 +293,9 @@ pub fn import_graph(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
                 )
             })
         };
-        // Every node but Add reads one value; its other inputs must be initializers.
-        if node.op_type != "Add" && data.len() > 1 {
+        // Every node but Add and Concat reads one value; its other inputs must be
+        // initializers.
+        if !matches!(node.op_type.as_str(), "Add" | "Concat") && data.len() > 1 {
             return Err(unsupported(
                 node,
                 format!("input `{}` is not a constant initializer", data[1]),
@@ -430,6 +432,45 @@ pub fn import_graph(model: &OnnxModel, from: &str, to: &str) -> Result<Imported>
                 )))
             }
             "Add" => None,
+            "Concat" => {
+                if int(node, "axis") != Some(1) {
+                    return Err(unsupported(node, format!("only axis 1: {SUPPORTED}")));
+                }
+                let inputs = (0..data.len()).map(input).collect::<Result<Vec<_>>>()?;
+                let out = g.push_concat(&name, &inputs)?;
+                value.insert(node.output[0].clone(), out);
+                continue;
+            }
+            "MaxPool" | "AveragePool" => {
+                let kernel = ints(node, "kernel_shape").unwrap_or_default();
+                let stride = ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
+                let plain = kernel.len() == 2
+                    && stride.len() == 2
+                    && kernel.iter().chain(&stride).all(|&v| v >= 1)
+                    && int(node, "ceil_mode").unwrap_or(0) == 0
+                    && ints(node, "dilations").is_none_or(|d| d.iter().all(|&v| v == 1))
+                    && node.output.iter().skip(1).all(String::is_empty);
+                if !plain {
+                    return Err(unsupported(
+                        node,
+                        format!("kernel {kernel:?}, strides {stride:?}: {SUPPORTED}"),
+                    ));
+                }
+                let kind = if node.op_type == "MaxPool" {
+                    PoolKind::Max
+                } else {
+                    PoolKind::Average {
+                        count_include_pad: int(node, "count_include_pad") == Some(1),
+                    }
+                };
+                let pair = |v: &[i64]| [v[0] as usize, v[1] as usize];
+                Some(Box::new(Pool2d::new(
+                    kind,
+                    pair(&kernel),
+                    pair(&stride),
+                    padding(node)?,
+                )?))
+            }
             // Global pooling already gives [N, C].
             "Flatten" if data.first().is_some_and(|d| pooled.contains(*d)) => {
                 value.insert(node.output[0].clone(), input(0)?);

@@ -12,7 +12,7 @@ use tl_head::{
     net::{HeadNet, HeadSpec, TaskSpec},
     train::{Labelled, TrainConfig, Trainer},
 };
-use tl_nn::{Act, ModuleExt, checkpoint::named_params, softmax};
+use tl_nn::{Act, Module, ModuleExt, checkpoint::named_params, softmax};
 use tl_onnx::OnnxModel;
 use tl_runtime::{Input, Runtime, RuntimeOptions, Session, SessionOptions};
 
@@ -491,5 +491,69 @@ fn a_random_initialisation_replaces_every_pretrained_weight() {
             assert!(v.iter().all(|x| x.abs() <= bound), "{name}");
             assert_ne!(v, old, "{name}");
         }
+    }
+}
+
+/// An Inception-like network (a stem, then 1×1, 3×3 and 5×5 branches and a 3×3 max pool
+/// with a 1×1 convolution, joined by `Concat`; `tl_onnx::fixtures::tiny("inception")`)
+/// imports whole: its features equal ONNX Runtime's, and one training step runs through
+/// the concat and the pooling with every branch getting a gradient. An average pool
+/// variant of the same file (count_include_pad 0 and 1) imports exactly too.
+#[test]
+fn an_inception_block_with_concat_and_pooling_imports_exactly_and_trains() {
+    let backbone = tl_onnx::fixtures::tiny("inception", 5, 4).unwrap();
+    let with_features = backbone.with_outputs(&["features"]).unwrap();
+    let x = input(2);
+    for include_pad in [None, Some(0), Some(1)] {
+        let mut model = with_features.clone().into_proto();
+        if let Some(c) = include_pad {
+            let graph = model.graph.as_mut().unwrap();
+            let pool = graph
+                .node
+                .iter_mut()
+                .find(|n| n.op_type == "MaxPool")
+                .unwrap();
+            pool.op_type = "AveragePool".into();
+            pool.attribute.push(tl_onnx::proto::AttributeProto {
+                name: "count_include_pad".into(),
+                r#type: tl_onnx::proto::AttributeType::Int as i32,
+                i: c,
+                ..Default::default()
+            });
+        }
+        let model = OnnxModel::from_proto(model).unwrap();
+        let mut session = Session::from_model(
+            runtime(),
+            &model,
+            "tiny-inception",
+            &SessionOptions::default(),
+        )
+        .unwrap();
+        let features = run(&mut session, &x, &["features"])
+            .remove("features")
+            .unwrap();
+        let mut imp = import_graph(&model, "input", "features").unwrap();
+        let d = max_diff(&imp.layers.predict(&x).unwrap(), &features);
+        println!("tiny inception ({include_pad:?}): imported vs ONNX Runtime: max diff {d:.2e}");
+        assert!(d < FEATURE_TOL, "{include_pad:?}: {d}");
+        let described = imp.layers.describe();
+        assert!(described.contains("concat"), "{described}");
+        let y = imp
+            .layers
+            .forward(
+                &x,
+                &mut tl_nn::Ctx::train(tl_core::rng::seeded_rng(0, "step")),
+            )
+            .unwrap();
+        imp.layers
+            .backward(&ndarray::ArrayD::ones(y.raw_dim()))
+            .unwrap();
+        let mut silent = Vec::new();
+        imp.layers.visit("", &mut |n, p| {
+            if n.ends_with(".weight") && p.grad.iter().all(|&v| v == 0.0) {
+                silent.push(n.to_string());
+            }
+        });
+        assert!(silent.is_empty(), "no gradient reached {silent:?}");
     }
 }
