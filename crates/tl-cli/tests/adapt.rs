@@ -648,4 +648,27 @@ fn rank_scores_candidates_and_correlates_them_with_the_probe() {
     assert!((-1.0..=1.0).contains(&tau));
     // A budget of 10 per class: 9 training and 1 validation row per class.
     assert_eq!(v["rows"]["train"], 90, "{}", v["rows"]);
+    // 90 rows of 1,280 features at 32 px, where the fit interpolates: EfficientNet-Lite0's
+    // LogME was NaN (computed from the 1,280 × 1,280 FᵀF) and ranked nothing.
+    let v = ok_json(&tl(&[
+        "--json",
+        "rank",
+        "--data",
+        "sklearn-digits",
+        "--image-size",
+        "32",
+        "--budget",
+        "10",
+        "--models",
+        "efficientnet-lite0,mobilenet-v2",
+    ]));
+    for cand in v["candidates"].as_array().unwrap() {
+        let logme = cand["logme"].as_f64();
+        assert!(logme.is_some_and(f64::is_finite), "{cand}");
+    }
+    assert!(
+        v["kendall_tau_with_probe_accuracy"]["logme"]
+            .as_f64()
+            .is_some()
+    );
 }
