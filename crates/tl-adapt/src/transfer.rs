@@ -38,6 +38,13 @@ fn check_labels(n: usize, y: &[u32], classes: usize) -> Result<()> {
     Ok(())
 }
 
+/// Column `k` of the labels' one-hot matrix.
+fn one_hot(y: &[u32], k: usize) -> Array1<f64> {
+    y.iter()
+        .map(|&c| f64::from(u8::from(c as usize == k)))
+        .collect()
+}
+
 /// LogME, transcribed from the authors' reference `LogME.py` (`each_evidence`, the
 /// fixed-point iteration on α and β, at most 11 steps, stopping when α/β moves by < 1 %),
 /// with the eigendecomposition of `FᵀF` (d × d). With fewer rows than features the same
@@ -63,10 +70,7 @@ fn logme_primal(f: ArrayView2<'_, f32>, y: &[u32], classes: usize) -> f64 {
     let df = d as f64;
     let mut total = 0.0;
     for k in 0..classes {
-        let yk: Array1<f64> = y
-            .iter()
-            .map(|&c| f64::from(u8::from(c as usize == k)))
-            .collect();
+        let yk = one_hot(y, k);
         let eps = 1e-5;
         let (mut alpha, mut beta) = (1.0f64, 1.0f64);
         let mut lam = alpha / beta;
@@ -117,10 +121,7 @@ pub fn logme_dual(f: ArrayView2<'_, f32>, y: &[u32], classes: usize) -> f64 {
     let eps = 1e-5;
     let mut total = 0.0;
     for k in 0..classes {
-        let yk: Array1<f64> = y
-            .iter()
-            .map(|&c| f64::from(u8::from(c as usize == k)))
-            .collect();
+        let yk = one_hot(y, k);
         let x = u.t().dot(&yk);
         let rest = (yk.dot(&yk) - x.dot(&x)).max(0.0);
         let (mut alpha, mut beta) = (1.0f64, 1.0f64);

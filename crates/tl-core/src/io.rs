@@ -105,18 +105,23 @@ pub struct FileLock {
     path: PathBuf,
 }
 
+/// Opens (creating it and its directory if needed) the lock file at `path`.
+fn open_lock_file(path: &Path) -> Result<File> {
+    if let Some(parent) = path.parent() {
+        create_dir_all(parent)?;
+    }
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("cannot open lock file", path, e))
+}
+
 impl FileLock {
     /// Blocks until the lock at `path` is held by this process.
     pub fn acquire(path: &Path) -> Result<Self> {
-        if let Some(parent) = path.parent() {
-            create_dir_all(parent)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open lock file", path, e))?;
+        let file = open_lock_file(path)?;
         file.lock().map_err(|e| Error::io("cannot lock", path, e))?;
         Ok(Self {
             file,
@@ -127,15 +132,7 @@ impl FileLock {
     /// Takes the lock at `path` if no other process holds it; [`Error::Busy`] (naming
     /// `dir`, what the lock guards) if one does.
     pub fn try_acquire(path: &Path, dir: &Path) -> Result<Self> {
-        if let Some(parent) = path.parent() {
-            create_dir_all(parent)?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io("cannot open lock file", path, e))?;
+        let file = open_lock_file(path)?;
         match file.try_lock() {
             Ok(()) => Ok(Self {
                 file,

@@ -680,9 +680,10 @@ fn save_checkpoint(
     ] {
         let Some(tensors) = tensors else { continue };
         let name = format!("{role}-{epoch:04}.safetensors");
-        let path = ck.join(&name);
-        checkpoint::save_tensors(&path, tensors)?;
-        let sha256 = tl_core::hash::sha256_file(&path)?;
+        // Hashed as serialised, not read back from disk.
+        let bytes = checkpoint::tensors_to_bytes(tensors);
+        let sha256 = tl_core::hash::sha256_bytes(&bytes);
+        tl_core::io::atomic_write(&ck.join(&name), &bytes)?;
         files.insert(role.to_string(), CheckpointFile { name, sha256 });
     }
     state.files = files;

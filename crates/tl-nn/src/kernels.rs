@@ -81,26 +81,6 @@ pub fn sum_by(x: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     total
 }
 
-/// `Σ f(a, b)` over two slices of one length, in the fixed order of [`sum_by`].
-pub fn dot_by(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    assert_eq!(a.len(), b.len(), "dot_by of slices of different lengths");
-    let mut total = 0.0f64;
-    for (ca, cb) in a.chunks(256).zip(b.chunks(256)) {
-        let mut acc = [0.0f32; LANES];
-        let (mut ia, mut ib) = (ca.chunks_exact(LANES), cb.chunks_exact(LANES));
-        for (xa, xb) in (&mut ia).zip(&mut ib) {
-            for ((s, &u), &v) in acc.iter_mut().zip(xa).zip(xb) {
-                *s += f(u, v);
-            }
-        }
-        for ((s, &u), &v) in acc.iter_mut().zip(ia.remainder()).zip(ib.remainder()) {
-            *s += f(u, v);
-        }
-        total += acc.iter().map(|&a| a as f64).sum::<f64>();
-    }
-    total
-}
-
 /// `(Σ t, Σ t·b)` with `t = f(a, b)` over two slices of one length, in one pass, in the
 /// fixed order of [`sum_by`].
 #[inline(always)]
@@ -161,10 +141,14 @@ mod tests {
                 close(sum_by(&x, |v| v * v), x.iter().map(|&v| (v as f64).powi(2))),
                 "n {n}"
             );
-            assert!(
-                close(dot_by(&x, &y, |a, b| a * b), pairs().map(|(a, b)| a * b)),
-                "n {n}"
-            );
+            // lane_dot over 256-value chunks, as the depthwise kernels call it per row.
+            let mut dot = 0.0;
+            for (a, b) in x.chunks(256).zip(y.chunks(256)) {
+                let mut acc = [0.0f32; LANES];
+                lane_dot(&mut acc, a, b);
+                dot += acc.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            assert!(close(dot, pairs().map(|(a, b)| a * b)), "n {n}");
             let (s, d) = sum_and_dot(&x, &y, |a, _| 2.0 * a);
             assert!(close(s, pairs().map(|(a, _)| 2.0 * a)), "n {n}");
             assert!(close(d, pairs().map(|(a, b)| 2.0 * a * b)), "n {n}");

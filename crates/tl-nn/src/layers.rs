@@ -471,12 +471,6 @@ struct Normalise<'a> {
     sp: usize,
 }
 
-impl Normalise<'_> {
-    fn run(&self, xs: &[f32], y: &mut [f32], hat: Option<&mut [f32]>, act: impl Pointwise) {
-        normalise(self, xs, y, hat, act);
-    }
-}
-
 /// One channel plane of [`Normalise::run`]: `y = act((x − m)·is·γ + β)`, keeping `x̂`
 /// when given; compiled for each instruction set (rayon's closures are not, so the loop
 /// lives here).
@@ -504,50 +498,46 @@ fn normalise_plane(
     }
 }
 
-fn normalise(
-    this: &Normalise<'_>,
-    xs: &[f32],
-    y: &mut [f32],
-    hat: Option<&mut [f32]>,
-    act: impl Pointwise,
-) {
-    let (c, sp) = (this.mean.len(), this.sp);
-    let per = (c * sp).max(1);
-    let k = |ch: usize| {
-        (
-            this.mean[ch],
-            this.inv_std[ch],
-            this.gamma[ch],
-            this.beta[ch],
-        )
-    };
-    match hat {
-        Some(hat) => y
-            .par_chunks_mut(per)
-            .zip(xs.par_chunks(per))
-            .zip(hat.par_chunks_mut(per))
-            .for_each(|((yi, xi), hi)| {
-                for (ch, ((yr, xr), hr)) in yi
-                    .chunks_mut(sp.max(1))
-                    .zip(xi.chunks(sp.max(1)))
-                    .zip(hi.chunks_mut(sp.max(1)))
-                    .enumerate()
-                {
-                    normalise_plane(k(ch), yr, xr, Some(hr), act);
-                }
-            }),
-        None => y
-            .par_chunks_mut(per)
-            .zip(xs.par_chunks(per))
-            .for_each(|(yi, xi)| {
-                for (ch, (yr, xr)) in yi
-                    .chunks_mut(sp.max(1))
-                    .zip(xi.chunks(sp.max(1)))
-                    .enumerate()
-                {
-                    normalise_plane(k(ch), yr, xr, None, act);
-                }
-            }),
+impl Normalise<'_> {
+    fn run(&self, xs: &[f32], y: &mut [f32], hat: Option<&mut [f32]>, act: impl Pointwise) {
+        let (c, sp) = (self.mean.len(), self.sp);
+        let per = (c * sp).max(1);
+        let k = |ch: usize| {
+            (
+                self.mean[ch],
+                self.inv_std[ch],
+                self.gamma[ch],
+                self.beta[ch],
+            )
+        };
+        match hat {
+            Some(hat) => y
+                .par_chunks_mut(per)
+                .zip(xs.par_chunks(per))
+                .zip(hat.par_chunks_mut(per))
+                .for_each(|((yi, xi), hi)| {
+                    for (ch, ((yr, xr), hr)) in yi
+                        .chunks_mut(sp.max(1))
+                        .zip(xi.chunks(sp.max(1)))
+                        .zip(hi.chunks_mut(sp.max(1)))
+                        .enumerate()
+                    {
+                        normalise_plane(k(ch), yr, xr, Some(hr), act);
+                    }
+                }),
+            None => y
+                .par_chunks_mut(per)
+                .zip(xs.par_chunks(per))
+                .for_each(|(yi, xi)| {
+                    for (ch, (yr, xr)) in yi
+                        .chunks_mut(sp.max(1))
+                        .zip(xi.chunks(sp.max(1)))
+                        .enumerate()
+                    {
+                        normalise_plane(k(ch), yr, xr, None, act);
+                    }
+                }),
+        }
     }
 }
 
@@ -563,13 +553,6 @@ struct BnBackward<'a> {
     dims: (usize, usize, usize),
     count: f32,
     batch_stats: bool,
-}
-
-impl BnBackward<'_> {
-    /// `dx` and, per channel, `(Σ g, Σ g·x̂)` (the shift's and the scale's gradients).
-    fn run(&self, act: impl Pointwise) -> (Vec<f32>, Vec<(f32, f32)>) {
-        bn_backward(self, act)
-    }
 }
 
 /// `(Σ t, Σ t·x̂)` over one plane, `t` the gradient through the activation at
@@ -594,36 +577,39 @@ fn bn_plane_dx(
     }
 }
 
-fn bn_backward(this: &BnBackward<'_>, act: impl Pointwise) -> (Vec<f32>, Vec<(f32, f32)>) {
-    let (_, c, sp) = this.dims;
-    let sums = per_channel(this.gs, this.dims, |ch, planes| {
-        let (mut db, mut dg) = (0.0f64, 0.0f64);
-        for (i, p) in planes.enumerate() {
-            let h = &this.xh[(i * c + ch) * sp..(i * c + ch + 1) * sp];
-            let (a, b) = bn_plane_sums(p, h, (this.gamma[ch], this.beta[ch]), act);
-            db += a;
-            dg += b;
-        }
-        (db as f32, dg as f32)
-    });
-    let per = (c * sp).max(1);
-    let mut dx = vec![0.0f32; this.gs.len()];
-    dx.par_chunks_mut(per)
-        .zip(this.gs.par_chunks(per))
-        .zip(this.xh.par_chunks(per))
-        .for_each(|((di, gi), hi)| {
-            for (ch, &(sb, sg)) in sums.iter().enumerate() {
-                let r = ch * sp..(ch + 1) * sp;
-                let (mb, mg) = if this.batch_stats {
-                    (sb / this.count, sg / this.count)
-                } else {
-                    (0.0, 0.0)
-                };
-                let k = (this.k[ch], this.gamma[ch], this.beta[ch], mb, mg);
-                bn_plane_dx(&mut di[r.clone()], &gi[r.clone()], &hi[r], k, act);
+impl BnBackward<'_> {
+    /// `dx` and, per channel, `(Σ g, Σ g·x̂)` (the shift's and the scale's gradients).
+    fn run(&self, act: impl Pointwise) -> (Vec<f32>, Vec<(f32, f32)>) {
+        let (_, c, sp) = self.dims;
+        let sums = per_channel(self.gs, self.dims, |ch, planes| {
+            let (mut db, mut dg) = (0.0f64, 0.0f64);
+            for (i, p) in planes.enumerate() {
+                let h = &self.xh[(i * c + ch) * sp..(i * c + ch + 1) * sp];
+                let (a, b) = bn_plane_sums(p, h, (self.gamma[ch], self.beta[ch]), act);
+                db += a;
+                dg += b;
             }
+            (db as f32, dg as f32)
         });
-    (dx, sums)
+        let per = (c * sp).max(1);
+        let mut dx = vec![0.0f32; self.gs.len()];
+        dx.par_chunks_mut(per)
+            .zip(self.gs.par_chunks(per))
+            .zip(self.xh.par_chunks(per))
+            .for_each(|((di, gi), hi)| {
+                for (ch, &(sb, sg)) in sums.iter().enumerate() {
+                    let r = ch * sp..(ch + 1) * sp;
+                    let (mb, mg) = if self.batch_stats {
+                        (sb / self.count, sg / self.count)
+                    } else {
+                        (0.0, 0.0)
+                    };
+                    let k = (self.k[ch], self.gamma[ch], self.beta[ch], mb, mg);
+                    bn_plane_dx(&mut di[r.clone()], &gi[r.clone()], &hi[r], k, act);
+                }
+            });
+        (dx, sums)
+    }
 }
 
 impl Module for BatchNorm {
