@@ -36,6 +36,9 @@ fn bench(c: &mut Criterion) {
         let b = Array2::from_shape_fn((k, n), |(i, j)| ((i * 3 + j) % 5) as f32 / 5.0);
         g.throughput(Throughput::Elements((2 * m * k * n) as u64));
         g.bench_function(format!("gemm_{m}x{k}x{n}"), |bench| {
+            bench.iter(|| tl_nn::kernels::matmul(&a.view(), &b.view()))
+        });
+        g.bench_function(format!("gemm_ndarray_{m}x{k}x{n}"), |bench| {
             bench.iter(|| a.dot(&b))
         });
     }

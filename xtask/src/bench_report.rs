@@ -130,7 +130,7 @@ pub(crate) fn evaluation(m: &Metrics) -> Result<&tl_eval::Evaluation> {
 const REPORT: &str = "docs/benchmarks.md";
 
 /// Sections of `docs/benchmarks.md`, each regenerated on its own (`--only NAME`).
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "extract",
     "probe",
     "heads",
@@ -139,6 +139,7 @@ const SECTIONS: [&str; 9] = [
     "rank",
     "experiments",
     "finetune",
+    "engine",
     "gpu",
 ];
 
@@ -358,6 +359,10 @@ pub fn run(args: &[String]) -> Result<()> {
         let mut section = crate::finetune_bench::throughput(&cargo)?;
         section.push_str(&experiment_report("finetune")?);
         write_section(&mut doc, path, "finetune", &section, REUSED_CELLS)?;
+    }
+    if only.iter().any(|s| s == "engine") {
+        let section = crate::engine_bench::section(&cargo)?;
+        write_section(&mut doc, path, "engine", &section, "")?;
     }
     if only.iter().any(|s| s == "gpu") {
         crate::fetch_models(

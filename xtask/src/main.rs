@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 
 mod adapt_experiment;
 mod bench_report;
+mod engine_bench;
 mod extract_bench;
 mod finetune_bench;
 mod gpu_report;
@@ -29,9 +30,14 @@ commands:
   test  fetch what the tests need, then cargo fmt --check, cargo clippy -D warnings,
         cargo test over the whole workspace, cargo doc (warnings denied) and the
         tl-pipeline examples
-  bench-report [--runs N] [--only extract|probe|heads|adapt|semi|rank|experiments|finetune|gpu]
+  bench-report [--runs N] [--only extract|probe|heads|adapt|semi|rank|experiments|finetune|engine|gpu]
         measure feature extraction (tl end to end, bare ONNX Runtime, a Python pipeline)
         and the criterion benches on this machine, and regenerate docs/benchmarks.md
+        (engine: the training engine against PyTorch from TL_TORCH_PYTHON)
+  train-step SIZE BATCH THREADS STEPS
+        MobileNetV2 fine-tuning steps in tl-nn, median seconds and peak RSS as JSON
+  gemm-step M K N THREADS STEPS
+        tl-nn's matrix product, median seconds and GFLOP/s as JSON
   make-photos [--out DIR] [--count N] [--seed S]
         write N JPEGs (default 1000) made from the sample photos by random crops, sizes
         (160-800 px on the longer side) and JPEG qualities, one sub-folder per photo
@@ -45,6 +51,9 @@ fn main() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("bench-report") => bench_report::run(&args[1..]),
         Some("make-photos") => photos::run(&args[1..]),
+        // Used by bench-report's engine section: tl's side of train_baseline.py.
+        Some("train-step") => engine_bench::train_step(&args[1..]),
+        Some("gemm-step") => engine_bench::gemm_step(&args[1..]),
         // Used by bench-report: the probe section, timed in a release build.
         Some("probe-section") => {
             let out = args.get(1).context("probe-section needs an output file")?;

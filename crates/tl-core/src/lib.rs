@@ -1,7 +1,8 @@
 //! `tl-core`: the shared vocabulary of `tl`.
 //!
 //! Every other crate builds on these pieces and on nothing heavier:
-//! - [`alloc`]: a counting allocator, for tests that bound what a piece of work allocates;
+//! - [`alloc`]: a counting allocator, for tests that bound what a piece of work allocates,
+//!   and the process's peak resident memory;
 //! - [`io`]: atomic writes (temp file + rename) and advisory lock files, so that
 //!   interrupted runs and parallel tests never see half a file;
 //! - [`hash`]: sha256 of files and bytes, the content hashes used by caches and manifests;

@@ -157,18 +157,7 @@ pub struct StageSeconds {
     pub storing: f64,
 }
 
-/// Peak resident set size of this process, from `/proc/self/status` (Linux only).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
+pub use tl_core::alloc::peak_rss_bytes;
 
 /// Rows decoded, resized and cropped by `contract` and normalised into one batch (the
 /// model's input, for fine-tuning the whole network), in parallel.

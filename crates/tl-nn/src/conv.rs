@@ -4,21 +4,24 @@
 //! Two kernels, chosen by the group structure:
 //! - **depthwise** (one input and one output channel per group, as in MobileNet and
 //!   EfficientNet): direct loops over rows of the input plane, vectorisable, no copies;
-//! - **everything else**: per group, `im2col` into a reused buffer and one matrix product
-//!   (`ndarray`'s GEMM); a 1×1 convolution with stride 1 and no padding multiplies the
-//!   input itself.
+//! - **pointwise** (1×1, stride 1, no padding): per group, one matrix product
+//!   ([`crate::kernels::gemm()`]) over the whole batch, the `[n, c, h·w]` input read in place
+//!   as a `c × (n·h·w)` matrix, forward and backward;
+//! - **everything else**: per sample and group, `im2col` into a reused buffer and one
+//!   matrix product, in parallel over the batch; the backward pass sums per-chunk partial
+//!   weight gradients in chunk order.
 //!
-//! Both run in parallel over the batch. The backward pass sums per-chunk partial weight
-//! gradients in chunk order, so results do not depend on the thread count. The input is
-//! the only thing kept for backward; `im2col` is recomputed there.
+//! No result depends on the thread count. The input is the only thing kept for backward;
+//! `im2col` is recomputed there.
 
-use ndarray::{Array1, ArrayView2, ArrayViewMut2, Ix4};
+use ndarray::{Array1, Ix4};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::{
     Error, Result,
+    kernels::{Axis, MatMut, MatRef, gemm},
     module::{Ctx, Module, Param, ParamKind, Tensor, cached, join},
 };
 
@@ -320,51 +323,6 @@ fn col2im(col: &[f32], channels: usize, g: &Geom, dx: &mut [f32]) {
     }
 }
 
-/// One input row of a depthwise plane as a strided kernel reads it: with stride 1 the row
-/// itself; with stride 2 its even and odd positions split into two contiguous rows, so that
-/// `row[ox·2 + off]` is `split[off mod 2][ox + off div 2]` and every inner loop runs over
-/// contiguous memory.
-struct Rows<'a> {
-    stride: usize,
-    even: &'a [f32],
-    odd: &'a [f32],
-}
-
-impl Rows<'_> {
-    /// The contiguous run of `len` values `row[(from + i)·stride + off]`, `i < len`.
-    fn run(&self, from: usize, off: isize, len: usize) -> &[f32] {
-        if len == 0 {
-            return &[];
-        }
-        if self.stride == 1 {
-            let at = (from as isize + off) as usize;
-            return &self.even[at..at + len];
-        }
-        let (half, odd) = (off.div_euclid(2), off.rem_euclid(2) == 1);
-        let at = (from as isize + half) as usize;
-        let src = if odd { self.odd } else { self.even };
-        &src[at..at + len]
-    }
-}
-
-/// Splits `row` into even and odd positions (stride 2), into `buf`.
-fn split_row<'a>(row: &'a [f32], stride: usize, buf: &'a mut Vec<f32>) -> Rows<'a> {
-    if stride == 1 {
-        return Rows {
-            stride,
-            even: row,
-            odd: &[],
-        };
-    }
-    debug_assert_eq!(stride, 2);
-    buf.clear();
-    buf.extend(row.iter().step_by(2));
-    let n_even = buf.len();
-    buf.extend(row.iter().skip(1).step_by(2));
-    let (even, odd) = buf.split_at(n_even);
-    Rows { stride, even, odd }
-}
-
 /// The output positions `lo..hi` each kernel row (`y`) and column (`x`) reaches inside the
 /// input, computed once per layer call rather than per plane.
 struct Taps {
@@ -385,136 +343,116 @@ impl Taps {
     }
 }
 
-/// Planes of `size` values per parallel task: at least 4096 values, so that small planes
-/// (7×7 at the end of a MobileNet) do not drown in scheduling.
-fn planes_per_task(size: usize) -> usize {
-    4096usize.div_ceil(size.max(1)).max(1)
+/// Channels per block of the depthwise kernels: one AVX-512 register of `f32`.
+const CB: usize = 16;
+
+/// A block of [`CB`] channels, channel-minor.
+type Block = Vec<[f32; CB]>;
+
+/// One block of [`CB`] channels of one sample, `[hw][CB]` (channel-minor), from `[c][hw]`
+/// planes; channels past `c` are zero.
+fn to_blocked(x: &[f32], c: usize, c0: usize, hw: usize, out: &mut [[f32; CB]]) {
+    let lanes = CB.min(c - c0);
+    for (p, o) in out[..hw].iter_mut().enumerate() {
+        for (l, v) in o.iter_mut().enumerate() {
+            *v = if l < lanes { x[(c0 + l) * hw + p] } else { 0.0 };
+        }
+    }
 }
 
-/// One depthwise plane: `y = b + Σ k[ky, kx] · x[oy·sh + ky − pt, ox·sw + kx − pl]` over
-/// the positions inside the input (no padded copy). Strides 1 and 2 run over contiguous
-/// rows; others use the general loop.
+/// The inverse of [`to_blocked`]: writes the block's real channels back to `[c][hw]`.
+fn from_blocked(xb: &[[f32; CB]], c: usize, c0: usize, hw: usize, out: &mut [f32]) {
+    for l in 0..CB.min(c - c0) {
+        for (o, v) in out[(c0 + l) * hw..(c0 + l + 1) * hw].iter_mut().zip(xb) {
+            *o = v[l];
+        }
+    }
+}
+
+/// One block of a depthwise forward pass: `y = b + Σ k[ky, kx] · x[oy·sh + ky − pt,
+/// ox·sw + kx − pl]` over the positions inside the input (no padded copy), 16 channels at
+/// once. Per element the taps are added in `(ky, kx)` order.
 #[multiversion::multiversion(targets = "simd")]
-#[allow(clippy::too_many_arguments)]
-fn dw_forward(x: &[f32], k: &[f32], b: f32, g: &Geom, t: &Taps, y: &mut [f32], buf: &mut Vec<f32>) {
-    y.fill(b);
+fn dw_forward(
+    x: &[[f32; CB]],
+    k: &[[f32; CB]],
+    b: &[f32; CB],
+    g: &Geom,
+    t: &Taps,
+    y: &mut [[f32; CB]],
+) {
+    y.fill(*b);
     for ky in 0..g.kh {
         let (ylo, yhi) = t.y[ky];
         for oy in ylo..yhi {
             let iy = oy * g.sh + ky - g.pt;
-            let row = &x[iy * g.w..(iy + 1) * g.w];
             let yr = &mut y[oy * g.ow..(oy + 1) * g.ow];
-            if g.sw > 2 {
-                for kx in 0..g.kw {
-                    let (xlo, xhi) = t.x[kx];
-                    let wv = k[ky * g.kw + kx];
-                    for (ox, d) in yr.iter_mut().enumerate().take(xhi).skip(xlo) {
-                        *d += wv * row[ox * g.sw + kx - g.pl];
-                    }
-                }
-                continue;
-            }
-            let rows = split_row(row, g.sw, buf);
+            let xr = &x[iy * g.w..(iy + 1) * g.w];
             for kx in 0..g.kw {
                 let (xlo, xhi) = t.x[kx];
                 let wv = k[ky * g.kw + kx];
-                let src = rows.run(xlo, kx as isize - g.pl as isize, xhi - xlo);
-                for (d, &s) in yr[xlo..xhi].iter_mut().zip(src) {
-                    *d += wv * s;
+                for ox in xlo..xhi {
+                    let (d, s) = (&mut yr[ox], &xr[ox * g.sw + kx - g.pl]);
+                    for l in 0..CB {
+                        d[l] += wv[l] * s[l];
+                    }
                 }
             }
         }
     }
 }
 
-/// One depthwise plane's backward: `dx` (written, not added), and the plane's kernel and
-/// bias gradients (written into `dk`, `db`).
+/// One block of a depthwise backward pass: `dx` (overwritten), and the kernel and bias
+/// gradients added into `dk` and `db` in `f64` (`f32` partial sums over one row each).
 #[multiversion::multiversion(targets = "simd")]
 #[allow(clippy::too_many_arguments)]
 fn dw_backward(
-    x: &[f32],
-    k: &[f32],
-    dy: &[f32],
+    x: &[[f32; CB]],
+    k: &[[f32; CB]],
+    dy: &[[f32; CB]],
     g: &Geom,
     t: &Taps,
-    dx: &mut [f32],
-    dk: &mut [f32],
-    db: &mut f32,
-    (buf, dbuf): (&mut Vec<f32>, &mut Vec<f32>),
+    dx: &mut [[f32; CB]],
+    dk: &mut [[f64; CB]],
+    db: &mut [f64; CB],
 ) {
-    *db = crate::kernels::sum_by(dy, |v| v) as f32;
-    dx.fill(0.0);
-    // Per kernel tap, lanes of f32 partial sums over the plane (a plane's products are few
-    // enough per lane for f32), added in f64 at the end.
-    let mut acc = vec![[0.0f32; crate::kernels::LANES]; g.kh * g.kw];
+    for row in dy.chunks(g.ow.max(1)) {
+        let mut acc = [0.0f32; CB];
+        for v in row {
+            for l in 0..CB {
+                acc[l] += v[l];
+            }
+        }
+        for l in 0..CB {
+            db[l] += acc[l] as f64;
+        }
+    }
+    dx.fill([0.0; CB]);
     for ky in 0..g.kh {
         let (ylo, yhi) = t.y[ky];
         for oy in ylo..yhi {
             let iy = oy * g.sh + ky - g.pt;
-            let row = &x[iy * g.w..(iy + 1) * g.w];
-            let gy = &dy[oy * g.ow..(oy + 1) * g.ow];
-            if g.sw > 2 {
-                let drow = &mut dx[iy * g.w..(iy + 1) * g.w];
-                for kx in 0..g.kw {
-                    let (xlo, xhi) = t.x[kx];
-                    let wv = k[ky * g.kw + kx];
-                    for (ox, &gv) in gy.iter().enumerate().take(xhi).skip(xlo) {
-                        let ix = ox * g.sw + kx - g.pl;
-                        drow[ix] += wv * gv;
-                        acc[ky * g.kw + kx][ox % crate::kernels::LANES] += gv * row[ix];
-                    }
-                }
-                continue;
-            }
-            let rows = split_row(row, g.sw, buf);
-            let drow = &mut dx[iy * g.w..(iy + 1) * g.w];
-            if g.sw == 1 {
-                for kx in 0..g.kw {
-                    let (xlo, xhi) = t.x[kx];
-                    if xhi <= xlo {
-                        continue;
-                    }
-                    let at = xlo + kx - g.pl;
-                    let wv = k[ky * g.kw + kx];
-                    let (gs, src) = (&gy[xlo..xhi], &row[at..at + xhi - xlo]);
-                    crate::kernels::lane_dot(&mut acc[ky * g.kw + kx], gs, src);
-                    for (d, &gv) in drow[at..at + xhi - xlo].iter_mut().zip(gs) {
-                        *d += wv * gv;
-                    }
-                }
-                continue;
-            }
-            // Stride 2: the row's input gradient split as the row is, then merged back.
-            dbuf.clear();
-            dbuf.resize(g.w, 0.0);
-            let n_even = g.w.div_ceil(2);
+            let gr = &dy[oy * g.ow..(oy + 1) * g.ow];
+            let xr = &x[iy * g.w..(iy + 1) * g.w];
+            let dr = &mut dx[iy * g.w..(iy + 1) * g.w];
             for kx in 0..g.kw {
                 let (xlo, xhi) = t.x[kx];
-                if xhi <= xlo {
-                    continue;
+                let tap = ky * g.kw + kx;
+                let wv = k[tap];
+                let mut acc = [0.0f32; CB];
+                for (ox, gv) in gr.iter().enumerate().take(xhi).skip(xlo) {
+                    let ix = ox * g.sw + kx - g.pl;
+                    let (xv, d) = (&xr[ix], &mut dr[ix]);
+                    for l in 0..CB {
+                        d[l] += wv[l] * gv[l];
+                        acc[l] += gv[l] * xv[l];
+                    }
                 }
-                let len = xhi - xlo;
-                let off = kx as isize - g.pl as isize;
-                let wv = k[ky * g.kw + kx];
-                let src = rows.run(xlo, off, len);
-                crate::kernels::lane_dot(&mut acc[ky * g.kw + kx], &gy[xlo..xhi], src);
-                let odd = off.rem_euclid(2) == 1;
-                let at = (xlo as isize + off.div_euclid(2)) as usize + if odd { n_even } else { 0 };
-                for (d, &gv) in dbuf[at..at + len].iter_mut().zip(&gy[xlo..xhi]) {
-                    *d += wv * gv;
+                for l in 0..CB {
+                    dk[tap][l] += acc[l] as f64;
                 }
-            }
-            let (even, odd) = dbuf.split_at(n_even);
-            for (d, &v) in drow.iter_mut().step_by(2).zip(even) {
-                *d += v;
-            }
-            for (d, &v) in drow.iter_mut().skip(1).step_by(2).zip(odd) {
-                *d += v;
             }
         }
-    }
-    for (d, lanes) in dk.iter_mut().zip(acc) {
-        *d = lanes.iter().map(|&v| v as f64).sum::<f64>() as f32;
     }
 }
 
@@ -526,24 +464,81 @@ impl Conv2d {
         let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
         let (cg, og, k) = (g.cg(), g.og(), g.k());
         for gi in 0..g.g {
-            let xg = &x[gi * cg * hw..(gi + 1) * cg * hw];
-            let cols: &[f32] = if g.pointwise() {
-                xg
-            } else {
-                col.resize(k * ohw, 0.0);
-                im2col(xg, cg, g, col);
-                col
-            };
-            let cols = ArrayView2::from_shape((k, ohw), cols).expect("sizes");
-            let wg =
-                ArrayView2::from_shape((og, k), &w[gi * og * k..(gi + 1) * og * k]).expect("sizes");
+            col.resize(k * ohw, 0.0);
+            im2col(&x[gi * cg * hw..(gi + 1) * cg * hw], cg, g, col);
             let yg = &mut y[gi * og * ohw..(gi + 1) * og * ohw];
             for (o, row) in yg.chunks_mut(ohw).enumerate() {
                 row.fill(b[gi * og + o]);
             }
-            let mut yg = ArrayViewMut2::from_shape((og, ohw), yg).expect("sizes");
-            ndarray::linalg::general_mat_mul(1.0, &wg, &cols, 1.0, &mut yg);
+            gemm(
+                MatRef::row_major(&w[gi * og * k..(gi + 1) * og * k], og, k),
+                MatRef::row_major(col, k, ohw),
+                MatMut::row_major(yg, og, ohw),
+                true,
+            );
         }
+    }
+
+    /// A pointwise convolution of the whole batch: per group, `Y = W·X + b` with `X` the
+    /// `cg × (n·h·w)` matrix of the input planes.
+    fn forward_pointwise(&self, xs: &[f32], g: &Geom, n: usize) -> Vec<f32> {
+        let w = self.weight.value.as_slice().expect("standard layout");
+        let b = self.bias.value.as_slice().expect("standard layout");
+        let (hw, cg, og) = (g.h * g.w, g.cg(), g.og());
+        let mut y = vec![0.0f32; n * g.o * hw];
+        for (o, row) in y.chunks_mut(hw.max(1)).enumerate() {
+            row.fill(b[o % g.o]);
+        }
+        for gi in 0..g.g {
+            gemm(
+                MatRef::row_major(&w[gi * og * cg..(gi + 1) * og * cg], og, cg),
+                batch_planes(&xs[gi * cg * hw..], cg, n, hw, g.c),
+                batch_planes_mut(&mut y[gi * og * hw..], og, n, hw, g.o),
+                true,
+            );
+        }
+        y
+    }
+
+    /// The pointwise backward pass over the whole batch: `dW += dY·Xᵀ`, `db += Σ dY`,
+    /// `dX = Wᵀ·dY` (when the input needs a gradient).
+    fn backward_pointwise(
+        (weight, bias): (&mut Param, &mut Param),
+        input_grad: bool,
+        xs: &[f32],
+        dys: &[f32],
+        g: &Geom,
+        n: usize,
+    ) -> Vec<f32> {
+        let (hw, cg, og) = (g.h * g.w, g.cg(), g.og());
+        let w = weight.value.as_slice().expect("standard layout");
+        let dw = weight.grad.as_slice_mut().expect("standard layout");
+        let db = bias.grad.as_slice_mut().expect("standard layout");
+        for (o, d) in db.iter_mut().enumerate() {
+            let total: f64 = (0..n)
+                .map(|s| crate::kernels::sum_by(&dys[(s * g.o + o) * hw..][..hw], |v| v))
+                .sum();
+            *d += total as f32;
+        }
+        let mut dx = vec![0.0f32; n * g.c * hw];
+        for gi in 0..g.g {
+            let dy = batch_planes(&dys[gi * og * hw..], og, n, hw, g.o);
+            gemm(
+                dy,
+                batch_planes(&xs[gi * cg * hw..], cg, n, hw, g.c).t(),
+                MatMut::row_major(&mut dw[gi * og * cg..(gi + 1) * og * cg], og, cg),
+                true,
+            );
+            if input_grad {
+                gemm(
+                    MatRef::row_major(&w[gi * og * cg..(gi + 1) * og * cg], og, cg).t(),
+                    dy,
+                    batch_planes_mut(&mut dx[gi * cg * hw..], cg, n, hw, g.c),
+                    false,
+                );
+            }
+        }
+        dx
     }
 
     /// One sample's backward: adds into `dx` `[c, h, w]`, `dw` and `db`.
@@ -556,7 +551,7 @@ impl Conv2d {
         dx: &mut [f32],
         dw: &mut [f32],
         db: &mut [f32],
-        (col, _): (&mut Vec<f32>, &mut Vec<f32>),
+        col: &mut Vec<f32>,
     ) {
         let w = self.weight.value.as_slice().expect("standard layout");
         let (hw, ohw) = (g.h * g.w, g.oh * g.ow);
@@ -566,131 +561,142 @@ impl Conv2d {
             for (o, row) in dyg.chunks(ohw).enumerate() {
                 db[gi * og + o] += row.iter().map(|&v| v as f64).sum::<f64>() as f32;
             }
-            let dyg = ArrayView2::from_shape((og, ohw), dyg).expect("sizes");
-            let xg = &x[gi * cg * hw..(gi + 1) * cg * hw];
-            let wg =
-                ArrayView2::from_shape((og, k), &w[gi * og * k..(gi + 1) * og * k]).expect("sizes");
-            let mut dwg =
-                ArrayViewMut2::from_shape((og, k), &mut dw[gi * og * k..(gi + 1) * og * k])
-                    .expect("sizes");
-            let dxg = &mut dx[gi * cg * hw..(gi + 1) * cg * hw];
-            if g.pointwise() {
-                let xv = ArrayView2::from_shape((k, ohw), xg).expect("sizes");
-                ndarray::linalg::general_mat_mul(1.0, &dyg, &xv.t(), 1.0, &mut dwg);
-                if self.input_grad {
-                    let mut dxv = ArrayViewMut2::from_shape((k, ohw), dxg).expect("sizes");
-                    ndarray::linalg::general_mat_mul(1.0, &wg.t(), &dyg, 1.0, &mut dxv);
-                }
-            } else {
-                col.resize(k * ohw, 0.0);
-                im2col(xg, cg, g, col);
-                let cv = ArrayView2::from_shape((k, ohw), &col[..]).expect("sizes");
-                ndarray::linalg::general_mat_mul(1.0, &dyg, &cv.t(), 1.0, &mut dwg);
-                if self.input_grad {
-                    let mut dcol =
-                        ArrayViewMut2::from_shape((k, ohw), &mut col[..]).expect("sizes");
-                    ndarray::linalg::general_mat_mul(1.0, &wg.t(), &dyg, 0.0, &mut dcol);
-                    col2im(col, cg, g, dxg);
-                }
+            let dyg = MatRef::row_major(dyg, og, ohw);
+            let wg = MatRef::row_major(&w[gi * og * k..(gi + 1) * og * k], og, k);
+            col.resize(k * ohw, 0.0);
+            im2col(&x[gi * cg * hw..(gi + 1) * cg * hw], cg, g, col);
+            let dwg = MatMut::row_major(&mut dw[gi * og * k..(gi + 1) * og * k], og, k);
+            gemm(dyg, MatRef::row_major(col, k, ohw).t(), dwg, true);
+            if self.input_grad {
+                gemm(wg.t(), dyg, MatMut::row_major(col, k, ohw), false);
+                col2im(col, cg, g, &mut dx[gi * cg * hw..(gi + 1) * cg * hw]);
             }
         }
     }
 }
 
+/// `rows` channels of a batch of `n` planes of `hw` values, `channels` channels per
+/// sample, as a `rows × (n·hw)` matrix.
+fn batch_planes(data: &[f32], rows: usize, n: usize, hw: usize, channels: usize) -> MatRef<'_> {
+    MatRef {
+        data,
+        rows: Axis::new(rows, hw),
+        cols: Axis::batched(n * hw, hw, 1, channels * hw),
+    }
+}
+
+/// [`batch_planes`], to write.
+fn batch_planes_mut(
+    data: &mut [f32],
+    rows: usize,
+    n: usize,
+    hw: usize,
+    channels: usize,
+) -> MatMut<'_> {
+    MatMut {
+        data,
+        rows: Axis::new(rows, hw),
+        cols: Axis::batched(n * hw, hw, 1, channels * hw),
+    }
+}
+
 impl Conv2d {
-    /// A depthwise convolution's forward pass, in parallel over every (sample, channel)
-    /// plane, so that even batch 1 uses every thread.
-    fn forward_depthwise(&self, xs: &[f32], g: &Geom, n: usize) -> Vec<f32> {
+    /// The kernel `[c][kh·kw]` as blocks of [`CB`] channels, `[c/CB][kh·kw][CB]`, and the
+    /// bias as `[c/CB][CB]` (zero past `c`).
+    fn blocked_params(&self, g: &Geom) -> (Vec<[f32; CB]>, Vec<[f32; CB]>) {
         let w = self.weight.value.as_slice().expect("standard layout");
         let b = self.bias.value.as_slice().expect("standard layout");
-        let (hw, ohw, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-        let mut y = vec![0.0f32; n * g.o * ohw];
+        let (kk, blocks) = (g.kh * g.kw, g.o.div_ceil(CB));
+        let mut wb = vec![[0.0f32; CB]; blocks * kk];
+        let mut bb = vec![[0.0f32; CB]; blocks];
+        for ch in 0..g.o {
+            for tap in 0..kk {
+                wb[(ch / CB) * kk + tap][ch % CB] = w[ch * kk + tap];
+            }
+            bb[ch / CB][ch % CB] = b[ch];
+        }
+        (wb, bb)
+    }
+
+    /// A depthwise convolution's forward pass, in parallel over every (sample, block of 16
+    /// channels); each block is transposed to channel-minor order, convolved, and back.
+    fn forward_depthwise(&self, xs: &[f32], g: &Geom, n: usize) -> Vec<f32> {
+        let (hw, ohw, kk, c) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw, g.o);
+        let blocks = c.div_ceil(CB);
+        let (wb, bb) = self.blocked_params(g);
         let taps = Taps::of(g);
-        let per_task = planes_per_task(ohw);
-        y.par_chunks_mut((ohw * per_task).max(1))
+        let mut y = vec![0.0f32; n * c * ohw];
+        // Each sample's output, split by block of channels (the last may be short).
+        let outs: Vec<(usize, &mut [f32])> = y
+            .chunks_mut((c * ohw).max(1))
+            .flat_map(|ys| ys.chunks_mut((CB * ohw).max(1)))
             .enumerate()
-            .for_each_init(Vec::new, |buf, (t, ys)| {
-                for (j, yp) in ys.chunks_mut(ohw.max(1)).enumerate() {
-                    let p = t * per_task + j;
-                    let ch = p % g.o;
-                    dw_forward(
-                        &xs[p * hw..(p + 1) * hw],
-                        &w[ch * kk..(ch + 1) * kk],
-                        b[ch],
-                        g,
-                        &taps,
-                        yp,
-                        buf,
-                    );
-                }
-            });
+            .collect();
+        outs.into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(xb, yb): &mut (Block, Block), (task, ys)| {
+                let (i, blk) = (task / blocks, task % blocks);
+                xb.resize(hw, [0.0; CB]);
+                yb.resize(ohw, [0.0; CB]);
+                to_blocked(&xs[i * c * hw..(i + 1) * c * hw], c, blk * CB, hw, xb);
+                dw_forward(xb, &wb[blk * kk..(blk + 1) * kk], &bb[blk], g, &taps, yb);
+                from_blocked(yb, CB.min(c - blk * CB), 0, ohw, ys);
+            },
+        );
         y
     }
 
-    /// A depthwise convolution's backward pass, in parallel over planes: each plane's
-    /// kernel and bias gradients, then summed per channel over the samples in order.
-    #[allow(clippy::too_many_arguments)]
+    /// A depthwise convolution's backward pass, in parallel over (sample, block of 16
+    /// channels): the input gradient, and the kernel and bias gradients `[c·kh·kw]`, `[c]`,
+    /// each summed over the samples in order.
     fn backward_depthwise(
-        weight: &Tensor,
-        weight_grad: &mut Tensor,
-        bias_grad: &mut Tensor,
+        &self,
         xs: &[f32],
         dys: &[f32],
         g: &Geom,
         n: usize,
-    ) -> Vec<f32> {
-        let (hw, ohw, kk) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-        let mut dx = vec![0.0f32; n * g.o * hw];
-        let mut dk = vec![0.0f32; n * g.o * kk];
-        let mut db = vec![0.0f32; n * g.o];
-        {
-            let w = weight.as_slice().expect("standard layout");
-            let taps = Taps::of(g);
-            let per_task = planes_per_task(hw);
-            dx.par_chunks_mut((hw * per_task).max(1))
-                .zip(dk.par_chunks_mut(kk * per_task))
-                .zip(db.par_chunks_mut(per_task))
-                .enumerate()
-                .for_each_init(
-                    || (Vec::new(), Vec::new()),
-                    |(buf, dbuf), (t, ((dxs, dks), dbs))| {
-                        let planes = dxs
-                            .chunks_mut(hw.max(1))
-                            .zip(dks.chunks_mut(kk))
-                            .zip(dbs.iter_mut());
-                        for (j, ((dxp, dkp), dbp)) in planes.enumerate() {
-                            let p = t * per_task + j;
-                            let ch = p % g.o;
-                            dw_backward(
-                                &xs[p * hw..(p + 1) * hw],
-                                &w[ch * kk..(ch + 1) * kk],
-                                &dys[p * ohw..(p + 1) * ohw],
-                                g,
-                                &taps,
-                                dxp,
-                                dkp,
-                                dbp,
-                                (&mut *buf, &mut *dbuf),
-                            );
-                        }
-                    },
-                );
-        }
-        let wg = weight_grad.as_slice_mut().expect("standard layout");
-        let bg = bias_grad.as_slice_mut().expect("standard layout");
-        for i in 0..n {
-            for ch in 0..g.o {
-                let p = i * g.o + ch;
-                for (a, &v) in wg[ch * kk..(ch + 1) * kk]
-                    .iter_mut()
-                    .zip(&dk[p * kk..(p + 1) * kk])
-                {
-                    *a += v;
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (hw, ohw, kk, c) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw, g.o);
+        let blocks = c.div_ceil(CB);
+        let (wb, _) = self.blocked_params(g);
+        let taps = Taps::of(g);
+        let mut dx = vec![0.0f32; n * c * hw];
+        // Per task: kk rows of kernel gradient and one of bias gradient.
+        let mut partial = vec![[0.0f64; CB]; n * blocks * (kk + 1)];
+        type Task<'a> = ((usize, &'a mut [f32]), &'a mut [[f64; CB]]);
+        let tasks: Vec<Task<'_>> = dx
+            .chunks_mut((c * hw).max(1))
+            .flat_map(|d| d.chunks_mut((CB * hw).max(1)))
+            .enumerate()
+            .zip(partial.chunks_mut(kk + 1))
+            .collect();
+        tasks.into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(xb, gb, db): &mut (Block, Block, Block), ((task, dxs), part)| {
+                let (i, blk) = (task / blocks, task % blocks);
+                xb.resize(hw, [0.0; CB]);
+                gb.resize(ohw, [0.0; CB]);
+                db.resize(hw, [0.0; CB]);
+                to_blocked(&xs[i * c * hw..(i + 1) * c * hw], c, blk * CB, hw, xb);
+                to_blocked(&dys[i * c * ohw..(i + 1) * c * ohw], c, blk * CB, ohw, gb);
+                let (dk, dbias) = part.split_at_mut(kk);
+                let w = &wb[blk * kk..(blk + 1) * kk];
+                dw_backward(xb, w, gb, g, &taps, db, dk, &mut dbias[0]);
+                if self.input_grad {
+                    from_blocked(db, CB.min(c - blk * CB), 0, hw, dxs);
                 }
-                bg[ch] += db[p];
+            },
+        );
+        let (mut dk, mut db) = (vec![0.0f32; c * kk], vec![0.0f32; c]);
+        for ch in 0..c {
+            let (blk, l) = (ch / CB, ch % CB);
+            let at = |i: usize| (i * blocks + blk) * (kk + 1);
+            for tap in 0..kk {
+                dk[ch * kk + tap] = (0..n).map(|i| partial[at(i) + tap][l]).sum::<f64>() as f32;
             }
+            db[ch] = (0..n).map(|i| partial[at(i) + kk][l]).sum::<f64>() as f32;
         }
-        dx
+        (dx, dk, db)
     }
 }
 
@@ -703,6 +709,8 @@ impl Module for Conv2d {
         let (per_in, per_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
         let y = if g.depthwise() {
             self.forward_depthwise(xs, &g, n)
+        } else if g.pointwise() {
+            self.forward_pointwise(xs, &g, n)
         } else {
             let mut y = vec![0.0f32; n * per_out];
             y.par_chunks_mut(per_out.max(1))
@@ -731,24 +739,25 @@ impl Module for Conv2d {
                     format!("[{n}, {}, {}, {}]", g.o, g.oh, g.ow),
                     grad_out.shape(),
                 )
-            })?
-            .as_standard_layout()
-            .into_owned();
+            })?;
+        let dy = dy.as_standard_layout();
         let (xs, dys) = (
             x.as_slice().expect("standard layout"),
             dy.as_slice().expect("standard layout"),
         );
         let (per_in, per_out) = (g.c * g.h * g.w, g.o * g.oh * g.ow);
         if g.depthwise() {
-            let dx = Self::backward_depthwise(
-                &self.weight.value,
-                &mut self.weight.grad,
-                &mut self.bias.grad,
-                xs,
-                dys,
-                &g,
-                n,
-            );
+            let shape = x.shape().to_vec();
+            let (dx, dk, db) = self.backward_depthwise(xs, dys, &g, n);
+            let wg = self.weight.grad.as_slice_mut().expect("standard layout");
+            wg.iter_mut().zip(&dk).for_each(|(a, b)| *a += b);
+            let bg = self.bias.grad.as_slice_mut().expect("standard layout");
+            bg.iter_mut().zip(&db).for_each(|(a, b)| *a += b);
+            return Ok(Tensor::from_shape_vec(shape, dx).expect("sizes"));
+        }
+        if g.pointwise() {
+            let params = (&mut self.weight, &mut self.bias);
+            let dx = Self::backward_pointwise(params, self.input_grad, xs, dys, &g, n);
             return Ok(Tensor::from_shape_vec(x.shape().to_vec(), dx).expect("sizes"));
         }
         let (wlen, o) = (self.weight.value.len(), g.o);
@@ -759,7 +768,7 @@ impl Module for Conv2d {
             .enumerate()
             .map(|(ci, dxc)| {
                 let (mut dw, mut db) = (vec![0.0f32; wlen], vec![0.0f32; o]);
-                let (mut col, mut dcol) = (Vec::new(), Vec::new());
+                let mut col = Vec::new();
                 for (j, dxi) in dxc.chunks_mut(per_in.max(1)).enumerate() {
                     let i = ci * CHUNK + j;
                     self.backward_one(
@@ -769,7 +778,7 @@ impl Module for Conv2d {
                         dxi,
                         &mut dw,
                         &mut db,
-                        (&mut col, &mut dcol),
+                        &mut col,
                     );
                 }
                 (dw, db)

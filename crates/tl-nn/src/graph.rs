@@ -273,10 +273,11 @@ impl Graph {
     }
 }
 
-fn add_into(slot: &mut Option<Tensor>, g: &Tensor) {
+/// Adds a gradient into a slot; the first one moves in without a copy.
+fn add_into(slot: &mut Option<Tensor>, g: Tensor) {
     match slot {
-        Some(s) => *s += g,
-        None => *slot = Some(g.clone()),
+        Some(s) => *s += &g,
+        None => *slot = Some(g),
     }
 }
 
@@ -387,7 +388,7 @@ impl Graph {
         let mut grads: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
         for (&v, g) in outputs.iter().zip(grads_out) {
             if let Some(g) = g {
-                add_into(&mut grads[v], g);
+                add_into(&mut grads[v], g.clone());
             }
         }
         let fused = self.fused.clone().unwrap_or_default();
@@ -404,11 +405,11 @@ impl Graph {
             match &mut node.op {
                 Op::Layer(l) => {
                     let dx = l.backward(&g)?;
-                    add_into(&mut grads[node.inputs[0]], &dx);
+                    add_into(&mut grads[node.inputs[0]], dx);
                 }
                 Op::Add => {
-                    add_into(&mut grads[node.inputs[0]], &g);
-                    add_into(&mut grads[node.inputs[1]], &g);
+                    add_into(&mut grads[node.inputs[0]], g.clone());
+                    add_into(&mut grads[node.inputs[1]], g);
                 }
                 Op::Concat(channels) => {
                     if channels.len() != node.inputs.len() {
@@ -417,7 +418,7 @@ impl Graph {
                     let mut at = 0;
                     for (&v, &c) in node.inputs.iter().zip(channels.iter()) {
                         let part = g.slice_axis(ndarray::Axis(1), ndarray::Slice::from(at..at + c));
-                        add_into(&mut grads[v], &part.to_owned());
+                        add_into(&mut grads[v], part.to_owned());
                         at += c;
                     }
                 }

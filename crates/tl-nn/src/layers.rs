@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::{
     Error, Result,
+    kernels::{MatMut, MatRef, gemm},
     module::{Ctx, Module, Param, ParamKind, Tensor, cached, join},
 };
 
@@ -71,25 +72,27 @@ impl Linear {
         self.weight.value.shape()[0]
     }
 
-    fn w(&self) -> ArrayView2<'_, f32> {
-        self.weight
-            .value
-            .view()
-            .into_dimensionality()
-            .expect("linear weight is 2-D")
+    /// `Wᵀ`, `inputs × outputs`, without a copy.
+    fn wt(&self) -> MatRef<'_> {
+        let w = self.weight.value.as_slice().expect("standard layout");
+        MatRef::row_major(w, self.outputs(), self.inputs()).t()
     }
 }
 
 impl Module for Linear {
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let x = as2(x, "linear input", Some(self.inputs()))?;
-        let mut y = x.dot(&self.w().t());
-        y += &self
-            .bias
-            .value
-            .view()
-            .into_dimensionality::<ndarray::Ix1>()
-            .expect("1-D bias");
+        let x = x.as_standard_layout();
+        let (rows, outputs) = (x.nrows(), self.outputs());
+        let bias = self.bias.value.as_slice().expect("standard layout");
+        let mut y: Vec<f32> = (0..rows).flat_map(|_| bias.iter().copied()).collect();
+        gemm(
+            MatRef::row_major(x.as_slice().expect("standard layout"), rows, self.inputs()),
+            self.wt(),
+            MatMut::row_major(&mut y, rows, outputs),
+            true,
+        );
+        let y = Array2::from_shape_vec((rows, outputs), y).expect("sizes");
         if ctx.train {
             self.input = Some(x.to_owned());
         }
@@ -98,11 +101,31 @@ impl Module for Linear {
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
         let x = cached(&self.input, "linear")?;
-        let g = as2(grad_out, "linear output gradient", Some(self.outputs()))?;
-        let dw = g.t().dot(x);
-        self.weight.grad += &dw.into_dyn();
+        let g = as2(grad_out, "linear output gradient", Some(self.outputs()))?
+            .as_standard_layout()
+            .into_owned();
+        let (rows, inputs, outputs) = (g.nrows(), self.inputs(), self.outputs());
+        let gs = g.as_slice().expect("standard layout");
+        let xs = x.as_slice().expect("standard layout");
+        gemm(
+            MatRef::row_major(gs, rows, outputs).t(),
+            MatRef::row_major(xs, rows, inputs),
+            MatMut::row_major(
+                self.weight.grad.as_slice_mut().expect("standard layout"),
+                outputs,
+                inputs,
+            ),
+            true,
+        );
         self.bias.grad += &g.sum_axis(Axis(0)).into_dyn();
-        Ok(g.dot(&self.w()).into_dyn())
+        let mut dx = vec![0.0f32; rows * inputs];
+        gemm(
+            MatRef::row_major(gs, rows, outputs),
+            self.wt().t(),
+            MatMut::row_major(&mut dx, rows, inputs),
+            false,
+        );
+        Ok(Tensor::from_shape_vec(vec![rows, inputs], dx).expect("sizes"))
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Param)) {

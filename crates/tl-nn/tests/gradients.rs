@@ -667,19 +667,23 @@ fn depthwise_kernels_equal_naive_loops_on_every_remainder() {
     ] {
         for w in 1..=20 {
             for (n, h) in [(1, 1), (1, 3), (3, 5)] {
-                let what = format!("{kernel}x{kernel}/{stride}, {padding:?}, batch {n}, {h}x{w}");
+                // Channel counts on every side of the kernels' 16-channel blocks.
+                let ch = [4, 16, 17, 33][w % 4];
+                let what = format!(
+                    "{kernel}x{kernel}/{stride}, {padding:?}, batch {n}, {ch} channels, {h}x{w}"
+                );
                 let mut rng = seeded_rng(w as u64, "dw");
                 let mut c = Conv2d::init(
-                    4,
-                    4,
+                    ch,
+                    ch,
                     [kernel, kernel],
                     [stride, stride],
                     padding,
-                    4,
+                    ch,
                     &mut rng,
                 )
                 .unwrap();
-                let x = random(&[n, 4, h, w], w as u64, "x");
+                let x = random(&[n, ch, h, w], w as u64, "x");
                 let Ok(y) = c.forward(&x, &mut train_ctx()) else {
                     continue;
                 };

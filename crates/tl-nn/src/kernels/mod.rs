@@ -12,6 +12,10 @@
 
 use rayon::prelude::*;
 
+pub mod gemm;
+
+pub use gemm::{Axis, MatMut, MatRef, gemm, matmul};
+
 /// Values per parallel block (large enough to amortise scheduling, small enough to split
 /// one layer's activations across threads).
 pub const BLOCK: usize = 1 << 14;
