@@ -3,7 +3,9 @@
 //! × 64 tokens = 2,048 rows of 384). Throughput is in floating-point operations (criterion
 //! reports them as "elem/s": divide by 1e9 for GFLOP/s); `gemm_*` is the machine's matrix
 //! product alone (ndarray's, which every dense layer uses), the reference for the others.
-//! `benches/python/train_baseline.py gemm|attention` runs the same shapes in PyTorch.
+//! `attention_*` is MiniLM's attention forward + backward. `benches/python/train_baseline.py
+//! gemm|attention` runs the same shapes in PyTorch; `cargo xtask bench-report --only engine`
+//! runs both sides alternately.
 //!
 //! `cargo bench -p tl-benches -- kernels` runs this group.
 
@@ -40,6 +42,34 @@ fn bench(c: &mut Criterion) {
         });
         g.bench_function(format!("gemm_ndarray_{m}x{k}x{n}"), |bench| {
             bench.iter(|| a.dot(&b))
+        });
+    }
+    // MiniLM's attention: 32 sequences × 12 heads × 64 tokens × 32 dimensions per head,
+    // forward and backward (output gradient of ones); six products of 64 × 64 × 32.
+    {
+        use tl_nn::kernels::attention::{Dims, Mask, backward, forward};
+        let d = Dims {
+            batch: 32,
+            heads: 12,
+            queries: 64,
+            keys: 64,
+            dim: 32,
+        };
+        let len = d.batch * d.heads * d.queries * d.dim;
+        let q: Vec<f32> = (0..len).map(|i| (i % 13) as f32 / 13.0 - 0.5).collect();
+        let k: Vec<f32> = (0..len).map(|i| (i % 7) as f32 / 7.0 - 0.5).collect();
+        let v: Vec<f32> = (0..len).map(|i| (i % 5) as f32 / 5.0 - 0.5).collect();
+        let ones = vec![1.0f32; len];
+        let (mut out, mut p) = (vec![0.0; len], vec![0.0; d.batch * d.heads * 64 * 64]);
+        let (mut dq, mut dk, mut dv) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+        g.throughput(Throughput::Elements(
+            (12 * d.batch * d.heads * 64 * 64 * 32) as u64,
+        ));
+        g.bench_function("attention_b32_h12_t64_d32", |bench| {
+            bench.iter(|| {
+                forward((&q, &k, &v), d, Mask::default(), &mut out, &mut p);
+                backward((&q, &k, &v), &p, &ones, d, (&mut dq, &mut dk, &mut dv));
+            })
         });
     }
     let mut rng = tl_core::rng::seeded_rng(1, "kernels");

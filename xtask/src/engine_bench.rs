@@ -29,6 +29,8 @@ const THREADS: usize = 2;
 const FINETUNE: [(usize, usize); 2] = [(112, 16), (224, 8)];
 /// MiniLM's dense layers: 32 × 64 tokens of 384 → 384 and 384 → 1,536.
 const GEMMS: [(usize, usize, usize); 2] = [(2048, 384, 384), (2048, 384, 1536)];
+/// MiniLM's attention: batch, heads, tokens, dimension per head.
+const ATTENTION: [usize; 4] = [32, 12, 64, 32];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -51,11 +53,12 @@ fn timed<T>(steps: usize, mut prepare: impl FnMut() -> T, mut step: impl FnMut(T
     median(times)
 }
 
-fn pool(threads: usize) -> Result<()> {
-    rayon::ThreadPoolBuilder::new()
+/// The pool the step runs in, as `tl train` runs its training loop
+/// (`tl_pipeline::Compute::install`).
+fn pool(threads: usize) -> Result<rayon::ThreadPool> {
+    Ok(rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
-        .build_global()
-        .context("rayon's pool was already built")
+        .build()?)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -80,7 +83,7 @@ fn parse(args: &[String], names: &[&str]) -> Result<Vec<usize>> {
 pub fn train_step(args: &[String]) -> Result<()> {
     let v = parse(args, &["SIZE", "BATCH", "THREADS", "STEPS"])?;
     let (size, batch, threads, steps) = (v[0], v[1], v[2], v[3]);
-    pool(threads)?;
+    let pool = pool(threads)?;
     let path = tl_core::home::tl_home()?.join("models/mobilenet-v2/model-bn.onnx");
     let model = tl_onnx::OnnxModel::load(&path).with_context(|| {
         format!(
@@ -91,21 +94,24 @@ pub fn train_step(args: &[String]) -> Result<()> {
     let mut net = tl_head::import::import_graph(&model, "input", "features")?.layers;
     net.set_input_grad(false);
     let mut rng = tl_core::rng::seeded_rng(1, "train-step");
-    let seconds = timed(
-        steps,
-        || -> Tensor {
-            ArrayD::from_shape_simple_fn(vec![batch, 3, size, size], || {
-                rng.random::<f32>() * 2.0 - 1.0
-            })
-        },
-        |x| {
-            net.zero_grad();
-            let y = net
-                .forward(&x, &mut Ctx::train(tl_core::rng::seeded_rng(0, "step")))
-                .expect("forward");
-            net.backward(&Tensor::ones(y.raw_dim())).expect("backward");
-        },
-    );
+    let run = || {
+        timed(
+            steps,
+            || -> Tensor {
+                ArrayD::from_shape_simple_fn(vec![batch, 3, size, size], || {
+                    rng.random::<f32>() * 2.0 - 1.0
+                })
+            },
+            |x| {
+                net.zero_grad();
+                let y = net
+                    .forward(&x, &mut Ctx::train(tl_core::rng::seeded_rng(0, "step")))
+                    .expect("forward");
+                net.backward(&Tensor::ones(y.raw_dim())).expect("backward");
+            },
+        )
+    };
+    let seconds = pool.install(run);
     let out = serde_json::json!({
         "mode": "finetune", "size": size, "batch": batch, "threads": threads,
         "seconds_median": seconds, "per_second": batch as f64 / seconds,
@@ -119,20 +125,68 @@ pub fn train_step(args: &[String]) -> Result<()> {
 pub fn gemm_step(args: &[String]) -> Result<()> {
     let v = parse(args, &["M", "K", "N", "THREADS", "STEPS"])?;
     let (m, k, n, threads, steps) = (v[0], v[1], v[2], v[3], v[4]);
-    pool(threads)?;
+    let pool = pool(threads)?;
     let mut rng = tl_core::rng::seeded_rng(2, "gemm-step");
     let a = Array2::from_shape_simple_fn((m, k), || rng.random::<f32>() - 0.5);
     let b = Array2::from_shape_simple_fn((k, n), || rng.random::<f32>() - 0.5);
-    let seconds = timed(
-        steps,
-        || (),
-        |()| {
-            std::hint::black_box(tl_nn::kernels::matmul(&a.view(), &b.view()));
-        },
-    );
+    let seconds = pool.install(|| {
+        timed(
+            steps,
+            || (),
+            |()| {
+                std::hint::black_box(tl_nn::kernels::matmul(&a.view(), &b.view()));
+            },
+        )
+    });
     let out = serde_json::json!({
         "mode": "gemm", "m": m, "k": k, "n": n, "threads": threads,
         "seconds_median": seconds, "gflops": 2.0 * (m * k * n) as f64 / seconds / 1e9,
+    });
+    println!("{out}");
+    Ok(())
+}
+
+/// `cargo xtask attention-step BATCH HEADS SEQ DIM THREADS STEPS`: tl's side of
+/// `train_baseline.py attention` (forward and backward, output gradient of ones).
+pub fn attention_step(args: &[String]) -> Result<()> {
+    use tl_nn::kernels::attention::{Dims, Mask, backward, forward};
+    let v = parse(args, &["BATCH", "HEADS", "SEQ", "DIM", "THREADS", "STEPS"])?;
+    let d = Dims {
+        batch: v[0],
+        heads: v[1],
+        queries: v[2],
+        keys: v[2],
+        dim: v[3],
+    };
+    let pool = pool(v[4])?;
+    let mut rng = tl_core::rng::seeded_rng(3, "attention-step");
+    let len = d.batch * d.heads * d.queries * d.dim;
+    let mut draw = || {
+        (0..len)
+            .map(|_| rng.random::<f32>() - 0.5)
+            .collect::<Vec<f32>>()
+    };
+    let (q, k, val) = (draw(), draw(), draw());
+    let ones = vec![1.0f32; len];
+    let seconds = pool.install(|| {
+        timed(
+            v[5],
+            || (),
+            |()| {
+                let mut out = vec![0.0f32; len];
+                let mut p = vec![0.0f32; d.batch * d.heads * d.queries * d.keys];
+                forward((&q, &k, &val), d, Mask::default(), &mut out, &mut p);
+                let (mut dq, mut dk, mut dv) = (vec![0.0; len], vec![0.0; len], vec![0.0; len]);
+                backward((&q, &k, &val), &p, &ones, d, (&mut dq, &mut dk, &mut dv));
+                std::hint::black_box((out, dq, dk, dv));
+            },
+        )
+    });
+    // Multiply-adds: Q·Kᵀ and P·V forward, four products backward.
+    let flops = 2.0 * 6.0 * (d.batch * d.heads * d.queries * d.keys * d.dim) as f64;
+    let out = serde_json::json!({
+        "mode": "attention", "batch": d.batch, "heads": d.heads, "seq": d.queries, "dim": d.dim,
+        "threads": v[4], "seconds_median": seconds, "gflops": flops / seconds / 1e9,
     });
     println!("{out}");
     Ok(())
@@ -210,17 +264,43 @@ pub fn section(cargo: &str) -> Result<String> {
         }
         rows.push((format!("GEMM {m} × {k} × {n}"), a, b, "GFLOP/s"));
     }
+    {
+        let [batch, heads, seq, dim] = ATTENTION;
+        let (mut a, mut b) = (vec![], vec![]);
+        for _ in 0..ROUNDS {
+            let args = [s(batch), s(heads), s(seq), s(dim), s(THREADS), s(STEPS * 2)];
+            a.push(field(
+                &json(tl().arg("attention-step").args(&args))?,
+                "seconds_median",
+            )?);
+            b.push(field(
+                &json(torch().arg("attention").args(&args))?,
+                "seconds_median",
+            )?);
+        }
+        // As rates, so that higher is better in every row.
+        let rate = |v: Vec<f64>| v.into_iter().map(|s| 1.0 / s).collect::<Vec<_>>();
+        rows.push((
+            format!(
+                "attention forward + backward, batch {batch} × {heads} heads × {seq} tokens × {dim}"
+            ),
+            rate(a),
+            rate(b),
+            "steps/s",
+        ));
+    }
     let mut md = format!(
         "## Training engine against PyTorch (issue 25)\n\n\
          Same machine, {THREADS} threads on both sides, run alternately: {ROUNDS} rounds of \
          (tl, PyTorch) per row, each run the median of {STEPS} steps after 3 warm-up steps \
-         (GEMMs: {} steps); the table gives the median run and every run. Fine-tuning: \
+         (GEMMs: {} steps, attention {}); the table gives the median run and every run. Fine-tuning: \
          MobileNetV2, BatchNorm on batch statistics, every parameter trainable, no gradient \
          for the input, a fresh batch each step, forward to the 1280 features and backward. \
          tl: `cargo xtask train-step` / `gemm-step` (release); PyTorch: \
          `benches/python/train_baseline.py` (torch {}, torchvision {}, Python {}).\n\n\
          | measurement | tl | PyTorch | tl / PyTorch | tl runs | PyTorch runs |\n|---|---|---|---|---|---|\n",
         STEPS * 5,
+        STEPS * 2,
         versions["torch"].as_str().unwrap_or("?"),
         versions["torchvision"].as_str().unwrap_or("?"),
         versions["python"].as_str().unwrap_or("?"),

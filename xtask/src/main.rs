@@ -38,6 +38,8 @@ commands:
         MobileNetV2 fine-tuning steps in tl-nn, median seconds and peak RSS as JSON
   gemm-step M K N THREADS STEPS
         tl-nn's matrix product, median seconds and GFLOP/s as JSON
+  attention-step BATCH HEADS SEQ DIM THREADS STEPS
+        tl-nn's attention forward + backward, median seconds as JSON
   make-photos [--out DIR] [--count N] [--seed S]
         write N JPEGs (default 1000) made from the sample photos by random crops, sizes
         (160-800 px on the longer side) and JPEG qualities, one sub-folder per photo
@@ -54,6 +56,7 @@ fn main() -> Result<()> {
         // Used by bench-report's engine section: tl's side of train_baseline.py.
         Some("train-step") => engine_bench::train_step(&args[1..]),
         Some("gemm-step") => engine_bench::gemm_step(&args[1..]),
+        Some("attention-step") => engine_bench::attention_step(&args[1..]),
         // Used by bench-report: the probe section, timed in a release build.
         Some("probe-section") => {
             let out = args.get(1).context("probe-section needs an output file")?;

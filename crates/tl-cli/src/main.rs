@@ -198,7 +198,7 @@ pub struct RunArgs {
     /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA if usable, else CPU, and say so).
     #[arg(long, default_value = "cpu", value_parser = parse_device)]
     pub device: Device,
-    /// Intra-op threads for ONNX Runtime (default: one per physical core).
+    /// Threads for ONNX Runtime and for training networks in tl-nn (default: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
     /// `f32`, or `f16`: the model rewritten to compute in half precision (float32 in and out;

@@ -700,8 +700,9 @@ impl Conv2d {
     }
 }
 
-impl Module for Conv2d {
-    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+impl Conv2d {
+    /// The output for `x` (any layout), without keeping anything.
+    fn output(&self, x: &Tensor) -> Result<Tensor> {
         let g = self.geom(x.shape(), "convolution input")?;
         let x = x.as_standard_layout();
         let xs = x.as_slice().expect("standard layout");
@@ -718,10 +719,29 @@ impl Module for Conv2d {
                 .for_each_init(Vec::new, |col, (yi, xi)| self.forward_one(xi, &g, yi, col));
             y
         };
-        if ctx.train {
-            self.input = Some(x.into_owned());
-        }
         Ok(Tensor::from_shape_vec(vec![n, g.o, g.oh, g.ow], y).expect("sizes"))
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let y = self.output(x)?;
+        if ctx.train {
+            self.input = Some(x.as_standard_layout().into_owned());
+        }
+        Ok(y)
+    }
+
+    fn forward_owned(&mut self, x: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let y = self.output(&x)?;
+        if ctx.train {
+            self.input = Some(if x.is_standard_layout() {
+                x
+            } else {
+                x.as_standard_layout().into_owned()
+            });
+        }
+        Ok(y)
     }
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {

@@ -285,12 +285,17 @@ impl Graph {
     /// Runs the graph on `x` and returns its outputs (see [`Graph::set_outputs`]) in order.
     /// Values are dropped as soon as no later node or output needs them.
     pub fn forward_all(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
+        self.forward_all_owned(x.clone(), ctx)
+    }
+
+    /// [`Graph::forward_all`] of an input the caller no longer needs (no copy of it).
+    pub fn forward_all_owned(&mut self, x: Tensor, ctx: &mut Ctx) -> Result<Vec<Tensor>> {
         let outputs = self.outputs();
         if ctx.train {
             self.input_shape = Some(x.shape().to_vec());
         }
         if self.nodes.is_empty() {
-            return Ok(vec![x.clone(); outputs.len()]);
+            return Ok(vec![x; outputs.len()]);
         }
         self.fuse();
         let fused = self.fused.clone().expect("fused above");
@@ -300,7 +305,7 @@ impl Graph {
             kept[v] = true;
         }
         let mut values: Vec<Option<Tensor>> = vec![None; self.nodes.len() + 1];
-        values[0] = Some(x.clone());
+        values[0] = Some(x);
         let mut frozen_ctx = Ctx::eval();
         for (i, node) in self.nodes.iter_mut().enumerate() {
             if fused[i] {
@@ -315,6 +320,13 @@ impl Graph {
             };
             let get = |v: usize| values[v].as_ref().expect("values are made before use");
             let y = match &mut node.op {
+                // The last reader of a value that is not an output takes it.
+                Op::Layer(l) if last[node.inputs[0]] == i && !kept[node.inputs[0]] => {
+                    let x = values[node.inputs[0]]
+                        .take()
+                        .expect("values are made before use");
+                    l.forward_owned(x, c)?
+                }
                 Op::Layer(l) => l.forward(get(node.inputs[0]), c)?,
                 Op::Add => {
                     let (a, b) = (get(node.inputs[0]), get(node.inputs[1]));
@@ -431,6 +443,10 @@ impl Graph {
 impl Module for Graph {
     /// The graph's one output ([`Graph::forward_all`] for several).
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        self.forward_owned(x.clone(), ctx)
+    }
+
+    fn forward_owned(&mut self, x: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let n = self.outputs().len();
         if n != 1 {
             return Err(Error::invalid(
@@ -438,7 +454,7 @@ impl Module for Graph {
                 format!("it has {n} outputs: run it with forward_all"),
             ));
         }
-        Ok(self.forward_all(x, ctx)?.pop().expect("one output"))
+        Ok(self.forward_all_owned(x, ctx)?.pop().expect("one output"))
     }
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {

@@ -79,6 +79,13 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     /// The output for `x`; in training mode, also keeps what `backward` needs.
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor>;
 
+    /// [`Module::forward`] of an input the caller no longer needs: a layer that keeps its
+    /// input for backward keeps this one instead of a copy. [`crate::Graph`] hands each
+    /// value on this way to the last node that reads it.
+    fn forward_owned(&mut self, x: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        self.forward(&x, ctx)
+    }
+
     /// Adds the parameters' gradients for `grad_out` (d loss / d output of the last
     /// training-mode forward) and returns d loss / d input.
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor>;
@@ -204,9 +211,13 @@ impl Sequential {
 
 impl Module for Sequential {
     fn forward(&mut self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let mut h = x.clone();
+        self.forward_owned(x.clone(), ctx)
+    }
+
+    fn forward_owned(&mut self, x: Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let mut h = x;
         for (_, l) in &mut self.layers {
-            h = l.forward(&h, ctx)?;
+            h = l.forward_owned(h, ctx)?;
         }
         Ok(h)
     }

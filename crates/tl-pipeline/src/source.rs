@@ -128,7 +128,7 @@ impl<'a> FeatureRequest<'a> {
 }
 
 /// Features of rows, by content hash.
-pub type Gather = Box<dyn Fn(&[String]) -> Result<Array2<f32>>>;
+pub type Gather = Box<dyn Fn(&[String]) -> Result<Array2<f32>> + Send + Sync>;
 
 /// Where a run's features come from, and how to get them.
 pub struct Source {

@@ -538,13 +538,15 @@ fn train_head(
         env.observer.epoch(log, epochs);
         Flow::Continue
     };
-    let report = Trainer::new(train_cfg, tasks)
-        .checkpoint(Some(Checkpoint {
-            dir: out,
-            fingerprint,
-        }))
-        .on_epoch(&mut on_epoch)
-        .fit(net, &data.train.labelled(), Some(&data.val.labelled()))?;
+    let report = env.compute.install(|| {
+        Trainer::new(train_cfg, tasks)
+            .checkpoint(Some(Checkpoint {
+                dir: out,
+                fingerprint,
+            }))
+            .on_epoch(&mut on_epoch)
+            .fit(net, &data.train.labelled(), Some(&data.val.labelled()))
+    })??;
     if let Some(from) = report.resumed_from_epoch {
         env.note(format!("resumed from the checkpoint after epoch {from}"));
     }
@@ -648,6 +650,7 @@ pub fn write_artifact(w: &Written<'_>, net: &HeadNet, out: &Path, env: &Env) -> 
     }
     tl_core::io::write_json(&out.join(files::METRICS), w.metrics)?;
     let mut manifest = Manifest::new(&env.command);
+    manifest.threads = env.compute.workers();
     manifest.model = cfg.model.clone();
     manifest.model_file = src.model_path.clone();
     manifest.model_sha256 = src.sha.clone();

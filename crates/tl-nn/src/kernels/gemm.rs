@@ -266,6 +266,16 @@ pub fn injective(rows: &Axis, cols: &Axis) -> bool {
 /// If the shapes disagree, an operand's axes reach outside its slice, or `C`'s axes map
 /// two elements to one offset: these are bugs of the calling layer, not of user input.
 pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
+    product(a, b, c, accumulate, true)
+}
+
+/// [`gemm`] on the calling thread alone, for callers that are already one of many parallel
+/// tasks (attention's (sample, head) pairs). The same bits as [`gemm`].
+pub fn gemm_serial(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
+    product(a, b, c, accumulate, false)
+}
+
+fn product(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, may_thread: bool) {
     let (m, k, n) = (a.rows.len, a.cols.len, b.cols.len);
     assert!(
         b.rows.len == k && c.rows.len == m && c.cols.len == n,
@@ -299,10 +309,10 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
     }
     match isa() {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => run::<Avx512>(a, b, c, accumulate),
+        Isa::Avx512 => run::<Avx512>(a, b, c, accumulate, may_thread),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => run::<Avx2>(a, b, c, accumulate),
-        Isa::Portable => run::<Portable>(a, b, c, accumulate),
+        Isa::Avx2 => run::<Avx2>(a, b, c, accumulate, may_thread),
+        Isa::Portable => run::<Portable>(a, b, c, accumulate, may_thread),
     }
 }
 
@@ -612,7 +622,7 @@ fn pack(
     }
 }
 
-fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) {
+fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, may_thread: bool) {
     let (m, k, n) = (a.rows.len, a.cols.len, b.cols.len);
     let (mr, nr) = (K::MR, K::NR);
     let (mp, np) = (m.div_ceil(mr), n.div_ceil(nr));
@@ -621,7 +631,7 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool) 
         mr * nr <= TILE_MAX,
         "micro-kernel tile larger than TILE_MAX"
     );
-    let parallel = m * n * k >= PARALLEL_MIN && FORCED.with(Cell::get).is_none();
+    let parallel = may_thread && m * n * k >= PARALLEL_MIN && FORCED.with(Cell::get).is_none();
     // A B panel of NR whole consecutive columns is read in place (its offset), when B's
     // rows are evenly spaced; the others are packed.
     let b_direct = |q: usize| {

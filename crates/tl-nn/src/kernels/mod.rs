@@ -12,6 +12,7 @@
 
 use rayon::prelude::*;
 
+pub mod attention;
 pub mod gemm;
 
 pub use gemm::{Axis, MatMut, MatRef, gemm, matmul};
@@ -116,9 +117,53 @@ pub fn sum_and_dot(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> (f64, f
     (s, d)
 }
 
+/// `x ← eˣ` for every value, vectorised: Cephes' `expf` (range reduction by ln 2 in two
+/// parts, a degree-5 polynomial, the power of two built in the exponent bits), within
+/// [`EXP_REL`] of the exact value; inputs are clamped to `[-87.3, 88.3]` (so results are
+/// normal `f32`, never 0 or ∞). Written without branches or fused multiply-adds, so every
+/// instruction set gives the same bits.
+#[multiversion::multiversion(targets = "simd")]
+pub fn exp_in_place(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let a = v.clamp(-87.3, 88.3);
+        let n = (a * std::f32::consts::LOG2_E + 0.5).floor();
+        let r = a - n * 0.693_359_4 - n * -2.121_944_4e-4;
+        let z = r * r;
+        let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2)
+            * r
+            + 0.166_666_65)
+            * r
+            + 0.5;
+        let y = p * z + r + 1.0;
+        *v = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    }
+}
+
+/// Largest relative error of [`exp_in_place`] (tested over its whole range).
+pub const EXP_REL: f64 = 4e-7;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exp_is_within_its_stated_error_over_its_range() {
+        let mut worst = 0.0f64;
+        let xs: Vec<f32> = (0..200_001)
+            .map(|i| -87.3 + i as f32 * (175.6 / 200_000.0))
+            .collect();
+        let mut ys = xs.clone();
+        exp_in_place(&mut ys);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let want = (x as f64).exp();
+            worst = worst.max((y as f64 - want).abs() / want);
+        }
+        assert!(worst < EXP_REL, "relative error {worst}");
+        let mut edge = [f32::NEG_INFINITY, -1e30, 0.0, 1e30];
+        exp_in_place(&mut edge);
+        assert!(edge.iter().all(|v| v.is_finite() && *v > 0.0), "{edge:?}");
+        assert_eq!(edge[2], 1.0);
+    }
 
     /// Largest error of the lane sums against a plain `f64` sum, relative to the sum of the
     /// terms' magnitudes (the scale of summation error; the sums themselves may cancel).
