@@ -122,11 +122,11 @@ fn softmax_row(row: &mut [f32], visible: usize, scale: f32) {
     let max = seen
         .iter()
         .fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-    let mut sum = 0.0f64;
     for s in seen.iter_mut() {
-        *s = (*s * scale - max).exp();
-        sum += *s as f64;
+        *s = *s * scale - max;
     }
+    super::exp_in_place(seen);
+    let sum = super::sum_by(seen, |s| s);
     let inv = (1.0 / sum) as f32;
     for s in seen.iter_mut() {
         *s *= inv;
@@ -192,11 +192,9 @@ pub fn backward(
                 false,
             );
             for (dsr, pr) in ds.chunks_mut(d.keys).zip(p.chunks(d.keys)) {
-                let dot = dsr
-                    .iter()
-                    .zip(pr)
-                    .map(|(&g, &pv)| g as f64 * pv as f64)
-                    .sum::<f64>() as f32;
+                let mut lanes = [0.0f32; super::LANES];
+                super::lane_dot(&mut lanes, dsr, pr);
+                let dot = lanes.iter().map(|&l| l as f64).sum::<f64>() as f32;
                 for (g, &pv) in dsr.iter_mut().zip(pr) {
                     *g = pv * (*g - dot) * scale;
                 }

@@ -385,8 +385,11 @@ pub fn with_isa<T>(isa: Isa, f: impl FnOnce() -> T) -> T {
 #[derive(Clone, Copy)]
 struct Tile {
     kc: usize,
-    /// A packed panel: `kc` groups of `MR` values.
+    /// `MR` rows of `kc` values: row `r`, step `kk` at `a + r·ars + kk·aks` (a packed
+    /// panel has `ars = 1`, `aks = MR`; a row-major A read in place `ars = lda`, `aks = 1`).
     a: *const f32,
+    ars: usize,
+    aks: usize,
     /// `kc` rows of `NR` contiguous values, `ldb` apart (a packed panel has `ldb = NR`).
     b: *const f32,
     ldb: usize,
@@ -416,6 +419,8 @@ impl Micro for Portable {
         let Tile {
             kc,
             a,
+            ars,
+            aks,
             b,
             ldb,
             c,
@@ -433,9 +438,9 @@ impl Micro for Portable {
                 }
             }
             for kk in 0..kc {
-                let (ap, bp) = (a.add(kk * 4), b.add(kk * ldb));
+                let (ap, bp) = (a.add(kk * aks), b.add(kk * ldb));
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let av = *ap.add(r);
+                    let av = *ap.add(r * ars);
                     for (j, v) in row.iter_mut().enumerate() {
                         *v = av.mul_add(*bp.add(j), *v);
                     }
@@ -470,6 +475,8 @@ unsafe fn avx512_tile(t: Tile) {
     let Tile {
         kc,
         a,
+        ars,
+        aks,
         b,
         ldb,
         c,
@@ -489,9 +496,9 @@ unsafe fn avx512_tile(t: Tile) {
         for kk in 0..kc {
             let b0 = _mm512_loadu_ps(b.add(kk * ldb));
             let b1 = _mm512_loadu_ps(b.add(kk * ldb + 16));
-            let ap = a.add(kk * MR);
+            let ap = a.add(kk * aks);
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ap.add(r));
+                let av = _mm512_set1_ps(*ap.add(r * ars));
                 row[0] = _mm512_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm512_fmadd_ps(av, b1, row[1]);
             }
@@ -523,6 +530,8 @@ unsafe fn avx2_tile(t: Tile) {
     let Tile {
         kc,
         a,
+        ars,
+        aks,
         b,
         ldb,
         c,
@@ -542,9 +551,9 @@ unsafe fn avx2_tile(t: Tile) {
         for kk in 0..kc {
             let b0 = _mm256_loadu_ps(b.add(kk * ldb));
             let b1 = _mm256_loadu_ps(b.add(kk * ldb + 8));
-            let ap = a.add(kk * MR);
+            let ap = a.add(kk * aks);
             for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_ps(*ap.add(r));
+                let av = _mm256_set1_ps(*ap.add(r * ars));
                 row[0] = _mm256_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(av, b1, row[1]);
             }
@@ -634,6 +643,11 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
     let parallel = may_thread && m * n * k >= PARALLEL_MIN && FORCED.with(Cell::get).is_none();
     // A B panel of NR whole consecutive columns is read in place (its offset), when B's
     // rows are evenly spaced; the others are packed.
+    // An A panel of MR whole rows of a row-major A is read in place (its offset).
+    let a_direct = |p: usize| {
+        let simple = a.rows.inner >= a.rows.len && a.cols.inner >= a.cols.len;
+        (simple && a.cols.stride == 1 && (p + 1) * mr <= m).then(|| p * mr * a.rows.stride)
+    };
     let b_direct = |q: usize| {
         let whole = (q + 1) * nr <= n && b.rows.inner >= b.rows.len;
         whole.then(|| b.cols.run(q * nr, nr)).flatten()
@@ -645,7 +659,9 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
         let ablk = &mut apack[k0 * mp * mr..(k0 + kc) * mp * mr];
         let bblk = &mut bpack[k0 * np * nr..(k0 + kc) * np * nr];
         let pa = |(p, out): (usize, &mut [f32])| {
-            pack(a.data, &a.rows, &a.cols, p * mr, mr, (k0, kc), out)
+            if a_direct(p).is_none() {
+                pack(a.data, &a.rows, &a.cols, p * mr, mr, (k0, kc), out)
+            }
         };
         let pb = |(q, out): (usize, &mut [f32])| {
             if b_direct(q).is_none() {
@@ -704,7 +720,14 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
                 let contiguous = cols == nr && ccols.stride == 1 && ccols.run(j0, nr).is_some();
                 let cruns = ccols.runs(j0, cols);
                 for p in p0..p1 {
-                    let ap = ablk[p * kc * mr..].as_ptr();
+                    let (ap, ars, aks) = match a_direct(p) {
+                        // SAFETY: MR whole rows of A from column k0, kc long, inside its
+                        // slice (extent checked in `gemm`).
+                        Some(first) => {
+                            (unsafe { a.data.as_ptr().add(first + k0) }, a.rows.stride, 1)
+                        }
+                        None => (ablk[p * kc * mr..].as_ptr(), 1, mr),
+                    };
                     let i0 = p * mr;
                     let rows = mr.min(m - i0);
                     if contiguous && direct_rows && rows == mr {
@@ -716,6 +739,8 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
                             K::tile(Tile {
                                 kc,
                                 a: ap,
+                                ars,
+                                aks,
                                 b: bp,
                                 ldb,
                                 c: base,
@@ -749,6 +774,8 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
                             K::tile(Tile {
                                 kc,
                                 a: ap,
+                                ars,
+                                aks,
                                 b: bp,
                                 ldb,
                                 c: tmp.as_mut_ptr(),
