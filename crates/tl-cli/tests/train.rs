@@ -387,19 +387,27 @@ fn the_whole_network_fine_tunes_reproducibly_exports_and_predicts() {
         .collect()
     };
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let run = |out: &std::path::Path| {
-        let args = args(out);
+    let run = |out: &std::path::Path, threads: &str| {
+        let mut args = args(out);
+        args.extend(["--threads".to_string(), threads.to_string()]);
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         ok_json(&tl(&refs))
     };
-    let v = run(&a);
+    let v = run(&a, "2");
     assert_eq!(v["metrics"]["training"]["epochs_run"], 2, "{v}");
-    run(&b);
-    // The same seed, with augmentation and micro-batches: the same bits.
+    run(&b, "1");
+    // The same seed, with augmentation and micro-batches, on 2 workers and on 1: the same
+    // bits.
     assert_eq!(
         std::fs::read(a.join("weights.safetensors")).unwrap(),
         std::fs::read(b.join("weights.safetensors")).unwrap()
     );
+    let workers = |dir: &std::path::Path| {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        m["threads"].as_u64()
+    };
+    assert_eq!((workers(&a), workers(&b)), (Some(2), Some(1)));
     let cfg: serde_json::Value =
         serde_json::from_slice(&std::fs::read(a.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["finetune"], "all");
