@@ -32,14 +32,25 @@ fn bench(c: &mut Criterion) {
             ((i[1] * 7 + i[2] * 3 + i[3] + i[0]) % 17) as f32 / 8.0 - 1.0
         });
         g.throughput(Throughput::Elements(batch as u64));
+        // A fresh batch each step (made outside the timing), as the PyTorch baseline does.
+        let mut step = 0usize;
         g.bench_function(format!("train_{size}px_b{batch}"), |b| {
-            b.iter(|| {
-                net.zero_grad();
-                let y = net
-                    .forward(&x, &mut Ctx::train(tl_core::rng::seeded_rng(0, "bench")))
-                    .unwrap();
-                net.backward(&Tensor::ones(y.raw_dim())).unwrap()
-            })
+            b.iter_batched(
+                || {
+                    step += 1;
+                    ArrayD::from_shape_fn(vec![batch, 3, size, size], |i| {
+                        ((i[1] * 7 + i[2] * 3 + i[3] + i[0] + step) % 17) as f32 / 8.0 - 1.0
+                    })
+                },
+                |x: Tensor| {
+                    net.zero_grad();
+                    let y = net
+                        .forward_owned(x, &mut Ctx::train(tl_core::rng::seeded_rng(0, "bench")))
+                        .unwrap();
+                    net.backward(&Tensor::ones(y.raw_dim())).unwrap()
+                },
+                criterion::BatchSize::LargeInput,
+            )
         });
         g.bench_function(format!("eval_{size}px_b{batch}"), |b| {
             b.iter(|| net.predict(&x).unwrap())
