@@ -15,6 +15,8 @@
 use std::{fmt::Write as _, process::Command, time::Instant};
 
 use anyhow::{Context, Result, bail};
+
+use crate::bench_report::{median, output};
 use ndarray::{Array2, ArrayD};
 use rand::Rng;
 use tl_nn::{Ctx, Module, ModuleExt, Tensor};
@@ -31,11 +33,6 @@ const FINETUNE: [(usize, usize); 2] = [(112, 16), (224, 8)];
 const GEMMS: [(usize, usize, usize); 2] = [(2048, 384, 384), (2048, 384, 1536)];
 /// MiniLM's attention: batch, heads, tokens, dimension per head.
 const ATTENTION: [usize; 4] = [32, 12, 64, 32];
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Median seconds of `STEPS` calls of `step` after 3 warm-up calls; `prepare` runs untimed
 /// before each.
@@ -194,15 +191,7 @@ pub fn attention_step(args: &[String]) -> Result<()> {
 
 /// Runs `cmd` and parses the last line of its standard output as JSON.
 fn json(cmd: &mut Command) -> Result<serde_json::Value> {
-    eprintln!("bench-report: {cmd:?}");
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8(out.stdout)?;
+    let text = output(cmd)?;
     let line = text.lines().last().context("no output")?;
     serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))
 }

@@ -616,18 +616,22 @@ fn shift_measures_layers_and_bad_domains_fail_clearly() {
 
 #[test]
 fn rank_scores_candidates_and_correlates_them_with_the_probe() {
-    let v = ok_json(&tl(&[
-        "--json",
-        "rank",
-        "--data",
-        "sklearn-digits",
-        "--image-size",
-        "64",
-        "--budget",
-        "10",
-        "--models",
-        "efficientnet-lite0,efficientnet-lite0:blocks.12",
-    ]));
+    // `tl rank` on sklearn-digits, 10 labelled rows per class.
+    let rank = |image_size: &str, models: &str| {
+        ok_json(&tl(&[
+            "--json",
+            "rank",
+            "--data",
+            "sklearn-digits",
+            "--image-size",
+            image_size,
+            "--budget",
+            "10",
+            "--models",
+            models,
+        ]))
+    };
+    let v = rank("64", "efficientnet-lite0,efficientnet-lite0:blocks.12");
     let c = v["candidates"].as_array().unwrap();
     assert_eq!(c.len(), 2);
     assert_eq!(c[1]["layer"], "blocks.12");
@@ -650,18 +654,7 @@ fn rank_scores_candidates_and_correlates_them_with_the_probe() {
     assert_eq!(v["rows"]["train"], 90, "{}", v["rows"]);
     // 90 rows of 1,280 features at 32 px, where the fit interpolates: EfficientNet-Lite0's
     // LogME was NaN (computed from the 1,280 × 1,280 FᵀF) and ranked nothing.
-    let v = ok_json(&tl(&[
-        "--json",
-        "rank",
-        "--data",
-        "sklearn-digits",
-        "--image-size",
-        "32",
-        "--budget",
-        "10",
-        "--models",
-        "efficientnet-lite0,mobilenet-v2",
-    ]));
+    let v = rank("32", "efficientnet-lite0,mobilenet-v2");
     for cand in v["candidates"].as_array().unwrap() {
         let logme = cand["logme"].as_f64();
         assert!(logme.is_some_and(f64::is_finite), "{cand}");

@@ -56,6 +56,21 @@ fn run(session: &mut Session, x: &ArrayD<f32>, outs: &[&str]) -> BTreeMap<String
         .collect()
 }
 
+/// `outs` of `model` (called `name` in errors) run by ONNX Runtime on `x`.
+fn run_model(
+    model: &OnnxModel,
+    name: &str,
+    x: &ArrayD<f32>,
+    outs: &[&str],
+) -> BTreeMap<String, ArrayD<f32>> {
+    let opts = SessionOptions::default();
+    run(
+        &mut Session::from_model(runtime(), model, name, &opts).unwrap(),
+        x,
+        outs,
+    )
+}
+
 fn max_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
     a.iter()
@@ -103,14 +118,8 @@ fn check_export(id: &str, file: &str, last: &str, tap_at: Tap, head: HeadSpec) {
     let (path, backbone) = model(id, file);
     let rt = runtime();
     let x = input(8);
-    let mut session = Session::from_model(
-        rt,
-        &backbone.with_outputs(&[last]).unwrap(),
-        file,
-        &SessionOptions::default(),
-    )
-    .unwrap();
-    let outs = run(&mut session, &x, &[last, "features"]);
+    let tapped = backbone.with_outputs(&[last]).unwrap();
+    let outs = run_model(&tapped, file, &x, &[last, "features"]);
     let (tap, features) = (&outs[last], &outs["features"]);
     let tasks = tasks();
     let (mut net, head_input, pool, imported) = if tap_at != Tap::Pooled {
@@ -286,14 +295,7 @@ fn the_whole_mobilenet_v2_folded_with_an_mlp_is_fine_tuned_exported_and_matches(
 fn the_whole_mobilenet_v2_with_batch_norm_kept_imports_exactly() {
     let (_, backbone) = model("mobilenet-v2", "model-bn.onnx");
     let x = input(3);
-    let mut session = Session::from_model(
-        runtime(),
-        &backbone,
-        "mobilenet-v2",
-        &SessionOptions::default(),
-    )
-    .unwrap();
-    let features = run(&mut session, &x, &["features"])
+    let features = run_model(&backbone, "mobilenet-v2", &x, &["features"])
         .remove("features")
         .unwrap();
     let mut imp = import_graph(&backbone, "input", "features").unwrap();
@@ -522,14 +524,7 @@ fn an_inception_block_with_concat_and_pooling_imports_exactly_and_trains() {
             });
         }
         let model = OnnxModel::from_proto(model).unwrap();
-        let mut session = Session::from_model(
-            runtime(),
-            &model,
-            "tiny-inception",
-            &SessionOptions::default(),
-        )
-        .unwrap();
-        let features = run(&mut session, &x, &["features"])
+        let features = run_model(&model, "tiny-inception", &x, &["features"])
             .remove("features")
             .unwrap();
         let mut imp = import_graph(&model, "input", "features").unwrap();

@@ -101,9 +101,8 @@ impl Module for Linear {
 
     fn backward(&mut self, grad_out: &Tensor) -> Result<Tensor> {
         let x = cached(&self.input, "linear")?;
-        let g = as2(grad_out, "linear output gradient", Some(self.outputs()))?
-            .as_standard_layout()
-            .into_owned();
+        let g = as2(grad_out, "linear output gradient", Some(self.outputs()))?;
+        let g = g.as_standard_layout();
         let (rows, inputs, outputs) = (g.nrows(), self.inputs(), self.outputs());
         let gs = g.as_slice().expect("standard layout");
         let xs = x.as_slice().expect("standard layout");

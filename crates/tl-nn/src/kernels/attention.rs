@@ -231,6 +231,20 @@ mod tests {
             .collect()
     }
 
+    /// Queries, keys and values for `d`, from seeds `seed`, `seed + 1`, `seed + 2`.
+    fn inputs(d: &Dims, seed: usize) -> [Vec<f32>; 3] {
+        let t = d.batch * d.heads;
+        [
+            values(t * d.queries * d.dim, seed),
+            values(t * d.keys * d.dim, seed + 1),
+            values(t * d.keys * d.dim, seed + 2),
+        ]
+    }
+
+    fn wide(x: &[f32]) -> Vec<f64> {
+        x.iter().map(|&a| a as f64).collect()
+    }
+
     /// The definition, in `f64`: `out` for inputs `q`, `k`, `v`.
     fn reference(q: &[f64], k: &[f64], v: &[f64], d: Dims, mask: Mask<'_>) -> Vec<f64> {
         let mut out = vec![0.0; d.batch * d.heads * d.queries * d.dim];
@@ -288,16 +302,11 @@ mod tests {
                 key_lengths: lengths.as_deref(),
             };
             let t = d.batch * d.heads;
-            let (q, k, v) = (
-                values(t * d.queries * d.dim, 1),
-                values(t * d.keys * d.dim, 2),
-                values(t * d.keys * d.dim, 3),
-            );
+            let [q, k, v] = inputs(&d, 1);
             let mut out = vec![f32::NAN; q.len()];
             let mut p = vec![f32::NAN; t * d.queries * d.keys];
             forward((&q, &k, &v), d, mask, &mut out, &mut p);
-            let f = |x: &[f32]| x.iter().map(|&a| a as f64).collect::<Vec<_>>();
-            let want = reference(&f(&q), &f(&k), &f(&v), d, mask);
+            let want = reference(&wide(&q), &wide(&k), &wide(&v), d, mask);
             for (g, w) in out.iter().zip(&want) {
                 assert!((*g as f64 - w).abs() < FORWARD_TOL, "{d:?}: {g} vs {w}");
             }
@@ -322,11 +331,7 @@ mod tests {
                 key_lengths: lengths.as_deref(),
             };
             let t = d.batch * d.heads;
-            let (q, k, v) = (
-                values(t * d.queries * d.dim, 4),
-                values(t * d.keys * d.dim, 5),
-                values(t * d.keys * d.dim, 6),
-            );
+            let [q, k, v] = inputs(&d, 4);
             let w = values(q.len(), 7);
             let mut out = vec![0.0; q.len()];
             let mut p = vec![0.0; t * d.queries * d.keys];
@@ -337,8 +342,7 @@ mod tests {
                 vec![f32::NAN; v.len()],
             );
             backward((&q, &k, &v), &p, &w, d, (&mut dq, &mut dk, &mut dv));
-            let f = |x: &[f32]| x.iter().map(|&a| a as f64).collect::<Vec<_>>();
-            let (q64, k64, v64, w64) = (f(&q), f(&k), f(&v), f(&w));
+            let (q64, k64, v64, w64) = (wide(&q), wide(&k), wide(&v), wide(&w));
             let loss = |q: &[f64], k: &[f64], v: &[f64]| -> f64 {
                 reference(q, k, v, d, mask)
                     .iter()
@@ -346,14 +350,10 @@ mod tests {
                     .map(|(o, w)| o * w)
                     .sum()
             };
-            for (which, grad) in [("q", &dq), ("k", &dk), ("v", &dv)] {
+            let grads = [("q", &dq), ("k", &dk), ("v", &dv)];
+            for (slot, (which, grad)) in grads.into_iter().enumerate() {
                 for (i, &g) in grad.iter().enumerate() {
                     let mut ins = [q64.clone(), k64.clone(), v64.clone()];
-                    let slot = match which {
-                        "q" => 0,
-                        "k" => 1,
-                        _ => 2,
-                    };
                     ins[slot][i] += H;
                     let up = loss(&ins[0], &ins[1], &ins[2]);
                     ins[slot][i] -= 2.0 * H;
@@ -379,7 +379,7 @@ mod tests {
             dim: 8,
         };
         let t = d.batch * d.heads;
-        let (q, k, v) = (values(t * 160, 1), values(t * 160, 2), values(t * 160, 3));
+        let [q, k, v] = inputs(&d, 1);
         let run = |threads: usize| {
             rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)

@@ -455,115 +455,92 @@ impl Micro for Portable {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-struct Avx512;
+/// An x86-64 micro-kernel: `MR` rows of two vectors of `LANES` values (`NR = 2·LANES`),
+/// written once for both instruction sets, which differ only in the vector width and the
+/// intrinsics that name it.
+macro_rules! x86_kernel {
+    ($kernel:ident, $tile:ident, $features:literal, $mr:literal, $lanes:literal,
+     $setzero:ident, $loadu:ident, $storeu:ident, $set1:ident, $fmadd:ident) => {
+        #[cfg(target_arch = "x86_64")]
+        struct $kernel;
 
-#[cfg(target_arch = "x86_64")]
-impl Micro for Avx512 {
-    const MR: usize = 12;
-    const NR: usize = 32;
-    unsafe fn tile(t: Tile) {
-        // SAFETY: `isa()` chose this kernel only where AVX-512F is detected.
-        unsafe { avx512_tile(t) }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn avx512_tile(t: Tile) {
-    use std::arch::x86_64::*;
-    let Tile {
-        kc,
-        a,
-        ars,
-        aks,
-        b,
-        ldb,
-        c,
-        ldc,
-        load,
-    } = t;
-    const MR: usize = 12;
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    // SAFETY: the caller's contract (see `Micro::tile`).
-    unsafe {
-        if load {
-            for (r, row) in acc.iter_mut().enumerate() {
-                row[0] = _mm512_loadu_ps(c.add(r * ldc));
-                row[1] = _mm512_loadu_ps(c.add(r * ldc + 16));
+        #[cfg(target_arch = "x86_64")]
+        impl Micro for $kernel {
+            const MR: usize = $mr;
+            const NR: usize = 2 * $lanes;
+            unsafe fn tile(t: Tile) {
+                // SAFETY: `isa()` chose this kernel only where its features are detected.
+                unsafe { $tile(t) }
             }
         }
-        for kk in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(kk * ldb));
-            let b1 = _mm512_loadu_ps(b.add(kk * ldb + 16));
-            let ap = a.add(kk * aks);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ap.add(r * ars));
-                row[0] = _mm512_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(av, b1, row[1]);
+
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $tile(t: Tile) {
+            use std::arch::x86_64::*;
+            let Tile {
+                kc,
+                a,
+                ars,
+                aks,
+                b,
+                ldb,
+                c,
+                ldc,
+                load,
+            } = t;
+            let mut acc = [[$setzero(); 2]; $mr];
+            // SAFETY: the caller's contract (see `Micro::tile`).
+            unsafe {
+                if load {
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        row[0] = $loadu(c.add(r * ldc));
+                        row[1] = $loadu(c.add(r * ldc + $lanes));
+                    }
+                }
+                for kk in 0..kc {
+                    let b0 = $loadu(b.add(kk * ldb));
+                    let b1 = $loadu(b.add(kk * ldb + $lanes));
+                    let ap = a.add(kk * aks);
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let av = $set1(*ap.add(r * ars));
+                        row[0] = $fmadd(av, b0, row[0]);
+                        row[1] = $fmadd(av, b1, row[1]);
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    $storeu(c.add(r * ldc), row[0]);
+                    $storeu(c.add(r * ldc + $lanes), row[1]);
+                }
             }
         }
-        for (r, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(c.add(r * ldc), row[0]);
-            _mm512_storeu_ps(c.add(r * ldc + 16), row[1]);
-        }
-    }
+    };
 }
 
-#[cfg(target_arch = "x86_64")]
-struct Avx2;
-
-#[cfg(target_arch = "x86_64")]
-impl Micro for Avx2 {
-    const MR: usize = 6;
-    const NR: usize = 16;
-    unsafe fn tile(t: Tile) {
-        // SAFETY: `isa()` chose this kernel only where AVX2 and FMA are detected.
-        unsafe { avx2_tile(t) }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_tile(t: Tile) {
-    use std::arch::x86_64::*;
-    let Tile {
-        kc,
-        a,
-        ars,
-        aks,
-        b,
-        ldb,
-        c,
-        ldc,
-        load,
-    } = t;
-    const MR: usize = 6;
-    let mut acc = [[_mm256_setzero_ps(); 2]; MR];
-    // SAFETY: the caller's contract (see `Micro::tile`).
-    unsafe {
-        if load {
-            for (r, row) in acc.iter_mut().enumerate() {
-                row[0] = _mm256_loadu_ps(c.add(r * ldc));
-                row[1] = _mm256_loadu_ps(c.add(r * ldc + 8));
-            }
-        }
-        for kk in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(kk * ldb));
-            let b1 = _mm256_loadu_ps(b.add(kk * ldb + 8));
-            let ap = a.add(kk * aks);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let av = _mm256_set1_ps(*ap.add(r * ars));
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            _mm256_storeu_ps(c.add(r * ldc), row[0]);
-            _mm256_storeu_ps(c.add(r * ldc + 8), row[1]);
-        }
-    }
-}
+x86_kernel!(
+    Avx512,
+    avx512_tile,
+    "avx512f",
+    12,
+    16,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps
+);
+x86_kernel!(
+    Avx2,
+    avx2_tile,
+    "avx2,fma",
+    6,
+    8,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps
+);
 
 /// `C`'s data shared by the tasks, each of which writes only its own elements.
 #[derive(Clone, Copy)]
@@ -641,15 +618,14 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
         "micro-kernel tile larger than TILE_MAX"
     );
     let parallel = may_thread && m * n * k >= PARALLEL_MIN && FORCED.with(Cell::get).is_none();
-    // A B panel of NR whole consecutive columns is read in place (its offset), when B's
-    // rows are evenly spaced; the others are packed.
-    // An A panel of MR whole rows of a row-major A is read in place (its offset).
-    let a_direct = |p: usize| {
-        let simple = a.rows.inner >= a.rows.len && a.cols.inner >= a.cols.len;
-        (simple && a.cols.stride == 1 && (p + 1) * mr <= m).then(|| p * mr * a.rows.stride)
-    };
+    // Panels read in place (their offset) rather than packed: MR whole rows of a
+    // row-major A; NR whole consecutive columns of a B whose rows are evenly spaced.
+    let a_row_major =
+        a.rows.inner >= a.rows.len && a.cols.inner >= a.cols.len && a.cols.stride == 1;
+    let a_direct = |p: usize| (a_row_major && (p + 1) * mr <= m).then(|| p * mr * a.rows.stride);
+    let b_even_rows = b.rows.inner >= b.rows.len;
     let b_direct = |q: usize| {
-        let whole = (q + 1) * nr <= n && b.rows.inner >= b.rows.len;
+        let whole = (q + 1) * nr <= n && b_even_rows;
         whole.then(|| b.cols.run(q * nr, nr)).flatten()
     };
     // A and B packed once each: block `blk` of the shared dimension at `blk·KC·panels·width`.
@@ -717,7 +693,8 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
                 };
                 let j0 = q * nr;
                 let cols = nr.min(n - j0);
-                let contiguous = cols == nr && ccols.stride == 1 && ccols.run(j0, nr).is_some();
+                // (`run` of more than one index implies unit stride.)
+                let contiguous = cols == nr && ccols.run(j0, nr).is_some();
                 let cruns = ccols.runs(j0, cols);
                 for p in p0..p1 {
                     let (ap, ars, aks) = match a_direct(p) {
@@ -728,6 +705,17 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
                         }
                         None => (ablk[p * kc * mr..].as_ptr(), 1, mr),
                     };
+                    let tile = |c, ldc| Tile {
+                        kc,
+                        a: ap,
+                        ars,
+                        aks,
+                        b: bp,
+                        ldb,
+                        c,
+                        ldc,
+                        load,
+                    };
                     let i0 = p * mr;
                     let rows = mr.min(m - i0);
                     if contiguous && direct_rows && rows == mr {
@@ -736,17 +724,7 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
                         // this task alone writes; the panels hold kc·MR and kc·NR values.
                         unsafe {
                             let base = cp.0.add(crows.at(i0) + ccols.at(j0));
-                            K::tile(Tile {
-                                kc,
-                                a: ap,
-                                ars,
-                                aks,
-                                b: bp,
-                                ldb,
-                                c: base,
-                                ldc: crows.stride,
-                                load,
-                            });
+                            K::tile(tile(base, crows.stride));
                         }
                     } else {
                         // SAFETY: offsets come from C's axes for in-range (i, j) only
@@ -771,17 +749,7 @@ fn run<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: MatMut<'_>, accumulate: bool, 
                                     }
                                 }
                             }
-                            K::tile(Tile {
-                                kc,
-                                a: ap,
-                                ars,
-                                aks,
-                                b: bp,
-                                ldb,
-                                c: tmp.as_mut_ptr(),
-                                ldc: nr,
-                                load,
-                            });
+                            K::tile(tile(tmp.as_mut_ptr(), nr));
                             for r in 0..rows {
                                 let (roff, row) = (crows.at(i0 + r), &tmp[r * nr..]);
                                 if let Some(runs) = &cruns {
